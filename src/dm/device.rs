@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Devices a target opens through dm core (`dm_get_device`/`dm_put_device`).
+
+use core::ptr::NonNull;
+
+use kernel::bindings;
+use kernel::prelude::*;
+use kernel::str::CStr;
+
+use super::bindings as dmb;
+
+/// How a device is opened (`blk_mode_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OpenMode(pub(crate) bindings::blk_mode_t);
+
+impl OpenMode {
+    /// Read-only.
+    #[allow(dead_code)]
+    pub(crate) const READ: Self = Self(dmb::DMSNAP_BLK_OPEN_READ);
+    /// Read-write.
+    #[allow(dead_code)]
+    pub(crate) const READ_WRITE: Self = Self(dmb::DMSNAP_BLK_OPEN_READ | dmb::DMSNAP_BLK_OPEN_WRITE);
+}
+
+/// A block device held by a target for as long as this value lives.
+///
+/// # Invariants
+///
+/// `dev` was returned by `dm_get_device(ti, ...)` and has not been put yet.
+/// `ti` outlives this value: a `DmDev` is created only through
+/// [`super::Setup::get_device`] and is owned by the target's private data,
+/// which dm core drops in `dtr` before it frees the `dm_target`.
+pub(crate) struct DmDev {
+    dev: NonNull<dmb::dm_dev>,
+    ti: NonNull<dmb::dm_target>,
+}
+
+// SAFETY: After `dm_get_device` returns, the `dm_dev` is immutable until
+// `dm_put_device`, which only `Drop` calls; `dm_put_device` may run on any
+// thread (it takes dm core's table lock).
+unsafe impl Send for DmDev {}
+// SAFETY: All `&self` methods only read fields that are immutable while the
+// device is held.
+unsafe impl Sync for DmDev {}
+
+impl DmDev {
+    /// Takes ownership of a device returned by `dm_get_device`.
+    ///
+    /// # Safety
+    ///
+    /// `dev` must come from a successful `dm_get_device(ti, ...)` not yet
+    /// put, and `ti` must outlive the returned value (see the type's
+    /// invariants).
+    pub(super) unsafe fn from_raw(dev: NonNull<dmb::dm_dev>, ti: NonNull<dmb::dm_target>) -> Self {
+        // INVARIANT: guaranteed by the caller.
+        Self { dev, ti }
+    }
+
+    /// The device name dm core uses in tables: `"major:minor"`.
+    pub(crate) fn name(&self) -> &CStr {
+        // SAFETY: By the invariant `dev` is valid; `name` is a fixed array
+        // that dm core fills with a NUL-terminated `"%u:%u"`.
+        let name = unsafe { &(*self.dev.as_ptr()).name };
+        // SAFETY: `name` is NUL-terminated (see above) and lives as long as
+        // `self`.
+        unsafe { CStr::from_char_ptr(name.as_ptr()) }
+    }
+
+    /// The underlying block device.
+    pub(crate) fn bdev(&self) -> *mut bindings::block_device {
+        // SAFETY: By the invariant `dev` is valid and `bdev` is immutable
+        // while the device is held.
+        unsafe { (*self.dev.as_ptr()).bdev }
+    }
+
+    /// The device's `dev_t`, for identity comparisons.
+    #[allow(dead_code)]
+    pub(crate) fn devt(&self) -> bindings::dev_t {
+        // SAFETY: `bdev()` is a valid, held block device.
+        unsafe { (*self.bdev()).bd_dev }
+    }
+
+    /// Current size in 512-byte sectors (re-read each call: the device may
+    /// have been resized).
+    #[allow(dead_code)]
+    pub(crate) fn size_sectors(&self) -> u64 {
+        // SAFETY: `bdev()` is a valid, held block device.
+        unsafe { dmb::dmsnap_bdev_nr_sectors(self.bdev()) }
+    }
+
+    /// Logical block size in bytes.
+    #[allow(dead_code)]
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        // SAFETY: `bdev()` is a valid, held block device.
+        unsafe { dmb::dmsnap_bdev_logical_block_size(self.bdev()) }
+    }
+
+    pub(super) fn as_raw(&self) -> *mut dmb::dm_dev {
+        self.dev.as_ptr()
+    }
+}
+
+impl Drop for DmDev {
+    fn drop(&mut self) {
+        // SAFETY: By the invariants `ti` is alive and `dev` was obtained from
+        // `dm_get_device(ti, ...)` and is put exactly once, here.
+        unsafe { dmb::dm_put_device(self.ti.as_ptr(), self.dev.as_ptr()) };
+    }
+}
+
+/// Checks whether two held devices are the same block device.
+#[allow(dead_code)]
+pub(crate) fn same_bdev(a: &DmDev, b: &DmDev) -> bool {
+    a.bdev() == b.bdev()
+}
+
+/// Builds an error for a failed `dm_get_device`.
+pub(super) fn get_device_error(ret: i32) -> Error {
+    Error::from_errno(ret)
+}

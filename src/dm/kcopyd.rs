@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Asynchronous copies between block devices with kcopyd.
+//!
+//! C header: [`include/linux/dm-kcopyd.h`](srctree/include/linux/dm-kcopyd.h).
+//!
+//! A job's completion arrives in kcopyd's worker thread. The caller's
+//! context travels as an `Arc<T>` through the C `void *context` and comes
+//! back to [`CopyCallback::copy_done`], so a completion can never outlive or
+//! double-free its context.
+
+use core::ptr::NonNull;
+
+use kernel::bindings;
+use kernel::error::from_err_ptr;
+use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
+use kernel::prelude::*;
+use kernel::sync::Arc;
+use kernel::types::ForeignOwnable;
+
+use super::bindings as dmb;
+use super::device::DmDev;
+
+/// A range of sectors on a device (`struct dm_io_region`).
+#[derive(Clone, Copy)]
+pub(crate) struct Region {
+    pub(super) raw: dmb::dm_io_region,
+}
+
+impl Region {
+    /// `count` sectors of `dev` starting at `sector`.
+    pub(crate) fn new(dev: &DmDev, sector: u64, count: u64) -> Self {
+        Self::from_bdev(dev.bdev(), sector, count)
+    }
+
+    pub(super) fn from_bdev(bdev: *mut bindings::block_device, sector: u64, count: u64) -> Self {
+        Self { raw: dmb::dm_io_region { bdev, sector, count } }
+    }
+}
+
+/// Options of a copy (`DM_KCOPYD_*`).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct CopyFlags {
+    /// Keep going after an I/O error (`DM_KCOPYD_IGNORE_ERROR`).
+    pub(crate) ignore_error: bool,
+    /// Write destinations one after another (`DM_KCOPYD_WRITE_SEQ`).
+    pub(crate) write_seq: bool,
+}
+
+impl CopyFlags {
+    fn to_raw(self) -> c_uint {
+        let mut flags = 0;
+        if self.ignore_error {
+            flags |= 1 << dmb::DM_KCOPYD_IGNORE_ERROR;
+        }
+        if self.write_seq {
+            flags |= 1 << dmb::DM_KCOPYD_WRITE_SEQ;
+        }
+        flags
+    }
+}
+
+/// Receives the completion of a copy or zeroing job.
+pub(crate) trait CopyCallback: Send + Sync + 'static {
+    /// Runs in kcopyd's worker thread (may sleep, must not block on
+    /// kcopyd itself). `read_err` is set if the source could not be read;
+    /// bit `i` of `write_err` is set if destination `i` failed.
+    fn copy_done(this: Arc<Self>, read_err: bool, write_err: u64);
+}
+
+/// A kcopyd client. Dropping it waits for all of its jobs to finish.
+///
+/// # Invariants
+///
+/// `kc` is a live client from `dm_kcopyd_client_create`.
+pub(crate) struct KcopydClient {
+    kc: NonNull<dmb::dm_kcopyd_client>,
+}
+
+// SAFETY: kcopyd clients are used from any context that may sleep; kcopyd
+// serialises its internal state with its own locks.
+unsafe impl Send for KcopydClient {}
+// SAFETY: As above; submitting jobs concurrently is supported.
+unsafe impl Sync for KcopydClient {}
+
+impl KcopydClient {
+    /// Creates a client, throttled by the module's `snapshot_copy_throttle`
+    /// group throttle (shared by all clients, as upstream does).
+    pub(crate) fn new_throttled() -> Result<Self> {
+        // SAFETY: The shim returns a pointer to a static throttle struct.
+        let throttle = unsafe { dmb::dmsnap_kcopyd_throttle() };
+        // SAFETY: `throttle` is valid for the module's lifetime, which
+        // outlives every client.
+        let kc = from_err_ptr(unsafe { dmb::dm_kcopyd_client_create(throttle) })?;
+        let kc = NonNull::new(kc).ok_or(ENOMEM)?;
+        // INVARIANT: a successfully created client.
+        Ok(Self { kc })
+    }
+
+    /// Copies `from` to each of `to` (at most 8 destinations) and calls
+    /// `T::copy_done(context, ...)` when done.
+    ///
+    /// May sleep to allocate the job (kcopyd uses `GFP_NOIO` mempools).
+    ///
+    /// # Safety
+    ///
+    /// The block devices of `from` and `to` must stay open until the
+    /// callback has run. Holding the `DmDev`s in a structure that drops this
+    /// client first (dropping waits for all jobs) satisfies this.
+    pub(crate) unsafe fn copy<T: CopyCallback>(
+        &self,
+        from: &Region,
+        to: &[Region],
+        flags: CopyFlags,
+        context: Arc<T>,
+    ) -> Result {
+        let mut dests = [dmb::dm_io_region::default(); dmb::DM_KCOPYD_MAX_REGIONS as usize];
+        if to.is_empty() || to.len() > dests.len() {
+            return Err(EINVAL);
+        }
+        for (slot, region) in dests.iter_mut().zip(to) {
+            *slot = region.raw;
+        }
+        let mut src = from.raw;
+        let ctx = context.into_foreign() as *mut c_void;
+        // SAFETY: `kc` is live; `src` and `dests` are valid for the call
+        // (kcopyd copies them into the job); the devices stay open (caller);
+        // `ctx` is released exactly once by `copy_notify::<T>`.
+        unsafe {
+            dmb::dm_kcopyd_copy(
+                self.kc.as_ptr(),
+                &mut src,
+                to.len() as u32,
+                dests.as_mut_ptr(),
+                flags.to_raw(),
+                Some(copy_notify::<T>),
+                ctx,
+            )
+        };
+        Ok(())
+    }
+
+    /// Writes zeroes to each of `to` (at most 8 regions).
+    ///
+    /// # Safety
+    ///
+    /// As for [`KcopydClient::copy`].
+    #[allow(dead_code)]
+    pub(crate) unsafe fn zero<T: CopyCallback>(&self, to: &[Region], context: Arc<T>) -> Result {
+        let mut dests = [dmb::dm_io_region::default(); dmb::DM_KCOPYD_MAX_REGIONS as usize];
+        if to.is_empty() || to.len() > dests.len() {
+            return Err(EINVAL);
+        }
+        for (slot, region) in dests.iter_mut().zip(to) {
+            *slot = region.raw;
+        }
+        let ctx = context.into_foreign() as *mut c_void;
+        // SAFETY: As in `copy`.
+        unsafe {
+            dmb::dm_kcopyd_zero(
+                self.kc.as_ptr(),
+                to.len() as u32,
+                dests.as_mut_ptr(),
+                0,
+                Some(copy_notify::<T>),
+                ctx,
+            )
+        };
+        Ok(())
+    }
+}
+
+impl Drop for KcopydClient {
+    fn drop(&mut self) {
+        // SAFETY: By the invariant `kc` is live; destroy waits for all jobs
+        // (and so all callbacks) to finish, and is called once.
+        unsafe { dmb::dm_kcopyd_client_destroy(self.kc.as_ptr()) };
+    }
+}
+
+/// # Safety
+///
+/// Called by kcopyd exactly once per job, with the context passed to
+/// `dm_kcopyd_copy`/`dm_kcopyd_zero` by [`KcopydClient`].
+unsafe extern "C" fn copy_notify<T: CopyCallback>(read_err: c_int, write_err: c_ulong, context: *mut c_void) {
+    // SAFETY: `context` came from `Arc::<T>::into_foreign` and this is the
+    // only completion of that job.
+    let this = unsafe { <Arc<T> as ForeignOwnable>::from_foreign(context) };
+    T::copy_done(this, read_err != 0, write_err as u64);
+}

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * C shim for dm-snapshot-rs: static inlines and macros that bindgen cannot
+ * see, and the module parameters (6.12's module! has no parameter support).
+ * Everything here is a one-line wrapper; the logic lives in Rust.
+ */
+#ifndef DM_SNAPSHOT_RS_SHIM_H
+#define DM_SNAPSHOT_RS_SHIM_H
+
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+#include <linux/blk_types.h>
+#include <linux/device-mapper.h>
+#include <linux/dm-kcopyd.h>
+#include <linux/gfp.h>
+
+#ifdef __BINDGEN__
+/* Constants built from casts and enums that bindgen cannot fold by itself. */
+const gfp_t DMSNAP_GFP_NOIO = GFP_NOIO;
+const blk_opf_t DMSNAP_REQ_OP_MASK = REQ_OP_MASK;
+const blk_opf_t DMSNAP_REQ_PREFLUSH = REQ_PREFLUSH;
+const blk_opf_t DMSNAP_REQ_FUA = REQ_FUA;
+const blk_opf_t DMSNAP_REQ_SYNC = REQ_SYNC;
+const blk_mode_t DMSNAP_BLK_OPEN_READ = BLK_OPEN_READ;
+const blk_mode_t DMSNAP_BLK_OPEN_WRITE = BLK_OPEN_WRITE;
+#endif
+
+void dmsnap_bio_set_dev(struct bio *bio, struct block_device *bdev);
+void dmsnap_bio_endio(struct bio *bio, blk_status_t status);
+blk_mode_t dmsnap_table_mode(struct dm_target *ti);
+sector_t dmsnap_bdev_nr_sectors(struct block_device *bdev);
+unsigned int dmsnap_bdev_logical_block_size(struct block_device *bdev);
+
+unsigned int dmsnap_param_cow_threshold(void);
+struct dm_kcopyd_throttle *dmsnap_kcopyd_throttle(void);
+
+#endif

@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Pure core of dm-snapshot-rs: no I/O, no allocation, no `unsafe`, no panics.
+//!
+//! Everything here works on integers and caller-provided byte buffers, so it
+//! builds both into the kernel module (`#![no_std]`, `core` only) and into
+//! the host crate `dmsnap_core`, where it is tested with `cargo test`.
+//! Where behaviour is on-disk or user-visible it matches Linux 6.12's
+//! dm-snapshot bit for bit; the upstream function each piece mirrors is named
+//! in its documentation.
+//!
+//! - [`chunk`]: sector/chunk arithmetic and chunk-size validation.
+//! - [`disk`]: header and metadata-area encoding of the persistent store.
+//! - [`alloc`]: the persistent/transient stores' allocation, commit, load and
+//!   merge cursors.
+//! - [`runs`]: consecutive-chunk runs for the exception table.
+//! - [`merge`]: choosing the next linear run(s) to merge.
+//! - [`status`]: the INFO status values.
+
+pub mod alloc;
+pub mod chunk;
+pub mod disk;
+pub mod merge;
+pub mod runs;
+pub mod status;

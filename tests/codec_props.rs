@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Property tests for the on-disk codecs: round trips, agreement with a
+//! simple model, and no panics on arbitrary bytes.
+
+use core::num::NonZeroU32;
+
+use dmsnap_core::pure::alloc::Loader;
+use dmsnap_core::pure::chunk::ChunkSize;
+use dmsnap_core::pure::disk::{
+    check_exception, decode_header, first_adjacent_duplicate, read_entry, scan_area, write_entry,
+    AreaEntries, AreaError, Corruption, DiskException, DiskHeader, Geometry, HeaderState,
+    SNAP_MAGIC,
+};
+use dmsnap_core::pure::merge::{linear_tail_of_area, AreaSource, TailRuns};
+use proptest::prelude::*;
+
+fn geom(shift: u32) -> Geometry {
+    Geometry::new(ChunkSize::from_shift(shift).expect("small shift"))
+}
+
+proptest! {
+    #[test]
+    fn header_roundtrip(valid: bool, version: u32, chunk_size: u32, tail in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let h = DiskHeader { valid, version, chunk_size };
+        let mut buf = h.to_bytes().to_vec();
+        buf.extend_from_slice(&tail);
+        prop_assert_eq!(decode_header(&buf), Ok(HeaderState::Existing(h)));
+        // encode() zeroes everything past the 16 header bytes.
+        let mut chunk = vec![0xffu8; 16 + tail.len()];
+        h.encode(&mut chunk).expect("fits");
+        prop_assert_eq!(&chunk[..16], &h.to_bytes()[..]);
+        prop_assert!(chunk[16..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn header_decode_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+        let r = decode_header(&bytes);
+        if bytes.len() < 16 {
+            prop_assert!(r.is_err());
+        } else {
+            let magic = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            match r {
+                Ok(HeaderState::New) => prop_assert_eq!(magic, 0),
+                Ok(HeaderState::Existing(h)) => {
+                    prop_assert_eq!(magic, SNAP_MAGIC);
+                    prop_assert_eq!(h.chunk_size, u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]));
+                    // validate never panics either.
+                    let _ = h.validate(512, 4096);
+                }
+                Err(_) => prop_assert!(magic != 0 && magic != SNAP_MAGIC),
+            }
+        }
+    }
+
+    #[test]
+    fn exception_roundtrip(old: u64, new: u64) {
+        let e = DiskException { old, new };
+        prop_assert_eq!(DiskException::from_bytes(&e.to_bytes()), Some(e));
+    }
+
+    /// Entries written into a zeroed area parse back as the same list.
+    #[test]
+    fn area_matches_model(
+        shift in 0u32..3,
+        raw in proptest::collection::vec((any::<u64>(), 1u64..=u64::MAX), 0..130),
+    ) {
+        let g = geom(shift);
+        let epa = g.exceptions_per_area() as usize;
+        let model: Vec<DiskException> = raw.into_iter().take(epa)
+            .map(|(old, new)| DiskException { old, new }).collect();
+        let mut area = vec![0u8; g.area_bytes()];
+        for (i, e) in model.iter().enumerate() {
+            write_entry(g, &mut area, i as u32, *e).expect("in range");
+        }
+        let parsed: Vec<DiskException> = AreaEntries::new(g, &area).expect("long enough").collect();
+        prop_assert_eq!(&parsed, &model);
+        let scan = scan_area(g, &area).expect("scan");
+        prop_assert_eq!(scan.committed as usize, model.len());
+        prop_assert_eq!(scan.full, model.len() == epa);
+        let hint = model.iter().map(|e| e.new.saturating_add(1)).max().unwrap_or(0);
+        prop_assert_eq!(scan.next_free_hint, hint);
+        for (i, e) in model.iter().enumerate() {
+            prop_assert_eq!(read_entry(g, &area, i as u32), Ok(*e));
+        }
+        prop_assert_eq!(read_entry(g, &area, epa as u32), Err(AreaError::IndexOutOfRange));
+    }
+
+    /// A terminator in the middle hides everything after it.
+    #[test]
+    fn terminator_stops_list(n in 0usize..32, junk in 1u64..1000) {
+        let g = geom(0);
+        let mut area = vec![0u8; g.area_bytes()];
+        for i in 0..32u32 {
+            let new = if i as usize == n { 0 } else { junk + u64::from(i) };
+            write_entry(g, &mut area, i, DiskException { old: u64::from(i), new }).expect("write");
+        }
+        let scan = scan_area(g, &area).expect("scan");
+        prop_assert_eq!(scan.committed as usize, n);
+        prop_assert!(!scan.full);
+    }
+
+    /// Arbitrary bytes into every decoder: no panics, bounded results.
+    #[test]
+    fn decoders_never_panic(
+        shift in 0u32..3,
+        bytes in proptest::collection::vec(any::<u8>(), 0..2200),
+        idx: u32,
+        committed: u32,
+        limit in 1u32..100,
+        cow_chunks: u64,
+    ) {
+        let g = geom(shift);
+        let epa = g.exceptions_per_area();
+        let _ = read_entry(g, &bytes, idx);
+        if let Ok(scan) = scan_area(g, &bytes) {
+            prop_assert!(scan.committed <= epa);
+        } else {
+            prop_assert!(bytes.len() < g.area_bytes());
+        }
+        if let Ok(it) = AreaEntries::new(g, &bytes) {
+            for e in it {
+                prop_assert!(e.new != 0);
+                let _ = check_exception(g, e, cow_chunks);
+            }
+        }
+        let lim = NonZeroU32::new(limit).expect("nonzero");
+        if let Ok(Some(run)) = linear_tail_of_area(g, &bytes, committed % (epa + 2), lim) {
+            prop_assert!(run.count() >= 1 && run.count() <= limit);
+            prop_assert!(run.first_old() <= run.last_old());
+        }
+        let src = AreaSource::new(g, &bytes);
+        let mut total = 0usize;
+        for r in TailRuns::new(&src, (committed % (epa + 2)) as usize, lim).take(200) {
+            match r {
+                Ok(run) => total += run.count() as usize,
+                Err(_) => break,
+            }
+        }
+        prop_assert!(total <= epa as usize);
+        let mut loader = Loader::with_validation(g, cow_chunks);
+        let mut n = 0u32;
+        let _ = loader.feed::<(), _>(&bytes, |_, _| { n += 1; Ok(()) });
+        prop_assert!(n <= epa);
+        let mut loader = Loader::new(g);
+        let _ = loader.feed::<(), _>(&bytes, |_, _| Ok(()));
+    }
+
+    #[test]
+    fn check_exception_rules(shift in 0u32..4, new in 0u64..5000, old: u64, cow_chunks in 0u64..5000) {
+        let g = geom(shift);
+        let r = check_exception(g, DiskException { old, new }, cow_chunks);
+        let stride = u64::from(g.exceptions_per_area()) + 1;
+        let expect = if new == 0 || new % stride == 1 {
+            Err(Corruption::NewChunkIsMetadata)
+        } else if new >= cow_chunks {
+            Err(Corruption::NewChunkBeyondDevice)
+        } else if old > (u64::MAX >> shift) {
+            Err(Corruption::OldChunkUnaddressable)
+        } else {
+            Ok(())
+        };
+        prop_assert_eq!(r, expect);
+    }
+
+    #[test]
+    fn duplicates_found(mut v in proptest::collection::vec(0u64..50, 0..20)) {
+        v.sort_unstable();
+        let mut d = v.clone();
+        d.dedup();
+        prop_assert_eq!(first_adjacent_duplicate(&v).is_some(), d.len() != v.len());
+    }
+}

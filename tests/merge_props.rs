@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Merge planning against a naive model of `persistent_prepare_merge()`.
+
+use core::num::NonZeroU32;
+
+use dmsnap_core::pure::chunk::ChunkSize;
+use dmsnap_core::pure::disk::{write_entry, DiskException, Geometry};
+use dmsnap_core::pure::merge::{
+    linear_tail, linear_tail_of_area, plan_tail_runs, CopyPlan, MergeError, MergeRun, TailRuns,
+};
+use proptest::prelude::*;
+
+/// The C loop, with the count capped by `limit`.
+fn naive(entries: &[(u64, u64)], end: usize, limit: u32) -> Option<(u64, u64, u32)> {
+    if end == 0 {
+        return None;
+    }
+    let (lo, ln) = entries[end - 1];
+    let mut nr = 1u32;
+    while (nr as usize) < end && nr < limit {
+        let (o, n) = entries[end - 1 - nr as usize];
+        if lo < u64::from(nr)
+            || ln < u64::from(nr)
+            || o != lo - u64::from(nr)
+            || n != ln - u64::from(nr)
+        {
+            break;
+        }
+        nr += 1;
+    }
+    Some((lo, ln, nr))
+}
+
+/// Lists made of linear stretches so that runs actually occur.
+fn entries() -> impl Strategy<Value = Vec<(u64, u64)>> {
+    proptest::collection::vec((0u64..50, 1u64..50, 1usize..6), 0..20).prop_map(|segs| {
+        let mut v = Vec::new();
+        for (o, n, len) in segs {
+            for k in 0..len as u64 {
+                v.push((o + k, n + k));
+            }
+        }
+        v
+    })
+}
+
+proptest! {
+    #[test]
+    fn tail_matches_naive(es in entries(), cut in 0usize..100, limit in 1u32..10) {
+        let end = if es.is_empty() { 0 } else { cut % (es.len() + 1) };
+        let lim = NonZeroU32::new(limit).expect("nonzero");
+        let got = linear_tail(es.as_slice(), end, lim).expect("ok");
+        prop_assert_eq!(got.map(|r| (r.last_old(), r.last_new(), r.count())), naive(&es, end, limit));
+        // Same answer from the on-disk representation.
+        let g = Geometry::new(ChunkSize::from_shift(3).expect("shift"));
+        let mut area = vec![0u8; g.area_bytes()];
+        for (i, &(o, n)) in es.iter().enumerate() {
+            write_entry(g, &mut area, i as u32, DiskException { old: o, new: n }).expect("fits");
+        }
+        prop_assert_eq!(linear_tail_of_area(g, &area, end as u32, lim).expect("ok"), got);
+    }
+
+    /// Tail runs partition the list from the end, each exactly its entries.
+    #[test]
+    fn tail_runs_partition(es in entries(), limit in 1u32..8) {
+        let lim = NonZeroU32::new(limit).expect("nonzero");
+        let mut end = es.len();
+        for r in TailRuns::new(es.as_slice(), es.len(), lim) {
+            let r = r.expect("ok");
+            prop_assert!(r.count() <= limit);
+            let start = end - r.count() as usize;
+            for (k, &(o, n)) in es[start..end].iter().enumerate() {
+                prop_assert_eq!((o, n), (r.first_old() + k as u64, r.first_new() + k as u64));
+                prop_assert!(r.contains_old(o));
+            }
+            end = start;
+        }
+        prop_assert_eq!(end, 0);
+    }
+
+    #[test]
+    fn plan_respects_budget(es in entries(), limit in 1u32..8, budget in 0u64..40, slots in 0usize..6) {
+        let lim = NonZeroU32::new(limit).expect("nonzero");
+        let mut out = vec![MergeRun::single(DiskException { old: 0, new: 1 }); slots];
+        let n = plan_tail_runs(es.as_slice(), es.len(), lim, budget, &mut out).expect("ok");
+        prop_assert!(n <= slots);
+        let total: u64 = out[..n].iter().map(|r| u64::from(r.count())).sum();
+        prop_assert!(total <= budget);
+        // Runs come newest first and are contiguous from the end.
+        let mut end = es.len();
+        for r in &out[..n] {
+            let start = end - r.count() as usize;
+            prop_assert_eq!(es[end - 1], (r.last_old(), r.last_new()));
+            prop_assert_eq!(es[start], (r.first_old(), r.first_new()));
+            end = start;
+        }
+        // Without a binding budget/slot limit it equals TailRuns.
+        if budget >= es.len() as u64 && slots >= es.len() {
+            let all: Vec<MergeRun> = TailRuns::new(es.as_slice(), es.len(), lim).map(|r| r.expect("ok")).collect();
+            prop_assert_eq!(&out[..n], &all[..]);
+        }
+    }
+}
+
+#[test]
+fn tail_edge_cases() {
+    let one = NonZeroU32::new(1).expect("nonzero");
+    let big = NonZeroU32::new(1000).expect("nonzero");
+    let es: &[(u64, u64)] = &[(5, 10), (6, 11), (7, 12)];
+    assert_eq!(linear_tail(es, 4, big), Err(MergeError::OutOfRange));
+    assert_eq!(linear_tail(es, 0, big), Ok(None));
+    let r = linear_tail(es, 3, big).expect("ok").expect("run");
+    assert_eq!((r.first_old(), r.first_new(), r.count()), (5, 10, 3));
+    assert_eq!(
+        linear_tail(es, 3, one).expect("ok").map(|r| r.count()),
+        Some(1)
+    );
+    // A zero new chunk at the tail would copy the header: refused.
+    let z: &[(u64, u64)] = &[(1, 2), (2, 0)];
+    assert_eq!(
+        linear_tail(z, 2, big),
+        Err(MergeError::ZeroNewChunk { index: 1 })
+    );
+    // No wrap below chunk 0 (upstream compares in wrapping arithmetic).
+    let w: &[(u64, u64)] = &[(u64::MAX, 5), (0, 6)];
+    assert_eq!(
+        linear_tail(w, 2, big).expect("ok").map(|r| r.count()),
+        Some(1)
+    );
+    // Copy plan, clipped to the origin as snapshot_merge_next_chunks() does.
+    let cs = ChunkSize::from_shift(3).expect("shift");
+    assert_eq!(
+        r.copy_plan(cs, 1000),
+        Some(CopyPlan {
+            src: 80,
+            dest: 40,
+            sectors: 24
+        })
+    );
+    assert_eq!(
+        r.copy_plan(cs, 50),
+        Some(CopyPlan {
+            src: 80,
+            dest: 40,
+            sectors: 10
+        })
+    );
+    assert_eq!(r.copy_plan(cs, 40), None);
+}
