@@ -10,11 +10,12 @@
 //! - [`dm`]: safe wrappers over device-mapper, bios, kcopyd and dm-io (most
 //!   of the `unsafe`), plus the C shim in `src/dm/shim.c`;
 //! - [`origin`]: the `snapshot-origin` target;
-//! - `pure`: code without kernel dependencies (on-disk codec, chunk math),
+//! - [`pure`]: code without kernel dependencies (on-disk codec, chunk math),
 //!   shared with the host crate so `cargo test` covers it.
 
 mod dm;
 mod origin;
+pub mod pure;
 
 #[cfg(CONFIG_KUNIT)]
 mod kunit;

@@ -11,7 +11,7 @@ kdir=$1 ko=$2 out=$3; shift 3
 here=$(cd "$(dirname "$0")/../.." && pwd)
 per=${SCENARIO_TIMEOUT:-300}
 mkdir -p "$out"
-rm -f "$out"/console.log "$out"/results.log "$out"/disk*.img
+rm -f "$out"/console.log "$out"/disk*.img
 
 "$here/scripts/vm/mkinitramfs.sh" "$out/initramfs.cpio.gz" "$kdir" "$ko"
 
@@ -27,6 +27,13 @@ done
 
 tests=$(IFS=,; echo "$*")
 budget=$(( ${#} * per + 120 ))
+# Stream scenario output while the VM runs (VM_QUIET=1 to suppress).
+: > "$out/results.log"
+tailpid=
+if [ -z "${VM_QUIET:-}" ]; then
+  tail -n +1 -F "$out/results.log" 2>/dev/null | sed -u 's/^/  | /' &
+  tailpid=$!
+fi
 set +e
 timeout -s KILL "$budget" qemu-system-x86_64 \
   -accel tcg,thread=multi -smp "${VM_CPUS:-2}" -m "${VM_MEM:-1536}" \
@@ -37,6 +44,7 @@ timeout -s KILL "$budget" qemu-system-x86_64 \
   -serial "file:$out/console.log" -serial "file:$out/results.log" </dev/null
 qrc=$?
 set -e
+if [ -n "$tailpid" ]; then sleep 0.5; kill "$tailpid" 2>/dev/null; wait "$tailpid" 2>/dev/null || true; fi
 [ "$qrc" = 0 ] || echo "vm: qemu exited with $qrc (137 = killed after ${budget}s)"
 rm -f "$out"/disk*.img
 python3 "$here/scripts/vm/results.py" "$out" "$@"

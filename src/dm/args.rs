@@ -38,15 +38,6 @@ impl<'a> Args<'a> {
         Self { argv, pos: 0 }
     }
 
-    /// Wraps a static argument list; used by tests.
-    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))]
-    pub(crate) fn from_static(argv: &'a [*mut c_char]) -> Self
-    where
-        'a: 'static,
-    {
-        Self { argv, pos: 0 }
-    }
-
     /// Number of arguments not consumed yet.
     pub(crate) fn remaining(&self) -> usize {
         self.argv.len().saturating_sub(self.pos)

@@ -94,7 +94,6 @@ impl Bio {
     }
 
     /// Whether the bio carries `REQ_FUA`.
-    #[allow(dead_code)]
     pub(crate) fn is_fua(&self) -> bool {
         self.opf() & dmb::DMSNAP_REQ_FUA != 0
     }
@@ -106,7 +105,6 @@ impl Bio {
     }
 
     /// Points the bio at another sector of its (new) device.
-    #[allow(dead_code)]
     pub(crate) fn set_sector(&self, sector: u64) {
         // SAFETY: By the type invariant the bio is valid and owned by us.
         unsafe { (*self.raw()).bi_iter.bi_sector = sector };

@@ -19,7 +19,6 @@ use kernel::sync::Arc;
 use kernel::types::ForeignOwnable;
 
 use super::bindings as dmb;
-use super::device::DmDev;
 
 /// A range of sectors on a device (`struct dm_io_region`).
 #[derive(Clone, Copy)]
@@ -28,11 +27,6 @@ pub(crate) struct Region {
 }
 
 impl Region {
-    /// `count` sectors of `dev` starting at `sector`.
-    pub(crate) fn new(dev: &DmDev, sector: u64, count: u64) -> Self {
-        Self::from_bdev(dev.bdev(), sector, count)
-    }
-
     pub(super) fn from_bdev(bdev: *mut bindings::block_device, sector: u64, count: u64) -> Self {
         Self { raw: dmb::dm_io_region { bdev, sector, count } }
     }

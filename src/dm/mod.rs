@@ -18,6 +18,8 @@ pub(crate) mod device;
 pub(crate) mod dm_io;
 pub(crate) mod kcopyd;
 pub(crate) mod log;
+#[cfg(CONFIG_KUNIT)]
+pub(crate) mod selftest;
 pub(crate) mod status;
 pub(crate) mod target;
 

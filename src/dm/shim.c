@@ -3,7 +3,11 @@
  * C shim for dm-snapshot-rs. See shim.h.
  */
 #include <linux/blkdev.h>
+#include <linux/file.h>
 #include <linux/module.h>
+#include <linux/slab.h>
+#include <kunit/test.h>
+#include <kunit/test-bug.h>
 #include "shim.h"
 
 /*
@@ -52,3 +56,59 @@ unsigned int dmsnap_bdev_logical_block_size(struct block_device *bdev)
 {
 	return bdev_logical_block_size(bdev);
 }
+
+#if IS_ENABLED(CONFIG_KUNIT)
+/*
+ * A block device the KUnit I/O self-tests may overwrite. Empty (the default)
+ * skips them. Only exists in kernels built with CONFIG_KUNIT.
+ */
+static char *kunit_scratch_dev = "";
+module_param(kunit_scratch_dev, charp, 0444);
+MODULE_PARM_DESC(kunit_scratch_dev,
+		 "KUnit only: block device the I/O self-tests may overwrite (default: none)");
+
+struct file *dmsnap_kunit_open_scratch(void)
+{
+	if (!kunit_scratch_dev || !*kunit_scratch_dev)
+		return NULL;
+	return bdev_file_open_by_path(kunit_scratch_dev, BLK_OPEN_READ | BLK_OPEN_WRITE,
+				      NULL, NULL);
+}
+
+struct block_device *dmsnap_file_bdev(struct file *file)
+{
+	return file_bdev(file);
+}
+
+void dmsnap_kunit_close_scratch(struct file *file)
+{
+	fput(file);
+}
+
+void dmsnap_kunit_skip(const char *reason)
+{
+	struct kunit *test = kunit_get_current_test();
+
+	if (test)
+		kunit_mark_skipped(test, "%s", reason);
+}
+
+/* A bare bio for testing the Rust bio view; never submitted. */
+struct bio *dmsnap_kunit_bio_alloc(blk_opf_t opf, sector_t sector, unsigned int bytes)
+{
+	struct bio *bio = bio_kmalloc(0, GFP_KERNEL);
+
+	if (!bio)
+		return NULL;
+	bio_init(bio, NULL, NULL, 0, opf);
+	bio->bi_iter.bi_sector = sector;
+	bio->bi_iter.bi_size = bytes;
+	return bio;
+}
+
+void dmsnap_kunit_bio_free(struct bio *bio)
+{
+	bio_uninit(bio);
+	kfree(bio);
+}
+#endif

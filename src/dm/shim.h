@@ -34,4 +34,14 @@ unsigned int dmsnap_bdev_logical_block_size(struct block_device *bdev);
 unsigned int dmsnap_param_cow_threshold(void);
 struct dm_kcopyd_throttle *dmsnap_kcopyd_throttle(void);
 
+#if IS_ENABLED(CONFIG_KUNIT)
+/* KUnit self-tests only: the scratch device named by kunit_scratch_dev. */
+struct file *dmsnap_kunit_open_scratch(void);
+struct block_device *dmsnap_file_bdev(struct file *file);
+void dmsnap_kunit_close_scratch(struct file *file);
+void dmsnap_kunit_skip(const char *reason);
+struct bio *dmsnap_kunit_bio_alloc(blk_opf_t opf, sector_t sector, unsigned int bytes);
+void dmsnap_kunit_bio_free(struct bio *bio);
+#endif
+
 #endif

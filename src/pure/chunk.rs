@@ -79,9 +79,10 @@ impl ChunkSize {
         }
         let cow = cow_lbs >> SECTOR_SHIFT;
         let origin = origin_lbs >> SECTOR_SHIFT;
-        // `is_multiple_of(0)` is false for non-zero `sectors`, so a zero block
-        // size (upstream would divide by zero) is refused here too.
-        if !sectors.is_multiple_of(cow) || !sectors.is_multiple_of(origin) {
+        // A zero block size (upstream would divide by zero) is refused too.
+        // (`checked_rem` rather than `is_multiple_of`: the kernel's MSRV is
+        // 1.78.)
+        if !is_multiple(sectors, cow) || !is_multiple(sectors, origin) {
             return Err(ChunkSizeError::NotBlockMultiple);
         }
         if sectors > (i32::MAX as u32) >> SECTOR_SHIFT {
@@ -210,5 +211,14 @@ impl ChunkSize {
 impl fmt::Display for ChunkSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.sectors())
+    }
+}
+
+/// Whether `value` is a multiple of `divisor`, as `u32::is_multiple_of`
+/// (zero is a multiple of everything; nothing else is a multiple of zero).
+const fn is_multiple(value: u32, divisor: u32) -> bool {
+    match value.checked_rem(divisor) {
+        Some(rem) => rem == 0,
+        None => value == 0,
     }
 }

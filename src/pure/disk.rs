@@ -172,9 +172,11 @@ impl DiskHeader {
     /// Write the header into `buf` and zero the rest of it, like
     /// `write_header()` (which memsets the whole chunk first).
     pub fn encode(&self, buf: &mut [u8]) -> Result<(), BufferTooSmall> {
-        let (head, tail) = buf
-            .split_at_mut_checked(DISK_HEADER_SIZE)
-            .ok_or(BufferTooSmall)?;
+        // (`split_at_mut_checked` needs rustc 1.80; the kernel's MSRV is 1.78.)
+        if buf.len() < DISK_HEADER_SIZE {
+            return Err(BufferTooSmall);
+        }
+        let (head, tail) = buf.split_at_mut(DISK_HEADER_SIZE);
         head.copy_from_slice(&self.to_bytes());
         tail.fill(0);
         Ok(())

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0
 # Load the module: KUnit runs its suites at load time (the host parses the
-# KTAP output from the console). Also checks what dmsetup sees.
+# KTAP output from the console). /dev/vdd is the scratch disk for the I/O
+# self-tests. Also checks what dmsetup sees.
 . /tests/lib.sh
-load_module rs
+load_module rs kunit_scratch_dev=/dev/vdd
 dmsetup targets > /tmp/targets
 cat /tmp/targets
 grep -q '^snapshot-origin  *v1\.9\.0$' /tmp/targets || fail "snapshot-origin v1.9.0 not listed"

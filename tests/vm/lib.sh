@@ -15,14 +15,16 @@ UPSTREAM=dm_snapshot
 fail() { echo "FAIL: $*"; exit 1; }
 info() { echo "-- $*"; }
 
-# Load one implementation of the snapshot targets; they register the same
-# target names, so unload the other first.
+# load_module rs|upstream [PARAM=VALUE...]: load one implementation of the
+# snapshot targets. Both register the same target names, so the other one is
+# unloaded first.
 load_module() {
+  local which=$1; shift
   unload_modules
   grep -q '^dm_bufio ' /proc/modules || insmod /modules/dm-bufio.ko
-  case "$1" in
-    rs) insmod /modules/dm-snapshot-rs.ko ;;
-    upstream) insmod /modules/dm-snapshot.ko ;;
+  case "$which" in
+    rs) insmod /modules/dm-snapshot-rs.ko "$@" ;;
+    upstream) insmod /modules/dm-snapshot.ko "$@" ;;
     *) fail "unknown module $1" ;;
   esac
 }
