@@ -5,7 +5,8 @@
 #   2. test kernel (cached)                       scripts/kernel.sh
 #   3. module build: no rustc/clippy/gcc warning  scripts/build-module.sh
 #   4. host crate: cargo test + cargo clippy
-#   5. one VM run: KUnit suites and every scenario in tests/vm/
+#   5. harness: unit tests of the VM verdict logic (tests/harness)
+#   6. one VM run: KUnit suites and every scenario in tests/vm/
 # Ends with one line "N passed, N failed" counting cargo tests, build checks,
 # KUnit cases and VM scenarios. Exits non-zero if anything failed.
 #
@@ -58,6 +59,13 @@ if cargo clippy --locked --all-targets -- -D warnings 2>&1 | tee "$out/cargo-cli
 else
   record clippy 0 1
 fi
+
+step "harness (the VM verdict logic itself)"
+python3 -m unittest discover -s tests/harness -p 'test_*.py' -v 2>&1 | tee "$out/harness.log" | tail -3
+hp=$(grep -c ' \.\.\. ok$' "$out/harness.log")
+hf=$(grep -Ec ' \.\.\. (FAIL|ERROR)$' "$out/harness.log")
+grep -q '^OK' "$out/harness.log" || [ "$hf" -gt 0 ] || hf=1
+record harness "$hp" "$hf"
 
 step "VM (QEMU/TCG): KUnit and scenarios"
 if [ -n "$ko" ]; then
