@@ -16,6 +16,7 @@
 mod dm;
 mod origin;
 pub mod pure;
+mod snapshot;
 
 #[cfg(CONFIG_KUNIT)]
 mod kunit;
@@ -26,20 +27,30 @@ module! {
     type: DmSnapshotModule,
     name: "dm_snapshot_rs",
     author: "dm-snapshot-rs developers",
-    description: "device-mapper snapshot targets (snapshot-origin) in Rust",
+    description: "device-mapper snapshot targets (snapshot, snapshot-origin) in Rust",
     license: "GPL",
-    alias: ["dm-snapshot-origin"],
+    alias: ["dm-snapshot", "dm-snapshot-origin"],
 }
 
+/// Module state. Fields drop in order: the targets are unregistered first
+/// (no instance can exist by then), then the work queue and the registry.
 struct DmSnapshotModule {
+    _snapshot: dm::Registration<snapshot::target::Snapshot>,
     _origin: dm::Registration<origin::Origin>,
+    _workqueue: dm::sync::ModuleWorkqueue,
+    _registry: snapshot::registry::RegistryHandle,
 }
 
 impl kernel::Module for DmSnapshotModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        let registry = snapshot::registry::RegistryHandle::create()?;
+        let workqueue = dm::sync::ModuleWorkqueue::create()?;
         let origin = dm::Registration::<origin::Origin>::register(module).inspect_err(|e| {
             dm::log::dm_err!("Origin target register failed {}", e.to_errno());
         })?;
-        Ok(Self { _origin: origin })
+        let snapshot = dm::Registration::<snapshot::target::Snapshot>::register(module).inspect_err(|e| {
+            dm::log::dm_err!("snapshot target register failed {}", e.to_errno());
+        })?;
+        Ok(Self { _snapshot: snapshot, _origin: origin, _workqueue: workqueue, _registry: registry })
     }
 }

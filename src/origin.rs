@@ -2,10 +2,10 @@
 
 //! The `snapshot-origin` target: `snapshot-origin <dev>`.
 //!
-//! Maps the whole origin device one to one. Reads always pass straight
-//! through; writes will first trigger copy-on-write into every snapshot of
-//! the origin (snapshot support arrives with the `snapshot` target). An
-//! origin without snapshots behaves like upstream's: pure pass-through.
+//! Maps the origin device one to one. Reads pass straight through. A write
+//! is first cut at the smallest chunk size among the origin's snapshots,
+//! then every snapshot gets its copy of the chunk before the write may
+//! reach the origin (see [`crate::snapshot::registry::OriginEntry::write`]).
 
 use core::fmt::Write;
 use core::pin::Pin;
@@ -16,9 +16,11 @@ use kernel::prelude::*;
 use kernel::str::CStr;
 
 use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, MapResult, Setup, StatusType, StatusWriter, Target, TargetOps};
+use crate::snapshot::registry::{EntryRef, OriginBio, OriginOutcome};
 
 /// One `snapshot-origin` table entry.
 pub(crate) struct Origin {
+    entry: EntryRef,
     dev: DmDev,
 }
 
@@ -39,8 +41,10 @@ impl TargetOps for Origin {
         let dev = setup
             .get_device(path, mode)
             .map_err(|e| CtrError::new(e, c_str!("Cannot get target device")))?;
+        let entry = EntryRef::get(dev.devt())
+            .map_err(|e| CtrError::new(e, c_str!("Cannot allocate private origin structure")))?;
         setup.set_num_flush_bios(1);
-        KBox::pin(Origin { dev }, GFP_KERNEL)
+        KBox::pin(Origin { entry, dev }, GFP_KERNEL)
             .map_err(|_| CtrError::new(ENOMEM, c_str!("Cannot allocate private origin structure")))
     }
 
@@ -51,9 +55,20 @@ impl TargetOps for Origin {
         if bio.is_preflush() || !bio.is_write() {
             return MapResult::Remapped;
         }
-        // A write: every snapshot of this origin must get its copy of the
-        // chunk first. No snapshot can be registered yet, so the write passes.
-        MapResult::Remapped
+        let entry = self.entry.entry();
+        if let Some(min) = entry.min_chunk_sectors() {
+            // Cut the write at the next boundary of the smallest chunk, so it
+            // lies within one chunk of every snapshot.
+            let sector = bio.sector();
+            let available = u64::from(min) - (sector & (u64::from(min) - 1));
+            if u64::from(bio.sectors()) > available {
+                bio.accept_partial(available as u32);
+            }
+        }
+        match entry.write(OriginBio::Mapping(bio)) {
+            OriginOutcome::Proceed(_) => MapResult::Remapped,
+            OriginOutcome::Queued => MapResult::Submitted,
+        }
     }
 
     fn status(&self, _ti: &Target, kind: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {

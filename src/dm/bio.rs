@@ -4,6 +4,9 @@
 //!
 //! C header: [`include/linux/bio.h`](srctree/include/linux/bio.h).
 
+use core::ptr::NonNull;
+use core::sync::atomic::AtomicU64;
+
 use kernel::bindings;
 use kernel::types::Opaque;
 
@@ -128,15 +131,183 @@ impl Bio {
         unsafe { dmb::dmsnap_bio_set_dev(self.raw(), dev.bdev()) };
     }
 
+    /// Redirects the bio to the device behind `dev` (`bio_set_dev()`).
+    ///
+    /// # Safety
+    ///
+    /// The `DmDev` the handle came from must still be held.
+    pub(crate) unsafe fn set_bdev(&self, dev: super::BdevHandle) {
+        // SAFETY: The bio is valid and owned by us; the device is open
+        // (caller).
+        unsafe { dmb::dmsnap_bio_set_dev(self.raw(), dev.0) };
+    }
+
     /// Tells dm core to process only the first `sectors` of this bio now and
     /// to send the rest as a new bio (`dm_accept_partial_bio()`).
     ///
     /// Only valid from `map` on a bio that is not a flush, discard or zone
     /// operation; the caller checks that.
-    #[allow(dead_code)]
     pub(crate) fn accept_partial(&self, sectors: u32) {
         // SAFETY: The bio is the clone dm core passed to `map` (the only
         // place the snapshot code calls this), as the C function requires.
         unsafe { dmb::dm_accept_partial_bio(self.raw(), sectors) };
+    }
+}
+
+impl Bio {
+    /// Takes ownership of the bio from dm core.
+    ///
+    /// The caller must then return [`super::MapResult::Submitted`] from
+    /// `map`: dm core leaves the bio to the target, which later submits or
+    /// ends it through the returned [`OwnedBio`].
+    pub(crate) fn defer(&self) -> OwnedBio {
+        // INVARIANT: dm core gave the target this bio in `map`; with the
+        // `Submitted` result it is the target's until submitted or ended.
+        OwnedBio(NonNull::from(&self.0).cast())
+    }
+
+    /// The 8-byte per-bio data slot dm core reserved for this target
+    /// (`dm_per_bio_data()`), if the target asked for at least 8 bytes.
+    pub(crate) fn per_bio_u64(&self, ti: &super::Target) -> Option<&AtomicU64> {
+        if ti.per_io_data_size() < 8 {
+            return None;
+        }
+        // SAFETY: The bio is a dm clone of a target that reserved at least 8
+        // bytes of per-bio data (checked above).
+        let data = unsafe { dmb::dm_per_bio_data(self.raw(), 8) };
+        if data.is_null() || data.align_offset(core::mem::align_of::<AtomicU64>()) != 0 {
+            return None;
+        }
+        // SAFETY: `data` points to 8 suitably aligned bytes that live as long
+        // as the bio, and only this target uses them.
+        Some(unsafe { &*data.cast::<AtomicU64>() })
+    }
+}
+
+/// A bio the target took from dm core with [`Bio::defer`]. It must be
+/// submitted or ended; dropping it ends it with an I/O error (and a log
+/// message), so a bug can never leave a bio hanging.
+///
+/// # Invariants
+///
+/// Points to a bio that this value owns.
+pub(crate) struct OwnedBio(NonNull<bindings::bio>);
+
+// SAFETY: An owned bio may be submitted or completed from any thread.
+unsafe impl Send for OwnedBio {}
+
+impl OwnedBio {
+    fn into_raw(self) -> *mut bindings::bio {
+        let ptr = self.0.as_ptr();
+        core::mem::forget(self);
+        ptr
+    }
+
+    /// The bio.
+    pub(crate) fn view(&self) -> &Bio {
+        // SAFETY: By the invariant the bio is valid and ours while `self`
+        // lives, which bounds the reference.
+        unsafe { Bio::from_raw(self.0.as_ptr()) }
+    }
+
+    /// Submits the bio, already pointed at its device and sector
+    /// (`dm_submit_bio_remap()`).
+    pub(crate) fn submit(self) {
+        let bio = self.into_raw();
+        // SAFETY: We own the bio, a dm clone whose target returned
+        // `DM_MAPIO_SUBMITTED`; ownership passes to the block layer.
+        unsafe { dmb::dm_submit_bio_remap(bio, core::ptr::null_mut()) };
+    }
+
+    /// Completes the bio with an I/O error.
+    pub(crate) fn fail(self) {
+        let bio = self.into_raw();
+        // SAFETY: We own the bio; ending it gives it back to dm core.
+        unsafe { dmb::dmsnap_bio_io_error(bio) };
+    }
+
+    /// Completes the bio successfully without doing any I/O.
+    #[allow(dead_code)]
+    pub(crate) fn complete(self) {
+        let bio = self.into_raw();
+        // SAFETY: As in `fail`.
+        unsafe { dmb::dmsnap_bio_endio_ok(bio) };
+    }
+}
+
+impl Drop for OwnedBio {
+    fn drop(&mut self) {
+        super::log::dm_err!("internal error: bio dropped without completion; failing it");
+        // SAFETY: We own the bio and end it exactly once (we are dropping).
+        unsafe { dmb::dmsnap_bio_io_error(self.0.as_ptr()) };
+    }
+}
+
+/// A FIFO of owned bios, linked through `bi_next` like C's `bio_list`
+/// (no allocation). Dropping a non-empty list fails its bios.
+///
+/// # Invariants
+///
+/// `head..tail` is a `bi_next`-linked chain of bios owned by the list,
+/// `tail` is its last element, and both are null iff the list is empty.
+pub(crate) struct BioList {
+    head: *mut bindings::bio,
+    tail: *mut bindings::bio,
+}
+
+// SAFETY: The list owns its bios, which may move between threads.
+unsafe impl Send for BioList {}
+
+impl BioList {
+    /// An empty list.
+    pub(crate) const fn new() -> Self {
+        Self { head: core::ptr::null_mut(), tail: core::ptr::null_mut() }
+    }
+
+    /// Whether the list is empty.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_null()
+    }
+
+    /// Appends a bio.
+    pub(crate) fn push(&mut self, bio: OwnedBio) {
+        let bio = bio.into_raw();
+        // SAFETY: We own `bio` now; clearing its link is ours to do.
+        unsafe { (*bio).bi_next = core::ptr::null_mut() };
+        if self.tail.is_null() {
+            self.head = bio;
+        } else {
+            // SAFETY: By the invariant `tail` is an owned bio in the chain.
+            unsafe { (*self.tail).bi_next = bio };
+        }
+        // INVARIANT: `bio` is the new last element.
+        self.tail = bio;
+    }
+
+    /// Removes the first bio.
+    pub(crate) fn pop(&mut self) -> Option<OwnedBio> {
+        let bio = NonNull::new(self.head)?;
+        // SAFETY: By the invariant `head` is an owned bio in the chain.
+        self.head = unsafe { (*bio.as_ptr()).bi_next };
+        if self.head.is_null() {
+            self.tail = core::ptr::null_mut();
+        }
+        // SAFETY: `bio` was unlinked above; clear its link.
+        unsafe { (*bio.as_ptr()).bi_next = core::ptr::null_mut() };
+        // INVARIANT: ownership moves from the list to the returned value.
+        Some(OwnedBio(bio))
+    }
+
+    /// Moves all bios out into a new list, leaving this one empty.
+    pub(crate) fn take(&mut self) -> Self {
+        core::mem::replace(self, Self::new())
+    }
+}
+
+impl Drop for BioList {
+    fn drop(&mut self) {
+        while let Some(bio) = self.pop() {
+            bio.fail();
+        }
     }
 }

@@ -75,7 +75,6 @@ impl DmDev {
     }
 
     /// The device's `dev_t`, for identity comparisons.
-    #[allow(dead_code)]
     pub(crate) fn devt(&self) -> bindings::dev_t {
         // SAFETY: `bdev()` is a valid, held block device.
         unsafe { (*self.bdev()).bd_dev }
@@ -83,14 +82,12 @@ impl DmDev {
 
     /// Current size in 512-byte sectors (re-read each call: the device may
     /// have been resized).
-    #[allow(dead_code)]
     pub(crate) fn size_sectors(&self) -> u64 {
         // SAFETY: `bdev()` is a valid, held block device.
         unsafe { dmb::dmsnap_bdev_nr_sectors(self.bdev()) }
     }
 
     /// Logical block size in bytes.
-    #[allow(dead_code)]
     pub(crate) fn logical_block_size(&self) -> u32 {
         // SAFETY: `bdev()` is a valid, held block device.
         unsafe { dmb::dmsnap_bdev_logical_block_size(self.bdev()) }
@@ -109,13 +106,48 @@ impl Drop for DmDev {
     }
 }
 
-/// Checks whether two held devices are the same block device.
-#[allow(dead_code)]
-pub(crate) fn same_bdev(a: &DmDev, b: &DmDev) -> bool {
-    a.bdev() == b.bdev()
-}
-
 /// Builds an error for a failed `dm_get_device`.
 pub(super) fn get_device_error(ret: i32) -> Error {
     Error::from_errno(ret)
+}
+
+/// A copyable reference to the block device behind a [`DmDev`], for code
+/// that runs outside the target's callbacks (kcopyd jobs, the commit
+/// worker).
+///
+/// Building one is safe; every use that submits I/O through it is `unsafe`
+/// and requires that the `DmDev` it came from is still held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BdevHandle(pub(super) *mut bindings::block_device);
+
+impl BdevHandle {
+    /// Whether both handles name the same block device.
+    pub(crate) fn same(self, other: BdevHandle) -> bool {
+        self.0 == other.0
+    }
+}
+
+// SAFETY: The handle is a plain pointer; users promise (at the `unsafe` use
+// sites) that the device is open.
+unsafe impl Send for BdevHandle {}
+// SAFETY: As above.
+unsafe impl Sync for BdevHandle {}
+
+impl BdevHandle {
+    /// Current size of the device in sectors.
+    ///
+    /// # Safety
+    ///
+    /// The `DmDev` this handle came from must still be held.
+    pub(crate) unsafe fn size_sectors(self) -> u64 {
+        // SAFETY: The device is open (caller), so `bdev` is valid.
+        unsafe { dmb::dmsnap_bdev_nr_sectors(self.0) }
+    }
+}
+
+impl DmDev {
+    /// A handle to this device; see [`BdevHandle`].
+    pub(crate) fn handle(&self) -> BdevHandle {
+        BdevHandle(self.bdev())
+    }
 }

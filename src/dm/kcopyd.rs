@@ -19,6 +19,7 @@ use kernel::sync::Arc;
 use kernel::types::ForeignOwnable;
 
 use super::bindings as dmb;
+use super::device::BdevHandle;
 
 /// A range of sectors on a device (`struct dm_io_region`).
 #[derive(Clone, Copy)]
@@ -27,6 +28,11 @@ pub(crate) struct Region {
 }
 
 impl Region {
+    /// `count` sectors of the device behind `dev`, starting at `sector`.
+    pub(crate) fn new(dev: BdevHandle, sector: u64, count: u64) -> Self {
+        Self::from_bdev(dev.0, sector, count)
+    }
+
     pub(super) fn from_bdev(bdev: *mut bindings::block_device, sector: u64, count: u64) -> Self {
         Self { raw: dmb::dm_io_region { bdev, sector, count } }
     }

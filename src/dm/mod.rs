@@ -17,14 +17,16 @@ pub(crate) mod bio;
 pub(crate) mod device;
 pub(crate) mod dm_io;
 pub(crate) mod kcopyd;
+pub(crate) mod kvec;
 pub(crate) mod log;
 #[cfg(CONFIG_KUNIT)]
 pub(crate) mod selftest;
 pub(crate) mod status;
+pub(crate) mod sync;
 pub(crate) mod target;
 
 pub(crate) use args::Args;
-pub(crate) use bio::{Bio, BioOp};
-pub(crate) use device::DmDev;
+pub(crate) use bio::{Bio, BioList, BioOp, OwnedBio};
+pub(crate) use device::{BdevHandle, DmDev, OpenMode};
 pub(crate) use status::{StatusType, StatusWriter};
-pub(crate) use target::{CtrError, DeviceVisitor, MapResult, Registration, Setup, Target, TargetOps};
+pub(crate) use target::{CtrError, DeviceVisitor, MapResult, Registration, Setup, Target, TargetHandle, TargetOps};

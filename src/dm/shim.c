@@ -5,7 +5,9 @@
 #include <linux/blkdev.h>
 #include <linux/file.h>
 #include <linux/module.h>
+#include <linux/sched/mm.h>
 #include <linux/slab.h>
+#include <linux/workqueue.h>
 #include <kunit/test.h>
 #include <kunit/test-bug.h>
 #include "shim.h"
@@ -40,6 +42,43 @@ void dmsnap_bio_endio(struct bio *bio, blk_status_t status)
 {
 	bio->bi_status = status;
 	bio_endio(bio);
+}
+
+void dmsnap_bio_io_error(struct bio *bio)
+{
+	bio_io_error(bio);
+}
+
+void dmsnap_bio_endio_ok(struct bio *bio)
+{
+	bio->bi_status = BLK_STS_OK;
+	bio_endio(bio);
+}
+
+unsigned int dmsnap_memalloc_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void dmsnap_memalloc_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
+}
+
+/* The module's work queue (upstream: "ksnapd"): commits, invalidation. */
+struct workqueue_struct *dmsnap_workqueue_create(void)
+{
+	return alloc_workqueue("ksnapd_rs", WQ_MEM_RECLAIM, 0);
+}
+
+void dmsnap_workqueue_destroy(struct workqueue_struct *wq)
+{
+	destroy_workqueue(wq);
+}
+
+void dmsnap_workqueue_flush(struct workqueue_struct *wq)
+{
+	flush_workqueue(wq);
 }
 
 blk_mode_t dmsnap_table_mode(struct dm_target *ti)

@@ -31,6 +31,14 @@ blk_mode_t dmsnap_table_mode(struct dm_target *ti);
 sector_t dmsnap_bdev_nr_sectors(struct block_device *bdev);
 unsigned int dmsnap_bdev_logical_block_size(struct block_device *bdev);
 
+void dmsnap_bio_io_error(struct bio *bio);
+void dmsnap_bio_endio_ok(struct bio *bio);
+unsigned int dmsnap_memalloc_noio_save(void);
+void dmsnap_memalloc_noio_restore(unsigned int flags);
+struct workqueue_struct *dmsnap_workqueue_create(void);
+void dmsnap_workqueue_destroy(struct workqueue_struct *wq);
+void dmsnap_workqueue_flush(struct workqueue_struct *wq);
+
 unsigned int dmsnap_param_cow_threshold(void);
 struct dm_kcopyd_throttle *dmsnap_kcopyd_throttle(void);
 

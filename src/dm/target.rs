@@ -125,6 +125,12 @@ impl Target {
         unsafe { (*self.raw()).begin }
     }
 
+    /// Per-bio data bytes reserved for this target (`per_io_data_size`).
+    pub(crate) fn per_io_data_size(&self) -> u32 {
+        // SAFETY: As for `len`; set in `ctr` only.
+        unsafe { (*self.raw()).per_io_data_size }
+    }
+
     /// Mode of the table being loaded (`dm_table_get_mode()`).
     pub(crate) fn table_mode(&self) -> OpenMode {
         // SAFETY: The target is valid and belongs to a table.
@@ -136,6 +142,33 @@ impl Target {
     pub(crate) fn table_event(&self) {
         // SAFETY: The target is valid; `ti->table` lives as long as it does.
         unsafe { dmb::dm_table_event((*self.raw()).table) };
+    }
+
+    /// A handle for raising table events from outside the callbacks.
+    pub(crate) fn handle(&self) -> TargetHandle {
+        TargetHandle(self.raw())
+    }
+}
+
+/// A copyable reference to a target for work done outside its callbacks
+/// (raising a table event from the commit worker).
+#[derive(Clone, Copy)]
+pub(crate) struct TargetHandle(*mut dmb::dm_target);
+
+// SAFETY: A plain pointer; the `unsafe` use requires the target to be alive.
+unsafe impl Send for TargetHandle {}
+// SAFETY: As above.
+unsafe impl Sync for TargetHandle {}
+
+impl TargetHandle {
+    /// Raises a table event (`dm_table_event()`). May sleep.
+    ///
+    /// # Safety
+    ///
+    /// The target's destructor must not have run yet.
+    pub(crate) unsafe fn table_event(self) {
+        // SAFETY: The caller guarantees the target (and its table) is alive.
+        unsafe { dmb::dm_table_event((*self.0).table) };
     }
 }
 
@@ -253,6 +286,12 @@ pub(crate) trait TargetOps: Sized + Send + Sync + 'static {
     /// Reports the underlying devices (`iterate_devices`).
     fn iterate_devices(&self, ti: &Target, visitor: &mut DeviceVisitor) -> c_int;
 
+    /// Called when a bio the target remapped completes (`end_io`); may run
+    /// in interrupt context. Returns `DM_ENDIO_DONE` semantics only.
+    fn end_io(&self, _ti: &Target, _bio: &Bio, _error: &mut u8) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
     /// Called before the device suspends (`presuspend`).
     fn presuspend(&self, _ti: &Target) {
         kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
@@ -309,6 +348,7 @@ impl<T: TargetOps> Registration<T> {
             postsuspend: if T::HAS_POSTSUSPEND { Some(postsuspend_callback::<T>) } else { None },
             preresume: if T::HAS_PRERESUME { Some(preresume_callback::<T>) } else { None },
             resume: if T::HAS_RESUME { Some(resume_callback::<T>) } else { None },
+            end_io: if T::HAS_END_IO { Some(end_io_callback::<T>) } else { None },
             ..Default::default()
         };
         let tt = KBox::pin(Opaque::new(tt), GFP_KERNEL)?;
@@ -477,4 +517,27 @@ unsafe extern "C" fn resume_callback<T: TargetOps>(ti: *mut dmb::dm_target) {
     // SAFETY: `ti` is a constructed target of type `T`, valid for the call.
     let (this, target) = unsafe { (private::<T>(ti), Target::from_raw(ti)) };
     this.resume(target);
+}
+
+/// # Safety
+///
+/// Called by dm core with a constructed target, a bio of this target and a
+/// valid status pointer.
+unsafe extern "C" fn end_io_callback<T: TargetOps>(
+    ti: *mut dmb::dm_target,
+    bio: *mut bindings::bio,
+    error: *mut bindings::blk_status_t,
+) -> c_int {
+    // SAFETY: `ti` is a constructed target of type `T`, valid for the call.
+    let (this, target) = unsafe { (private::<T>(ti), Target::from_raw(ti)) };
+    // SAFETY: dm core passes the completing clone, ours for the call.
+    let bio = unsafe { Bio::from_raw(bio) };
+    if error.is_null() {
+        let mut status = 0u8;
+        this.end_io(target, bio, &mut status);
+    } else {
+        // SAFETY: `error` points to the bio's status for the call.
+        this.end_io(target, bio, unsafe { &mut *error });
+    }
+    dmb::DM_ENDIO_DONE as c_int
 }

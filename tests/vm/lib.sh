@@ -30,8 +30,9 @@ load_module() {
 }
 
 unload_modules() {
-  for m in $RS $UPSTREAM; do
-    if grep -q "^$m " /proc/modules; then rmmod "$m" || fail "rmmod $m"; fi
+  local mod
+  for mod in $RS $UPSTREAM; do
+    if grep -q "^$mod " /proc/modules; then rmmod "$mod" || fail "rmmod $mod"; fi
   done
 }
 
@@ -94,4 +95,138 @@ expect_ctr_fail() {
   fi
   dmesg | grep -q "$msg" || { dmesg | tail -5; fail "no '$msg' in the kernel log for '$table'"; }
   dmsetup remove "$name" 2>/dev/null || true
+}
+
+# ---- Helpers for the snapshot scenarios (snap-*.sh, lvm-*.sh) ----
+
+# modules_with_target TARGET: the implementations ("upstream", then "rs")
+# that register TARGET, found by loading each in turn. Nothing stays loaded.
+modules_with_target() {
+  # (not "m": unload_modules assigns a global m)
+  local impl list=
+  for impl in upstream rs; do
+    if load_module "$impl" 2>/dev/null; then
+      dmsetup targets | grep -q "^$1 " && list="$list $impl"
+    fi
+    unload_modules
+  done
+  echo ${list# }
+}
+
+# compare_modules "MODULES" NAME...: when MODULES holds both implementations,
+# /tmp/upstream.NAME and /tmp/rs.NAME must be identical for every NAME.
+compare_modules() {
+  local mods=" $1 " f; shift
+  case "$mods" in *" upstream "*" rs "*) ;;
+    *) info "differential compare skipped: only '$1' ran"; return 0 ;;
+  esac
+  for f in "$@"; do
+    cmp /tmp/upstream.$f /tmp/rs.$f >/dev/null || {
+      diff /tmp/upstream.$f /tmp/rs.$f || true
+      fail "/tmp/upstream.$f and /tmp/rs.$f differ"
+    }
+  done
+  info "upstream and rs recorded identical: $*"
+}
+
+# gen SEED BYTES > FILE: deterministic data (SEED numeric), every 512-byte
+# sector different: it starts with "SEED:SECTOR:" and continues with a
+# seeded random line rotated by the sector number. A misplaced sector,
+# chunk or write shows up in any checksum that covers it.
+gen() {
+  awk -v s="$1" -v n="$2" 'BEGIN {
+    srand(s + 0); base = "";
+    for (i = 0; i < 512; i++) base = base sprintf("%c", 33 + int(rand() * 94));
+    base = base base;
+    for (k = 0; k * 512 < n; k++) {
+      h = sprintf("%d:%d:", s, k);
+      sec = h substr(base, 1 + (k * 37) % 512, 512 - length(h));
+      if ((k + 1) * 512 > n) sec = substr(sec, 1, n - k * 512);
+      printf "%s", sec;
+    }
+  }'
+}
+
+# zeros BYTES > FILE
+zeros() { head -c "$1" /dev/zero; }
+
+# patch_file FILE OFFSET_BYTES SRC: overwrite FILE at OFFSET with SRC (the
+# model side of a device write; no device involved).
+patch_file() {
+  $DD if="$3" of="$1" bs=64K seek="$2" oflag=seek_bytes conv=notrunc 2>/dev/null \
+    || fail "patch $1 at $2"
+}
+
+# read_fails DEV OFFSET_BYTES LEN_BYTES: true if an O_DIRECT read fails.
+read_fails() {
+  ! $DD if="$1" of=/dev/null bs=4K skip="$2" count="$3" \
+      iflag=direct,skip_bytes,count_bytes 2>/dev/null
+}
+
+# write_fails DEV OFFSET_BYTES FILE: true if an O_DIRECT write fails.
+write_fails() {
+  ! $DD if="$3" of="$1" bs=256K seek="$2" iflag=fullblock \
+      oflag=direct,seek_bytes conv=notrunc 2>/dev/null
+}
+
+# dm_events NAME: the device's event counter.
+dm_events() { dmsetup info -c --noheadings -o events "$1" | tr -d ' '; }
+
+# record FILE LABEL TEXT: append "LABEL: TEXT" to /tmp/FILE (and echo it).
+record() { echo "$2: $3" | tee -a "/tmp/$1"; }
+
+# wipe_cow DEV: zero the first 4 KiB, as lvcreate does for a new COW.
+wipe_cow() {
+  $DD if=/dev/zero of="$1" bs=4096 count=1 oflag=direct conv=notrunc 2>/dev/null \
+    || fail "wipe $1"
+}
+
+# Window models. A scenario sets WINDOWS="start:len ..." (bytes, disjoint):
+# the regions it reads and writes. /tmp/PREFIX.I holds what a device should
+# read in window I; the files are built from generated data only.
+
+# model_fill DEV PREFIX SEED: write fresh data to every window of DEV and
+# make it the model PREFIX.
+model_fill() {
+  local i=0 w
+  for w in $WINDOWS; do
+    gen $(($3 + i)) ${w#*:} > /tmp/$2.$i
+    write_at "$1" ${w%:*} /tmp/$2.$i
+    i=$((i + 1))
+  done
+}
+
+# model_copy FROM TO: model TO := model FROM (e.g. at snapshot creation).
+model_copy() {
+  local i=0 w
+  for w in $WINDOWS; do cp /tmp/$1.$i /tmp/$2.$i; i=$((i + 1)); done
+}
+
+# mwrite DEV PREFIX OFF LEN SEED: write generated data to DEV at OFF and
+# apply the same write to model PREFIX. The write must lie in one window.
+mwrite() {
+  local i=0 w s l
+  for w in $WINDOWS; do
+    s=${w%:*} l=${w#*:}
+    if [ "$3" -ge "$s" ] && [ $(($3 + $4)) -le $((s + l)) ]; then
+      gen "$5" "$4" > /tmp/mwrite.data
+      write_at "$1" "$3" /tmp/mwrite.data
+      patch_file /tmp/$2.$i $(($3 - s)) /tmp/mwrite.data
+      return 0
+    fi
+    i=$((i + 1))
+  done
+  fail "no window holds $3+$4"
+}
+
+# model_check LABEL DEV PREFIX [SUMSFILE]: every window of DEV reads as
+# model PREFIX; the checksums are appended to /tmp/SUMSFILE if given.
+model_check() {
+  local i=0 w want
+  for w in $WINDOWS; do
+    want=$(sum_file /tmp/$3.$i)
+    expect_eq "$1: $2 window $i (${w%:*}+${w#*:})" "$(sum_at "$2" ${w%:*} ${w#*:})" "$want"
+    [ -z "$4" ] || echo "$1 $3 $i $want" >> /tmp/$4
+    i=$((i + 1))
+  done
 }

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Small helpers around scheduling and memory allocation context, and the
+//! module's work queue.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use kernel::bindings;
+use kernel::prelude::*;
+use kernel::workqueue::Queue;
+
+use super::bindings as dmb;
+
+/// While alive, allocations on this thread behave as `GFP_NOIO`
+/// (`memalloc_noio_save()`), so a `GFP_KERNEL` allocation cannot recurse
+/// into I/O on the devices we are servicing. The kernel crate of 6.12 has
+/// no `GFP_NOIO` flag; this is the scoped equivalent the kernel recommends.
+pub(crate) struct NoIoScope {
+    saved: u32,
+}
+
+impl NoIoScope {
+    /// Enters a NOIO scope.
+    pub(crate) fn enter() -> Self {
+        // SAFETY: No preconditions; paired with the restore in `drop`.
+        Self { saved: unsafe { dmb::dmsnap_memalloc_noio_save() } }
+    }
+}
+
+impl Drop for NoIoScope {
+    fn drop(&mut self) {
+        // SAFETY: `saved` came from the matching save on this thread (the
+        // guard is neither `Send` nor leaked across scopes by design).
+        unsafe { dmb::dmsnap_memalloc_noio_restore(self.saved) };
+    }
+}
+
+/// Sleeps for about `ms` milliseconds. Must not be called in atomic context.
+pub(crate) fn sleep_ms(ms: u32) {
+    // SAFETY: Callers are in process context (documented requirement).
+    unsafe { bindings::msleep(ms) };
+}
+
+static WORKQUEUE: AtomicPtr<bindings::workqueue_struct> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The module's `WQ_MEM_RECLAIM` work queue (upstream's `ksnapd`), created
+/// by [`ModuleWorkqueue::create`] in module init.
+///
+/// # Invariants
+///
+/// While a `ModuleWorkqueue` exists, `WORKQUEUE` points to a live queue.
+pub(crate) struct ModuleWorkqueue {
+    wq: NonNull<bindings::workqueue_struct>,
+}
+
+// SAFETY: A workqueue may be used and destroyed from any thread.
+unsafe impl Send for ModuleWorkqueue {}
+// SAFETY: As above.
+unsafe impl Sync for ModuleWorkqueue {}
+
+impl ModuleWorkqueue {
+    /// Creates the queue and publishes it to [`queue`].
+    pub(crate) fn create() -> Result<Self> {
+        // SAFETY: No preconditions.
+        let wq = NonNull::new(unsafe { dmb::dmsnap_workqueue_create() }).ok_or(ENOMEM)?;
+        WORKQUEUE.store(wq.as_ptr(), Ordering::Release);
+        // INVARIANT: published above; cleared in `drop` before destruction.
+        Ok(Self { wq })
+    }
+}
+
+impl Drop for ModuleWorkqueue {
+    fn drop(&mut self) {
+        WORKQUEUE.store(core::ptr::null_mut(), Ordering::Release);
+        // SAFETY: The queue is live and destroyed once. No target instance
+        // remains (module unload), so nothing queues work any more.
+        unsafe { dmb::dmsnap_workqueue_destroy(self.wq.as_ptr()) };
+    }
+}
+
+/// The module's work queue. Only called from target code, which cannot run
+/// before module init or after module exit; falls back to the system queue
+/// if that ever were not the case.
+pub(crate) fn queue() -> &'static Queue {
+    let wq = WORKQUEUE.load(Ordering::Acquire);
+    if wq.is_null() {
+        return kernel::workqueue::system_long();
+    }
+    // SAFETY: By the `ModuleWorkqueue` invariant the queue is live until the
+    // module unloads, after every target is gone.
+    unsafe { Queue::from_raw(wq) }
+}
+
+/// Waits until all work queued on the module's queue so far has run.
+pub(crate) fn flush_queue() {
+    let wq = WORKQUEUE.load(Ordering::Acquire);
+    if wq.is_null() {
+        return;
+    }
+    // SAFETY: The queue is live while the module is loaded (see `queue`);
+    // callers are in process context.
+    unsafe { dmb::dmsnap_workqueue_flush(wq) };
+}

@@ -1,0 +1,611 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The state of one snapshot, shared by its target, the origin writes that
+//! copy into it, kcopyd completions and its commit worker.
+//!
+//! Life of an exception (upstream's pending exception):
+//! 1. A write to an origin chunk, or to a snapshot chunk, that has no
+//!    exception yet allocates a COW chunk and a [`Pending`] entry, and the
+//!    write is held on it.
+//! 2. kcopyd copies the origin chunk to the COW chunk ([`SnapCore::start_copy`]).
+//! 3. The completion marks the copy done and kicks the commit worker.
+//! 4. The worker commits finished copies in allocation order, batched: one
+//!    metadata write with PREFLUSH|FUA makes the data copies and the new
+//!    entries durable together.
+//! 5. Only then are the exceptions added to the table and the held bios
+//!    released: snapshot writes go to the COW copy, origin writes are run
+//!    through the origin's snapshots again and then reach the origin.
+//!
+//! Snapshot reads of chunks without an exception go to the origin and are
+//! counted in `tracked`; a held origin write is released only once no such
+//! read is in flight for its chunk (the 2008 read/COW race).
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use kernel::new_mutex;
+use kernel::prelude::*;
+use kernel::rbtree::RBTree;
+use kernel::sync::{Arc, Mutex};
+use kernel::workqueue::{Work, WorkItem};
+use kernel::{impl_has_work, new_work};
+
+use crate::dm::kcopyd::{CopyCallback, CopyFlags, KcopydClient, Region};
+use crate::dm::log::dm_err;
+use crate::dm::sync::{self as dmsync, NoIoScope};
+use crate::dm::{BdevHandle, Bio, BioList, MapResult, TargetHandle};
+use crate::pure::alloc::CommitSlot;
+use crate::pure::chunk::{Chunk, ChunkSize};
+use crate::pure::status::{InfoStatus, Usage};
+
+use super::registry::{OriginBio, OriginEntry};
+use super::store::{Cursor, MetadataIo, StoreKind};
+use super::table::ExceptionTable;
+
+/// Buckets of the in-flight snapshot-read counters.
+const TRACK_BUCKETS: usize = 64;
+
+/// An exception whose copy is in flight or not yet committed.
+struct Pending {
+    new: Chunk,
+    /// `None` while copying; then whether the copy succeeded.
+    copied: Option<bool>,
+    /// Snapshot writes to this chunk, already remapped to the COW chunk.
+    snapshot_bios: BioList,
+    /// Origin writes waiting for this copy.
+    origin_bios: BioList,
+}
+
+/// Mutable state of a snapshot, under [`SnapCore::state`].
+pub(crate) struct SnapState {
+    pub(crate) valid: bool,
+    pub(crate) active: bool,
+    pub(crate) overflowed: bool,
+    /// Invalidated: the header must be rewritten and an event raised; the
+    /// commit worker does both (no synchronous I/O in `map`).
+    invalidated_pending_io: bool,
+    table: ExceptionTable,
+    pending: RBTree<Chunk, Pending>,
+    /// Allocation order: sequence number -> chunk. Commits follow it.
+    order: RBTree<u64, Chunk>,
+    next_seq: u64,
+    pub(crate) cursor: Cursor,
+}
+
+/// One snapshot's shared core.
+///
+/// # Invariants
+///
+/// `origin`, `cow` and `ti` stay valid until [`SnapCore::shutdown`] returns:
+/// the owning target holds the devices and calls `shutdown` in its
+/// destructor before releasing them.
+#[pin_data]
+pub(crate) struct SnapCore {
+    chunk: ChunkSize,
+    kind: StoreKind,
+    origin: BdevHandle,
+    cow: BdevHandle,
+    ti: TargetHandle,
+    /// Length of the snapshot target: origin writes beyond it need no copy.
+    len: u64,
+    entry: Arc<OriginEntry>,
+    #[pin]
+    pub(crate) state: Mutex<SnapState>,
+    /// Metadata I/O, used by the commit worker (and the final shutdown).
+    #[pin]
+    meta: Mutex<Option<MetadataIo>>,
+    #[pin]
+    kcopyd: Mutex<Option<KcopydClient>>,
+    #[pin]
+    work: Work<SnapCore>,
+    tracked: [AtomicU32; TRACK_BUCKETS],
+    /// Exceptions allocated and not yet completed (for `shutdown`).
+    in_flight: AtomicU64,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for SnapCore { self.work }
+}
+
+/// What a constructor hands to [`SnapCore::new`].
+pub(crate) struct CoreParts {
+    pub(crate) chunk: ChunkSize,
+    pub(crate) kind: StoreKind,
+    pub(crate) origin: BdevHandle,
+    pub(crate) cow: BdevHandle,
+    pub(crate) ti: TargetHandle,
+    pub(crate) len: u64,
+    pub(crate) entry: Arc<OriginEntry>,
+    pub(crate) valid: bool,
+    pub(crate) table: ExceptionTable,
+    pub(crate) cursor: Cursor,
+    pub(crate) meta: Option<MetadataIo>,
+    pub(crate) kcopyd: KcopydClient,
+}
+
+impl SnapCore {
+    /// Builds the core.
+    ///
+    /// The caller must uphold the type invariants for `parts.origin`,
+    /// `parts.cow` and `parts.ti` (see [`SnapCore`]).
+    pub(crate) fn new(parts: CoreParts) -> Result<Arc<Self>> {
+        let state = SnapState {
+            valid: parts.valid,
+            active: false,
+            overflowed: false,
+            invalidated_pending_io: false,
+            table: parts.table,
+            pending: RBTree::new(),
+            order: RBTree::new(),
+            next_seq: 0,
+            cursor: parts.cursor,
+        };
+        Arc::pin_init(
+            pin_init!(Self {
+                chunk: parts.chunk,
+                kind: parts.kind,
+                origin: parts.origin,
+                cow: parts.cow,
+                ti: parts.ti,
+                len: parts.len,
+                entry: parts.entry,
+                state <- new_mutex!(state, "dm_snapshot_rs:state"),
+                meta <- new_mutex!(parts.meta, "dm_snapshot_rs:meta"),
+                kcopyd <- new_mutex!(Some(parts.kcopyd), "dm_snapshot_rs:kcopyd"),
+                work <- new_work!("dm_snapshot_rs:commit"),
+                tracked: core::array::from_fn(|_| AtomicU32::new(0)),
+                in_flight: AtomicU64::new(0),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The chunk size.
+    pub(crate) fn chunk_size(&self) -> ChunkSize {
+        self.chunk
+    }
+
+    /// The COW device.
+    pub(crate) fn cow(&self) -> BdevHandle {
+        self.cow
+    }
+
+    /// The store type.
+    pub(crate) fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
+    fn cow_sectors(&self) -> u64 {
+        // SAFETY: By the type invariant the COW device is held.
+        unsafe { self.cow.size_sectors() }
+    }
+
+    fn origin_sectors(&self) -> u64 {
+        // SAFETY: By the type invariant the origin device is held.
+        unsafe { self.origin.size_sectors() }
+    }
+
+    fn track_bucket(chunk: Chunk) -> usize {
+        (chunk as usize) % TRACK_BUCKETS
+    }
+
+    /// Marks the snapshot invalid (`__invalidate_snapshot()`); the worker
+    /// rewrites the header and raises the table event.
+    fn invalidate(self: &Arc<Self>, st: &mut SnapState, why: &str) {
+        if !st.valid {
+            return;
+        }
+        dm_err!("Invalidating snapshot: {}.", why);
+        st.valid = false;
+        st.invalidated_pending_io = true;
+        self.kick();
+    }
+
+    fn kick(self: &Arc<Self>) {
+        // Already queued is fine: the worker drains everything it finds.
+        let _ = dmsync::queue().enqueue(self.clone());
+    }
+
+    /// Allocates a new pending exception for `chunk` (caller holds the
+    /// state lock). `None` if the COW is full or memory ran out, in which
+    /// case the snapshot was invalidated or marked overflowed.
+    fn new_pending(self: &Arc<Self>, st: &mut SnapState, chunk: Chunk, from_snapshot_write: bool) -> Option<Chunk> {
+        let new = match st.cursor.prepare(self.cow_sectors()) {
+            Ok(new) => new,
+            Err(_) => {
+                if from_snapshot_write && self.kind == (StoreKind::Persistent { overflow: true }) {
+                    if !st.overflowed {
+                        dm_err!("Snapshot overflowed: Unable to allocate exception.");
+                    }
+                    st.overflowed = true;
+                } else {
+                    self.invalidate(st, "Unable to allocate exception");
+                }
+                return None;
+            }
+        };
+        let pe = Pending { new, copied: None, snapshot_bios: BioList::new(), origin_bios: BioList::new() };
+        let seq = st.next_seq;
+        if st.pending.try_create_and_insert(chunk, pe, GFP_KERNEL).is_err() {
+            self.invalidate(st, "Unable to allocate exception");
+            return None;
+        }
+        if st.order.try_create_and_insert(seq, chunk, GFP_KERNEL).is_err() {
+            // Undo: the exception was never started.
+            st.pending.remove(&chunk);
+            self.invalidate(st, "Unable to allocate exception");
+            return None;
+        }
+        st.next_seq += 1;
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(new)
+    }
+
+    /// `map` of the snapshot target (`snapshot_map()`).
+    pub(crate) fn snapshot_map(self: &Arc<Self>, ti: &crate::dm::Target, bio: &Bio) -> MapResult {
+        let slot = bio.per_bio_u64(ti);
+        if let Some(slot) = slot {
+            slot.store(0, Ordering::Relaxed);
+        }
+        if bio.is_preflush() {
+            // Snapshot writes never touch the origin: flush the COW only.
+            // SAFETY: By the type invariant the COW device is held.
+            unsafe { bio.set_bdev(self.cow) };
+            return MapResult::Remapped;
+        }
+        let sector = bio.sector();
+        let chunk = self.chunk.sector_to_chunk(sector);
+        let write = bio.is_write();
+
+        let _noio = NoIoScope::enter();
+        let mut st = self.state.lock();
+        if !st.valid || (write && st.overflowed) {
+            return MapResult::Kill;
+        }
+        if let Some(new) = st.table.lookup(chunk) {
+            drop(st);
+            self.remap_to_cow(bio, new, sector);
+            return MapResult::Remapped;
+        }
+        if !write {
+            // The origin still holds this chunk's snapshot data: any origin
+            // write to it is held until this read is done (see `complete`).
+            let b = Self::track_bucket(chunk);
+            if let (Some(slot), Some(counter)) = (slot, self.tracked.get(b)) {
+                counter.fetch_add(1, Ordering::AcqRel);
+                slot.store(b as u64 + 1, Ordering::Relaxed);
+            }
+            drop(st);
+            // SAFETY: By the type invariant the origin device is held.
+            unsafe { bio.set_bdev(self.origin) };
+            return MapResult::Remapped;
+        }
+
+        let (new, start) = match st.pending.get(&chunk) {
+            Some(pe) => (pe.new, false),
+            None => match self.new_pending(&mut st, chunk, true) {
+                Some(new) => (new, true),
+                None => return MapResult::Kill,
+            },
+        };
+        self.remap_to_cow(bio, new, sector);
+        let Some(pe) = st.pending.get_mut(&chunk) else {
+            return MapResult::Kill;
+        };
+        pe.snapshot_bios.push(bio.defer());
+        drop(st);
+        if start {
+            self.start_copy(chunk, new);
+        }
+        MapResult::Submitted
+    }
+
+    fn remap_to_cow(&self, bio: &Bio, new: Chunk, sector: u64) {
+        let base = self.chunk.chunk_to_sector(new).unwrap_or(0);
+        // SAFETY: By the type invariant the COW device is held.
+        unsafe { bio.set_bdev(self.cow) };
+        bio.set_sector(base | self.chunk.offset_in_chunk(sector));
+    }
+
+    /// `end_io` of the snapshot target: ends read tracking.
+    pub(crate) fn snapshot_end_io(&self, ti: &crate::dm::Target, bio: &Bio) {
+        if let Some(slot) = bio.per_bio_u64(ti) {
+            let b = slot.swap(0, Ordering::Relaxed);
+            if b != 0 {
+                if let Some(counter) = self.tracked.get((b - 1) as usize) {
+                    counter.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
+    /// One snapshot's part of an origin write (`__origin_write()`): if the
+    /// chunk at `sector` needs a copy, allocate it and return it for the
+    /// caller to start; hold `bio` on the first pending exception met.
+    pub(crate) fn origin_cow(self: &Arc<Self>, sector: u64, bio: &mut Option<OriginBio<'_>>) -> Option<(Chunk, Chunk)> {
+        if sector >= self.len {
+            return None;
+        }
+        let chunk = self.chunk.sector_to_chunk(sector);
+        let _noio = NoIoScope::enter();
+        let mut st = self.state.lock();
+        if !st.valid || !st.active {
+            return None;
+        }
+        if let Some(pe) = st.pending.get_mut(&chunk) {
+            if let Some(b) = bio.take() {
+                pe.origin_bios.push(b.into_owned());
+            }
+            return None;
+        }
+        if st.table.lookup(chunk).is_some() {
+            return None;
+        }
+        let new = self.new_pending(&mut st, chunk, false)?;
+        if let Some(b) = bio.take() {
+            if let Some(pe) = st.pending.get_mut(&chunk) {
+                pe.origin_bios.push(b.into_owned());
+            }
+        }
+        Some((chunk, new))
+    }
+
+    /// Starts copying origin chunk `chunk` to COW chunk `new`.
+    pub(crate) fn start_copy(self: &Arc<Self>, chunk: Chunk, new: Chunk) {
+        let _noio = NoIoScope::enter();
+        let Some((src, count)) = self.chunk.clip_extent(chunk, 1, self.origin_sectors()) else {
+            // Nothing of the origin lies in this chunk: nothing to copy.
+            self.copy_done(chunk, true);
+            return;
+        };
+        let Some(dst) = self.chunk.chunk_to_sector(new) else {
+            self.copy_done(chunk, false);
+            return;
+        };
+        let job = match Arc::new(CopyJob { snap: self.clone(), chunk }, GFP_KERNEL) {
+            Ok(job) => job,
+            Err(_) => {
+                self.copy_done(chunk, false);
+                return;
+            }
+        };
+        let kc = self.kcopyd.lock();
+        let started = match kc.as_ref() {
+            // SAFETY: By the type invariant both devices stay open until
+            // `shutdown`, which destroys this client (waiting for the job)
+            // before returning.
+            Some(kc) => unsafe {
+                kc.copy(
+                    &Region::new(self.origin, src, count),
+                    &[Region::new(self.cow, dst, count)],
+                    CopyFlags::default(),
+                    job,
+                )
+            },
+            None => Err(ENODEV),
+        };
+        drop(kc);
+        if started.is_err() {
+            self.copy_done(chunk, false);
+        }
+    }
+
+    /// A copy finished: mark it and let the worker commit it in order.
+    fn copy_done(self: &Arc<Self>, chunk: Chunk, ok: bool) {
+        let mut st = self.state.lock();
+        if let Some(pe) = st.pending.get_mut(&chunk) {
+            pe.copied = Some(ok);
+        }
+        drop(st);
+        self.kick();
+    }
+
+    /// Status line (`snapshot_status()` for `STATUSTYPE_INFO`).
+    pub(crate) fn info_status(&self) -> InfoStatus {
+        let st = self.state.lock();
+        let usage: Usage = st.cursor.usage(self.cow_sectors());
+        InfoStatus::select(st.valid, false, st.overflowed, usage)
+    }
+
+    /// Whether the snapshot is valid and whether it overflowed.
+    pub(crate) fn flags(&self) -> (bool, bool) {
+        let st = self.state.lock();
+        (st.valid, st.overflowed)
+    }
+
+    /// `resume`: origin writes start copying into this snapshot.
+    pub(crate) fn activate(&self) {
+        self.state.lock().active = true;
+    }
+
+    /// Waits for all in-flight work on this snapshot and releases its
+    /// kcopyd and dm-io clients. Called from the target's destructor, after
+    /// the snapshot was removed from its origin; afterwards nothing uses the
+    /// devices or the target any more.
+    pub(crate) fn shutdown(self: &Arc<Self>) {
+        // dm core suspended the device, so no snapshot bio is outstanding;
+        // copies started by origin writes before removal still finish.
+        while self.in_flight.load(Ordering::Acquire) != 0 {
+            dmsync::sleep_ms(1);
+        }
+        // The worker may still be finishing the last batch (or a header
+        // write): wait for it.
+        dmsync::flush_queue();
+        drop(self.kcopyd.lock().take());
+        drop(self.meta.lock().take());
+    }
+
+    /// The commit worker: commits finished copies in allocation order, in
+    /// batches, then completes them.
+    fn commit(self: &Arc<Self>) {
+        let _noio = NoIoScope::enter();
+        loop {
+            // Invalidation side effects first: header, then the event.
+            let invalidated = core::mem::replace(&mut self.state.lock().invalidated_pending_io, false);
+            if invalidated {
+                if let Some(meta) = self.meta.lock().as_mut() {
+                    if meta.write_header(false).is_err() {
+                        dm_err!("write header failed");
+                    }
+                }
+                // SAFETY: By the type invariant the target is alive until
+                // `shutdown` returns, and `shutdown` waits for this worker.
+                unsafe { self.ti.table_event() };
+            }
+
+            let mut batch: KVec<(Chunk, Chunk, bool, Option<CommitSlot>)> = KVec::new();
+            let mut area: Option<(Chunk, Option<Chunk>)> = None;
+            {
+                let mut st = self.state.lock();
+                while let Some((seq, chunk)) = first(&mut st.order) {
+                    let Some(pe) = st.pending.get(&chunk) else {
+                        st.order.remove(&seq);
+                        continue;
+                    };
+                    let Some(copied) = pe.copied else { break };
+                    let new = pe.new;
+                    st.order.remove(&seq);
+                    let mut ok = copied && st.valid;
+                    let mut slot = None;
+                    if ok {
+                        if let Cursor::Persistent(p) = &mut st.cursor {
+                            let location = p.current_area_location();
+                            match p.commit_slot() {
+                                Ok(s) => {
+                                    if s.area_full {
+                                        area = location.map(|l| (l, p.next_area().map(|(_, c)| c)));
+                                    } else if area.is_none() {
+                                        area = location.map(|l| (l, None));
+                                    }
+                                    slot = Some(s);
+                                }
+                                // Cannot happen (the area is advanced when
+                                // full); fail the exception rather than
+                                // pretend it is durable.
+                                Err(_) => ok = false,
+                            }
+                        }
+                    }
+                    let full = slot.is_some_and(|s| s.area_full);
+                    if batch.push((chunk, new, ok, slot), GFP_KERNEL).is_err() {
+                        // Could not record it: fail it rather than lose it.
+                        drop(st);
+                        self.complete(chunk, new, false);
+                        st = self.state.lock();
+                        continue;
+                    }
+                    if full {
+                        break;
+                    }
+                }
+            }
+            if batch.is_empty() && !invalidated {
+                return;
+            }
+
+            // Make the batch durable: one PREFLUSH|FUA area write.
+            let mut durable = true;
+            if let Some((location, zero_next)) = area {
+                let mut meta = self.meta.lock();
+                match meta.as_mut() {
+                    Some(meta) => {
+                        for (chunk, new, ok, slot) in batch.iter() {
+                            if let (true, Some(slot)) = (*ok, slot) {
+                                if meta.set_entry(slot.index, *chunk, *new).is_err() {
+                                    durable = false;
+                                }
+                            }
+                        }
+                        if durable && meta.write_area(location, zero_next).is_err() {
+                            durable = false;
+                        }
+                        if zero_next.is_some() {
+                            if let Cursor::Persistent(p) = &mut self.state.lock().cursor {
+                                p.advance_area();
+                            }
+                            meta.next_area();
+                        }
+                    }
+                    None => durable = false,
+                }
+                drop(meta);
+                if !durable {
+                    let mut st = self.state.lock();
+                    self.invalidate(&mut st, "Error reading/writing");
+                }
+            }
+
+            for (chunk, new, ok, _) in batch.into_iter() {
+                self.complete(chunk, new, ok && durable);
+            }
+        }
+    }
+
+    /// Finishes one exception (`pending_complete()`).
+    fn complete(self: &Arc<Self>, chunk: Chunk, new: Chunk, ok: bool) {
+        let mut st = self.state.lock();
+        let mut ok = ok && st.valid;
+        if ok && st.table.insert(chunk, new).is_err() {
+            self.invalidate(&mut st, "Unable to allocate exception");
+            ok = false;
+        }
+        if !ok {
+            self.invalidate(&mut st, "Error reading/writing");
+        }
+        let Some(mut pe) = st.pending.remove(&chunk) else {
+            return;
+        };
+        drop(st);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+
+        let snapshot_bios = pe.snapshot_bios.take();
+        let mut origin_bios = pe.origin_bios.take();
+        if !origin_bios.is_empty() {
+            // Snapshot reads of this chunk sent to the origin before the
+            // exception existed must finish before the origin changes.
+            if let Some(counter) = self.tracked.get(Self::track_bucket(chunk)) {
+                while counter.load(Ordering::Acquire) != 0 {
+                    dmsync::sleep_ms(1);
+                }
+            }
+        }
+        let mut snapshot_bios = snapshot_bios;
+        while let Some(bio) = snapshot_bios.pop() {
+            if ok {
+                bio.submit();
+            } else {
+                bio.fail();
+            }
+        }
+        while let Some(bio) = origin_bios.pop() {
+            self.entry.retry(bio);
+        }
+    }
+}
+
+/// The first element of an ordered map, as owned values.
+fn first(order: &mut RBTree<u64, Chunk>) -> Option<(u64, Chunk)> {
+    let cursor = order.cursor_front()?;
+    let (k, v) = cursor.current();
+    Some((*k, *v))
+}
+
+impl WorkItem for SnapCore {
+    type Pointer = Arc<SnapCore>;
+
+    fn run(this: Arc<SnapCore>) {
+        this.commit();
+    }
+}
+
+/// Context of one kcopyd copy.
+struct CopyJob {
+    snap: Arc<SnapCore>,
+    chunk: Chunk,
+}
+
+impl CopyCallback for CopyJob {
+    fn copy_done(this: Arc<Self>, read_err: bool, write_err: u64) {
+        let ok = !read_err && write_err == 0;
+        this.snap.copy_done(this.chunk, ok);
+    }
+}

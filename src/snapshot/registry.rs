@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Which snapshots belong to which origin device.
+//!
+//! One [`OriginEntry`] per origin block device, shared by the
+//! `snapshot-origin` targets and the `snapshot` targets on it. The global
+//! [`Registry`] is only touched by constructors and destructors; the I/O
+//! path locks just the entry of its own origin.
+
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use kernel::new_mutex;
+use kernel::prelude::*;
+use kernel::sync::{Arc, Mutex};
+
+use crate::dm::{kvec, Bio, OwnedBio};
+
+use super::core::SnapCore;
+
+/// An origin write, either still in `map` or held and being retried.
+pub(crate) enum OriginBio<'a> {
+    /// In `map`: deferring it means returning `DM_MAPIO_SUBMITTED`.
+    Mapping(&'a Bio),
+    /// Already owned by us (held on a pending exception, now retried).
+    Owned(OwnedBio),
+}
+
+impl OriginBio<'_> {
+    fn sector(&self) -> u64 {
+        match self {
+            Self::Mapping(b) => b.sector(),
+            Self::Owned(b) => b.view().sector(),
+        }
+    }
+
+    /// Takes ownership (see [`Bio::defer`]).
+    pub(crate) fn into_owned(self) -> OwnedBio {
+        match self {
+            Self::Mapping(b) => b.defer(),
+            Self::Owned(b) => b,
+        }
+    }
+}
+
+/// What happened to an origin write.
+pub(crate) enum OriginOutcome {
+    /// Every snapshot already has its copy: the write may proceed. Carries
+    /// the bio back if it was an owned one.
+    Proceed(Option<OwnedBio>),
+    /// The write waits on a pending exception and is retried when that
+    /// completes.
+    Queued,
+}
+
+/// The snapshots of one origin device.
+#[pin_data]
+pub(crate) struct OriginEntry {
+    devt: u32,
+    /// Snapshots, largest chunk size first (upstream's order).
+    #[pin]
+    snapshots: Mutex<KVec<Arc<SnapCore>>>,
+}
+
+impl OriginEntry {
+    /// Registers a snapshot of this origin.
+    pub(crate) fn add(&self, snap: Arc<SnapCore>) -> Result {
+        let mut list = self.snapshots.lock();
+        let pos = list
+            .iter()
+            .position(|s| s.chunk_size().sectors() < snap.chunk_size().sectors())
+            .unwrap_or(list.len());
+        list.push(snap, GFP_KERNEL)?;
+        // Rotate the new last element into place.
+        if let Some(tail) = list.get_mut(pos..) {
+            tail.rotate_right(1);
+        }
+        Ok(())
+    }
+
+    /// Unregisters a snapshot; origin writes no longer copy into it.
+    pub(crate) fn remove(&self, snap: &SnapCore) {
+        let mut list = self.snapshots.lock();
+        if let Some(i) = list.iter().position(|s| core::ptr::eq(&**s, snap)) {
+            drop(kvec::remove(&mut list, i));
+        }
+    }
+
+    /// The smallest chunk size among the active snapshots, in sectors
+    /// (origin writes are split at it), if there is any.
+    pub(crate) fn min_chunk_sectors(&self) -> Option<u32> {
+        self.snapshots.lock().iter().map(|s| s.chunk_size().sectors()).min()
+    }
+
+    /// Makes sure every snapshot of the origin holds its copy of the chunk
+    /// `bio` writes before the write reaches the origin (`do_origin()`).
+    ///
+    /// New copies start at once; the bio waits on (at most) one pending
+    /// exception and is passed here again when that one completes.
+    pub(crate) fn write(&self, bio: OriginBio<'_>) -> OriginOutcome {
+        let sector = bio.sector();
+        let mut bio = Some(bio);
+        let list = self.snapshots.lock();
+        for snap in list.iter() {
+            if let Some((chunk, new)) = snap.origin_cow(sector, &mut bio) {
+                snap.start_copy(chunk, new);
+            }
+        }
+        drop(list);
+        match bio {
+            Some(OriginBio::Owned(b)) => OriginOutcome::Proceed(Some(b)),
+            Some(OriginBio::Mapping(_)) => OriginOutcome::Proceed(None),
+            None => OriginOutcome::Queued,
+        }
+    }
+
+    /// Runs a held origin write through [`Self::write`] again and submits
+    /// it if nothing is left to copy.
+    pub(crate) fn retry(&self, bio: OwnedBio) {
+        if let OriginOutcome::Proceed(Some(bio)) = self.write(OriginBio::Owned(bio)) {
+            bio.submit();
+        }
+    }
+}
+
+/// All origin entries. One per loaded module.
+#[pin_data]
+pub(crate) struct Registry {
+    #[pin]
+    entries: Mutex<KVec<(Arc<OriginEntry>, usize)>>,
+}
+
+static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Keeps the registry alive and published while the module is loaded.
+///
+/// # Invariants
+///
+/// While this value exists, `REGISTRY` points into `registry`.
+pub(crate) struct RegistryHandle {
+    registry: Pin<KBox<Registry>>,
+}
+
+impl RegistryHandle {
+    /// Creates and publishes the registry (module init).
+    pub(crate) fn create() -> Result<Self> {
+        let registry = KBox::pin_init(pin_init!(Registry { entries <- new_mutex!(KVec::new()) }), GFP_KERNEL)?;
+        REGISTRY.store(&*registry as *const Registry as *mut Registry, Ordering::Release);
+        // INVARIANT: published above, cleared in `drop`.
+        Ok(Self { registry })
+    }
+}
+
+impl Drop for RegistryHandle {
+    fn drop(&mut self) {
+        REGISTRY.store(core::ptr::null_mut(), Ordering::Release);
+        let _ = &self.registry;
+    }
+}
+
+/// The module's registry; `ENODEV` only if called outside the module's
+/// lifetime, which target callbacks never are.
+fn registry() -> Result<&'static Registry> {
+    let ptr = REGISTRY.load(Ordering::Acquire);
+    // SAFETY: By the `RegistryHandle` invariant the pointer is either null or
+    // points to the live registry, which outlives every target instance
+    // (dm core holds a module reference for each).
+    unsafe { ptr.as_ref() }.ok_or(ENODEV)
+}
+
+/// Whether a registered snapshot already uses `cow` as its COW device.
+pub(crate) fn cow_in_use(cow: crate::dm::BdevHandle) -> bool {
+    let Ok(registry) = registry() else {
+        return false;
+    };
+    let entries = registry.entries.lock();
+    entries
+        .iter()
+        .any(|(entry, _)| entry.snapshots.lock().iter().any(|s| s.cow().same(cow)))
+}
+
+/// A reference to the entry of one origin device; released on drop.
+pub(crate) struct EntryRef {
+    entry: Arc<OriginEntry>,
+}
+
+impl EntryRef {
+    /// Finds or creates the entry for origin device `devt`.
+    pub(crate) fn get(devt: u32) -> Result<Self> {
+        let registry = registry()?;
+        let mut entries = registry.entries.lock();
+        for (entry, users) in entries.iter_mut() {
+            if entry.devt == devt {
+                *users += 1;
+                return Ok(Self { entry: entry.clone() });
+            }
+        }
+        let entry = Arc::pin_init(pin_init!(OriginEntry { devt, snapshots <- new_mutex!(KVec::new()) }), GFP_KERNEL)?;
+        entries.push((entry.clone(), 1), GFP_KERNEL)?;
+        Ok(Self { entry })
+    }
+
+    /// The entry.
+    pub(crate) fn entry(&self) -> &Arc<OriginEntry> {
+        &self.entry
+    }
+}
+
+impl Drop for EntryRef {
+    fn drop(&mut self) {
+        let Ok(registry) = registry() else {
+            return;
+        };
+        let mut entries = registry.entries.lock();
+        if let Some(i) = entries.iter().position(|(e, _)| Arc::ptr_eq(e, &self.entry)) {
+            let last = match entries.get_mut(i) {
+                Some((_, users)) => {
+                    *users = users.saturating_sub(1);
+                    *users == 0
+                }
+                None => false,
+            };
+            if last {
+                drop(kvec::remove(&mut entries, i));
+            }
+        }
+    }
+}

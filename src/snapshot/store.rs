@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Exception stores: persistent (`P`, `PO`; on-disk format of upstream's
+//! `dm-snap-persistent.c`) and transient (`N`, memory only).
+//!
+//! The on-disk arithmetic lives in [`crate::pure`]; this file does the
+//! metadata I/O: loading a COW at construction, and the commit worker's
+//! area, zero-area and header writes.
+
+use kernel::bindings;
+use kernel::c_str;
+use kernel::prelude::*;
+
+use crate::dm::bindings::{DMSNAP_REQ_FUA, DMSNAP_REQ_PREFLUSH, DMSNAP_REQ_SYNC};
+use crate::dm::dm_io::{DmIoClient, IoBuffer};
+use crate::dm::kcopyd::Region;
+use crate::dm::log::{dm_err, dm_warn};
+use crate::dm::{BdevHandle, CtrError, DmDev};
+use crate::pure::alloc::{LoadError, LoadProgress, Loader, NoSpace, PersistentState, TransientState};
+use crate::pure::chunk::{Chunk, ChunkSize, ChunkSizeError, Sector};
+use crate::pure::disk::{self, decode_header, DiskException, DiskHeader, Geometry, HeaderError, HeaderState};
+use crate::pure::status::Usage;
+
+use super::table::ExceptionTable;
+
+/// The store type from the table line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StoreKind {
+    /// `P` (`overflow == false`) or `PO`.
+    Persistent {
+        /// `PO`: a full COW marks the snapshot overflowed instead of invalid.
+        overflow: bool,
+    },
+    /// `N`.
+    Transient,
+}
+
+impl StoreKind {
+    /// Parses the store argument like upstream: the first letter, any case,
+    /// decides the type; for `P` the rest may start with `O`.
+    pub(crate) fn parse(arg: &[u8]) -> Result<Self, CtrError> {
+        match arg.first().map(u8::to_ascii_uppercase) {
+            Some(b'P') => match arg.get(1).map(u8::to_ascii_uppercase) {
+                None => Ok(Self::Persistent { overflow: false }),
+                Some(b'O') => Ok(Self::Persistent { overflow: true }),
+                Some(_) => {
+                    dm_err!("Unsupported persistent store option: {}", Bytes(arg.get(1..).unwrap_or(&[])));
+                    Err(CtrError::inval(c_str!("Couldn't create exception store")))
+                }
+            },
+            // Upstream's transient constructor ignores the rest.
+            Some(b'N') => Ok(Self::Transient),
+            _ => {
+                dm_err!("Exception store type is not P or N");
+                Err(CtrError::inval(c_str!("Couldn't create exception store")))
+            }
+        }
+    }
+
+    /// The table-line spelling.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Persistent { overflow: false } => "P",
+            Self::Persistent { overflow: true } => "PO",
+            Self::Transient => "N",
+        }
+    }
+}
+
+/// Prints bytes as text, replacing anything non-printable.
+struct Bytes<'a>(&'a [u8]);
+
+impl core::fmt::Display for Bytes<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for &b in self.0 {
+            let c = if b.is_ascii_graphic() { b as char } else { '?' };
+            core::fmt::Write::write_char(f, c)?;
+        }
+        Ok(())
+    }
+}
+
+/// Allocation and accounting state, kept under the snapshot's state lock.
+pub(crate) enum Cursor {
+    /// `P`/`PO`.
+    Persistent(PersistentState),
+    /// `N`.
+    Transient(TransientState),
+}
+
+impl Cursor {
+    /// Allocates a COW chunk for a new exception, given the COW's current
+    /// size.
+    pub(crate) fn prepare(&mut self, cow_sectors: Sector) -> Result<Chunk, NoSpace> {
+        match self {
+            Self::Persistent(p) => p.prepare_exception(cow_sectors),
+            Self::Transient(t) => t.prepare_exception(cow_sectors),
+        }
+    }
+
+    /// Usage figures for the status line.
+    pub(crate) fn usage(&self, cow_sectors: Sector) -> Usage {
+        match self {
+            Self::Persistent(p) => p.usage(cow_sectors),
+            Self::Transient(t) => t.usage(cow_sectors),
+        }
+    }
+}
+
+/// A store as loaded by the constructor.
+pub(crate) struct Loaded {
+    pub(crate) chunk: ChunkSize,
+    pub(crate) cursor: Cursor,
+    /// The on-disk header says the snapshot was invalidated.
+    pub(crate) valid: bool,
+    pub(crate) table: ExceptionTable,
+    /// Metadata I/O state; `None` for transient stores.
+    pub(crate) meta: Option<MetadataIo>,
+}
+
+fn chunk_error(e: ChunkSizeError) -> CtrError {
+    dm_err!("{}", e.message());
+    CtrError::inval(c_str!("Couldn't create exception store"))
+}
+
+fn read_failed(e: Error) -> CtrError {
+    CtrError::new(e, c_str!("Failed to read snapshot metadata"))
+}
+
+/// Loads (or, for a zeroed header, initialises) the store on `cow`.
+/// `table_chunk` is the table's chunk size in sectors (0: use the on-disk
+/// value, or the default for a new persistent store).
+pub(crate) fn load(kind: StoreKind, cow: &DmDev, origin: &DmDev, table_chunk: u32) -> Result<Loaded, CtrError> {
+    let cow_lbs = cow.logical_block_size();
+    let origin_lbs = origin.logical_block_size();
+    let cow_sectors = cow.size_sectors();
+
+    if kind == StoreKind::Transient {
+        if table_chunk == 0 {
+            return Err(CtrError::inval(c_str!("Chunk size not set")));
+        }
+        let chunk = ChunkSize::new(table_chunk, cow_lbs, origin_lbs).map_err(chunk_error)?;
+        let table = ExceptionTable::new(chunk.chunks_in(cow_sectors))
+            .map_err(|e| CtrError::new(e, c_str!("Unable to allocate hash table space")))?;
+        return Ok(Loaded { chunk, cursor: Cursor::Transient(TransientState::new(chunk)), valid: true, table, meta: None });
+    }
+
+    let supplied = table_chunk != 0;
+    let mut chunk = if supplied {
+        ChunkSize::new(table_chunk, cow_lbs, origin_lbs).map_err(chunk_error)?
+    } else {
+        ChunkSize::persistent_default(cow_lbs, origin_lbs).map_err(chunk_error)?
+    };
+
+    let io = DmIoClient::new().map_err(read_failed)?;
+    let mut meta = MetadataIo::new(io, cow.handle(), chunk).map_err(read_failed)?;
+    meta.read_chunk(0).map_err(read_failed)?;
+    let header = match decode_header(meta.area.as_slice()) {
+        Ok(h) => h,
+        Err(HeaderError::BadMagic(_)) | Err(HeaderError::TooShort) => {
+            dm_warn!("Invalid or corrupt snapshot");
+            return Err(read_failed(ENXIO));
+        }
+        Err(e) => {
+            dm_err!("{}", e.message());
+            return Err(read_failed(EINVAL));
+        }
+    };
+
+    let header = match header {
+        HeaderState::New => {
+            // LVM zeroes only the first 4 KiB: write our header and zero our
+            // first area; the rest of the COW may hold anything.
+            meta.write_header(true).map_err(|e| {
+                dm_warn!("write_header failed");
+                read_failed(e)
+            })?;
+            meta.clear_area();
+            let geom = Geometry::new(chunk);
+            let area0 = geom.area_location(0).ok_or(read_failed(EINVAL))?;
+            meta.write_zero_chunk(area0).map_err(|e| {
+                dm_warn!("zero_disk_area(0) failed");
+                read_failed(e)
+            })?;
+            let table = ExceptionTable::new(chunk.chunks_in(cow_sectors))
+                .map_err(|e| CtrError::new(e, c_str!("Unable to allocate hash table space")))?;
+            let cursor = Cursor::Persistent(PersistentState::new_store(geom));
+            return Ok(Loaded { chunk, cursor, valid: true, table, meta: Some(meta) });
+        }
+        HeaderState::Existing(h) => h,
+    };
+
+    if header.chunk_size != chunk.sectors() {
+        if supplied {
+            dm_warn!(
+                "chunk size {} in device metadata overrides table chunk size of {}.",
+                header.chunk_size,
+                chunk.sectors()
+            );
+        }
+        chunk = match header.validate(cow_lbs, origin_lbs) {
+            Ok(c) => c,
+            Err(HeaderError::BadChunkSize(n, e)) => {
+                dm_err!("invalid on-disk chunk size {}: {}.", n, e.message());
+                return Err(read_failed(EINVAL));
+            }
+            Err(HeaderError::BadVersion(v)) => {
+                dm_warn!("unable to handle snapshot disk version {}", v);
+                return Err(read_failed(EINVAL));
+            }
+            Err(e) => {
+                dm_err!("{}", e.message());
+                return Err(read_failed(EINVAL));
+            }
+        };
+        meta = MetadataIo::new(meta.io, cow.handle(), chunk).map_err(read_failed)?;
+    }
+    if header.version != disk::SNAPSHOT_DISK_VERSION {
+        dm_warn!("unable to handle snapshot disk version {}", header.version);
+        return Err(read_failed(EINVAL));
+    }
+
+    let geom = Geometry::new(chunk);
+    let mut table = ExceptionTable::new(chunk.chunks_in(cow_sectors))
+        .map_err(|e| CtrError::new(e, c_str!("Unable to allocate hash table space")))?;
+    if !header.valid {
+        // As upstream: load the table with the snapshot invalid, without
+        // reading the exceptions.
+        let cursor = Cursor::Persistent(PersistentState::new_store(geom));
+        return Ok(Loaded { chunk, cursor, valid: false, table, meta: Some(meta) });
+    }
+
+    let mut loader = Loader::with_validation(geom, chunk.chunks_in(cow_sectors));
+    let mut location = geom.area_location(0).ok_or(read_failed(EINVAL))?;
+    let state = loop {
+        meta.read_chunk(location).map_err(read_failed)?;
+        let progress = loader.feed(meta.area.as_slice(), |old, new| {
+            if table.lookup(old).is_some() {
+                return Err(EUCLEAN_DUPLICATE);
+            }
+            table.insert(old, new).map_err(|_| ENOMEM_MARK)
+        });
+        match progress {
+            Ok(LoadProgress::NeedArea { location: next, .. }) => location = next,
+            Ok(LoadProgress::Done(state)) => break state,
+            Err(LoadError::Callback(e)) if e == EUCLEAN_DUPLICATE => {
+                dm_err!("Corrupt snapshot metadata: duplicate exception for one origin chunk");
+                return Err(read_failed(EINVAL));
+            }
+            Err(LoadError::Callback(_)) => return Err(read_failed(ENOMEM)),
+            Err(LoadError::Corrupt { area, index, kind }) => {
+                dm_err!("Corrupt snapshot metadata in area {} slot {}: {}", area, index, kind.message());
+                return Err(read_failed(EINVAL));
+            }
+            Err(_) => {
+                dm_err!("Corrupt snapshot metadata: unreadable area");
+                return Err(read_failed(EINVAL));
+            }
+        }
+    };
+    // The last area read is the current one: commits append to it.
+    Ok(Loaded { chunk, cursor: Cursor::Persistent(state), valid: true, table, meta: Some(meta) })
+}
+
+/// Marker errors of the load callback.
+const EUCLEAN_DUPLICATE: u8 = 1;
+const ENOMEM_MARK: u8 = 2;
+
+/// Metadata I/O of a persistent store. Used by the constructor, then only
+/// by the snapshot's commit worker (one at a time).
+pub(crate) struct MetadataIo {
+    io: DmIoClient,
+    cow: BdevHandle,
+    chunk: ChunkSize,
+    /// The current metadata area (one chunk), as it is on disk plus the
+    /// entries committed since.
+    area: IoBuffer,
+    /// Zeroes or the header, for writes of whole chunks.
+    scratch: IoBuffer,
+}
+
+impl MetadataIo {
+    fn new(io: DmIoClient, cow: BdevHandle, chunk: ChunkSize) -> Result<Self> {
+        let area = IoBuffer::new(chunk.bytes())?;
+        let scratch = IoBuffer::new(chunk.bytes())?;
+        Ok(Self { io, cow, chunk, area, scratch })
+    }
+
+    fn region(&self, chunk: Chunk) -> Result<Region> {
+        let sector = self.chunk.chunk_to_sector(chunk).ok_or(EINVAL)?;
+        Ok(Region::new(self.cow, sector, u64::from(self.chunk.sectors())))
+    }
+
+    /// Reads one chunk of the COW into the area buffer.
+    fn read_chunk(&mut self, chunk: Chunk) -> Result {
+        let region = self.region(chunk)?;
+        self.io.sync_io(&region, bindings::req_op_REQ_OP_READ, &mut self.area)
+    }
+
+    fn clear_area(&mut self) {
+        self.area.as_mut_slice().fill(0);
+    }
+
+    fn write_zero_chunk(&mut self, chunk: Chunk) -> Result {
+        self.scratch.as_mut_slice().fill(0);
+        let region = self.region(chunk)?;
+        self.io.sync_io(&region, bindings::req_op_REQ_OP_WRITE, &mut self.scratch)
+    }
+
+    /// Writes the header chunk (`write_header()`), marking the snapshot
+    /// valid or invalid. FUA, so an invalidation survives a crash.
+    pub(crate) fn write_header(&mut self, valid: bool) -> Result {
+        let mut header = DiskHeader::new_valid(self.chunk);
+        header.valid = valid;
+        header.encode(self.scratch.as_mut_slice()).map_err(|_| EINVAL)?;
+        let region = self.region(0)?;
+        self.io.sync_io(&region, bindings::req_op_REQ_OP_WRITE | DMSNAP_REQ_FUA, &mut self.scratch)
+    }
+
+    /// Records a committed exception in slot `index` of the area buffer.
+    pub(crate) fn set_entry(&mut self, index: u32, old: Chunk, new: Chunk) -> Result {
+        let geom = Geometry::new(self.chunk);
+        disk::write_entry(geom, self.area.as_mut_slice(), index, DiskException { old, new }).map_err(|_| EINVAL)
+    }
+
+    /// Makes the area buffer durable at `location` (`area_io()` with
+    /// PREFLUSH|FUA): the flush orders the COW data copied before it, FUA
+    /// the metadata itself. If the area is full, `zero_next` names the next
+    /// area, which is zeroed first so a reader finds its terminator.
+    pub(crate) fn write_area(&mut self, location: Chunk, zero_next: Option<Chunk>) -> Result {
+        if let Some(next) = zero_next {
+            self.write_zero_chunk(next)?;
+        }
+        let region = self.region(location)?;
+        let op = bindings::req_op_REQ_OP_WRITE | DMSNAP_REQ_PREFLUSH | DMSNAP_REQ_FUA | DMSNAP_REQ_SYNC;
+        self.io.sync_io(&region, op, &mut self.area)
+    }
+
+    /// Starts a fresh, empty area buffer (after a full area was written).
+    pub(crate) fn next_area(&mut self) {
+        self.clear_area();
+    }
+}

@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `snapshot` target:
+//! `snapshot <origin> <COW> <P|PO|N> <chunksize> [<#features> [discard_zeroes_cow] [discard_passdown_origin]]`.
+
+use core::fmt::Write;
+use core::pin::Pin;
+
+use kernel::c_str;
+use kernel::ffi::c_int;
+use kernel::prelude::*;
+use kernel::str::CStr;
+use kernel::sync::Arc;
+
+use crate::dm::args::parse_decimal;
+use crate::dm::kcopyd::KcopydClient;
+use crate::dm::log::dm_warn;
+use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, MapResult, OpenMode, Setup, StatusType, StatusWriter, Target, TargetOps};
+
+use super::core::{CoreParts, SnapCore};
+use super::registry::EntryRef;
+use super::store::{self, StoreKind};
+
+/// Optional features of the table line.
+#[derive(Clone, Copy, Default)]
+struct Features {
+    discard_zeroes_cow: bool,
+    discard_passdown_origin: bool,
+}
+
+impl Features {
+    /// `parse_snapshot_features()`: `[<#args> [names...]]`, names compared
+    /// case-insensitively. Arguments after the group are ignored, as
+    /// upstream does.
+    fn parse(args: &mut Args<'_>) -> Result<Self, CtrError> {
+        let mut f = Self::default();
+        if args.remaining() == 0 {
+            return Ok(f);
+        }
+        let bad_count = c_str!("Invalid number of feature arguments");
+        let count = args
+            .next_cstr()
+            .and_then(|a| a.to_str().ok())
+            .and_then(parse_decimal)
+            .filter(|n| *n <= 2 && (*n as usize) <= args.remaining())
+            .ok_or(CtrError::inval(bad_count))?;
+        for _ in 0..count {
+            let name = args.next_cstr().ok_or(CtrError::inval(bad_count))?;
+            let name = name.as_bytes();
+            if name.eq_ignore_ascii_case(b"discard_zeroes_cow") {
+                f.discard_zeroes_cow = true;
+            } else if name.eq_ignore_ascii_case(b"discard_passdown_origin") {
+                f.discard_passdown_origin = true;
+            } else {
+                return Err(CtrError::inval(c_str!("Unrecognised feature requested")));
+            }
+        }
+        if f.discard_passdown_origin && !f.discard_zeroes_cow {
+            return Err(CtrError::inval(c_str!(
+                "discard_passdown_origin feature depends on discard_zeroes_cow"
+            )));
+        }
+        Ok(f)
+    }
+
+    fn count(self) -> u32 {
+        u32::from(self.discard_zeroes_cow) + u32::from(self.discard_passdown_origin)
+    }
+}
+
+/// One `snapshot` table entry.
+pub(crate) struct Snapshot {
+    core: Arc<SnapCore>,
+    entry: EntryRef,
+    features: Features,
+    origin: DmDev,
+    cow: DmDev,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        // No new copies from origin writes, then wait for the ones in
+        // flight; only then may `origin` and `cow` be released (after this
+        // function, in field order).
+        self.entry.entry().remove(&self.core);
+        self.core.shutdown();
+    }
+}
+
+#[vtable]
+impl TargetOps for Snapshot {
+    const NAME: &'static CStr = c_str!("snapshot");
+    const VERSION: [u32; 3] = [1, 16, 0];
+
+    fn new(setup: &mut Setup<'_>, args: &mut Args<'_>) -> Result<Pin<KBox<Self>>, CtrError> {
+        if args.remaining() < 4 {
+            return Err(CtrError::inval(c_str!("requires 4 or more arguments")));
+        }
+        let missing = c_str!("requires 4 or more arguments");
+        let origin_path = args.next_cstr().ok_or(CtrError::inval(missing))?;
+        let cow_path = args.next_cstr().ok_or(CtrError::inval(missing))?;
+        let store_arg = args.next_cstr().ok_or(CtrError::inval(missing))?;
+        let chunk_arg = args.next_cstr().ok_or(CtrError::inval(missing))?;
+        // Upstream parses the features before opening any device.
+        let features = Features::parse(args)?;
+
+        let origin = setup
+            .get_device(origin_path, OpenMode::READ)
+            .map_err(|e| CtrError::new(e, c_str!("Cannot get origin device")))?;
+        let cow = setup
+            .get_device(cow_path, setup.target().table_mode())
+            .map_err(|e| CtrError::new(e, c_str!("Cannot get COW device")))?;
+        if cow.handle().same(origin.handle()) {
+            return Err(CtrError::inval(c_str!("COW device cannot be the same as origin device")));
+        }
+
+        let kind = StoreKind::parse(store_arg.as_bytes())?;
+        let table_chunk = chunk_arg
+            .to_str()
+            .ok()
+            .and_then(parse_decimal)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                dm_warn!("Invalid chunk size");
+                CtrError::inval(c_str!("Couldn't create exception store"))
+            })?;
+
+        let entry = EntryRef::get(origin.devt())
+            .map_err(|e| CtrError::new(e, c_str!("Snapshot origin struct allocation failed")))?;
+        if super::registry::cow_in_use(cow.handle()) {
+            // Handing a live exception store over to a new table (table
+            // reload, snapshot-merge) is not implemented yet.
+            return Err(CtrError::inval(c_str!("Snapshot cow pairing for exception table handover failed")));
+        }
+
+        let loaded = store::load(kind, &cow, &origin, table_chunk)?;
+        if !loaded.valid {
+            dm_warn!("Snapshot is marked invalid.");
+        }
+        let kcopyd = KcopydClient::new_throttled()
+            .map_err(|e| CtrError::new(e, c_str!("Could not create kcopyd client")))?;
+        let chunk = loaded.chunk;
+        let parts = CoreParts {
+            chunk,
+            kind,
+            origin: origin.handle(),
+            cow: cow.handle(),
+            ti: setup.target().handle(),
+            len: setup.target().len(),
+            entry: entry.entry().clone(),
+            valid: loaded.valid,
+            table: loaded.table,
+            cursor: loaded.cursor,
+            meta: loaded.meta,
+            kcopyd,
+        };
+        // The devices stay in the target's private data until its
+        // destructor has shut the core down: the core's invariant holds.
+        let core = SnapCore::new(parts)
+            .map_err(|e| CtrError::new(e, c_str!("Cannot allocate private snapshot structure")))?;
+
+        setup.set_num_flush_bios(1);
+        setup.set_per_io_data_size(8);
+        setup
+            .set_max_io_len(u64::from(chunk.sectors()))
+            .map_err(|e| CtrError::new(e, c_str!("Failed to read snapshot metadata")))?;
+
+        let this = KBox::pin(Snapshot { core: core.clone(), entry, features, origin, cow }, GFP_KERNEL)
+            .map_err(|_| CtrError::new(ENOMEM, c_str!("Cannot allocate private snapshot structure")))?;
+        // Registered last: from here on origin writes may copy into it
+        // (once it is resumed).
+        this.entry
+            .entry()
+            .add(core)
+            .map_err(|e| CtrError::new(e, c_str!("Snapshot origin struct allocation failed")))?;
+        Ok(this)
+    }
+
+    fn map(&self, ti: &Target, bio: &Bio) -> MapResult {
+        self.core.snapshot_map(ti, bio)
+    }
+
+    fn end_io(&self, ti: &Target, bio: &Bio, _error: &mut u8) {
+        self.core.snapshot_end_io(ti, bio);
+    }
+
+    fn resume(&self, _ti: &Target) {
+        self.core.activate();
+    }
+
+    fn status(&self, _ti: &Target, kind: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
+        match kind {
+            StatusType::Info => {
+                let _ = write!(out, "{}", self.core.info_status());
+            }
+            StatusType::Table => {
+                let _ = write!(
+                    out,
+                    "{} {} {} {}",
+                    self.origin.name(),
+                    self.cow.name(),
+                    self.core.kind().name(),
+                    self.core.chunk_size().sectors()
+                );
+                let n = self.features.count();
+                if n > 0 {
+                    let _ = write!(out, " {}", n);
+                    if self.features.discard_zeroes_cow {
+                        let _ = write!(out, " discard_zeroes_cow");
+                    }
+                    if self.features.discard_passdown_origin {
+                        let _ = write!(out, " discard_passdown_origin");
+                    }
+                }
+            }
+            StatusType::Ima => {
+                let (valid, overflowed) = self.core.flags();
+                let yn = |b: bool| if b { 'y' } else { 'n' };
+                let _ = write!(
+                    out,
+                    "target_name={},target_version={}.{}.{},snap_origin_name={},snap_cow_name={},snap_valid={},snap_merge_failed=n,snapshot_overflowed={};",
+                    Self::NAME,
+                    Self::VERSION[0],
+                    Self::VERSION[1],
+                    Self::VERSION[2],
+                    self.origin.name(),
+                    self.cow.name(),
+                    yn(valid),
+                    yn(overflowed)
+                );
+            }
+        }
+    }
+
+    fn iterate_devices(&self, ti: &Target, visitor: &mut DeviceVisitor) -> c_int {
+        let r = visitor.visit(&self.origin, 0, ti.len());
+        if r != 0 {
+            return r;
+        }
+        visitor.visit(&self.cow, 0, self.cow.size_sectors())
+    }
+}
