@@ -113,7 +113,7 @@ mod dm_layer {
         kassert!(w.as_bytes() == b"24/200 ");
         let _ = write!(w, "more");
         kassert_eq!(w.len(), 7);
-        kassert_eq!(buf[7], 0);
+        kassert_eq!(buf.get(7), Some(&0));
     }
 
     fn status_writer_fits_exactly() {
@@ -121,7 +121,7 @@ mod dm_layer {
         let mut w = StatusWriter::new(&mut buf);
         let _ = write!(w, "254:1");
         kassert!(w.as_bytes() == b"254:1");
-        kassert_eq!(buf[5], 0);
+        kassert_eq!(buf.get(5), Some(&0));
     }
 
     fn status_writer_empty_buffer() {
@@ -133,7 +133,7 @@ mod dm_layer {
         let mut w = StatusWriter::new(&mut one);
         let _ = write!(w, "Invalid");
         kassert_eq!(w.len(), 0);
-        kassert_eq!(one[0], 0);
+        kassert_eq!(one.first(), Some(&0));
     }
 
     fn map_result_matches_dm_mapio() {
@@ -458,5 +458,94 @@ mod pure_layer {
         pure_layer_suite,
         "dm_snapshot_rs_pure",
         [chunk_size_rules_match_upstream, header_bytes_are_upstreams, usage_matches_lvm_worked_example]
+    );
+}
+
+/// The completed-exception table against a simple model.
+mod table_layer {
+    use crate::snapshot::table::{ExceptionTable, GROUP_SHIFT};
+
+    fn sequential_exceptions_compress_into_runs() {
+        let Ok(mut t) = ExceptionTable::new(1 << 20) else {
+            kassert!(false);
+            return;
+        };
+        // 1000 consecutive chunks copied in order: one run per 256-chunk
+        // group they touch.
+        for i in 0..1000u64 {
+            kassert!(t.insert(5000 + i, 2 + i).is_ok());
+        }
+        kassert_eq!(t.chunks(), 1000);
+        let groups = ((5000 + 999) >> GROUP_SHIFT) - (5000 >> GROUP_SHIFT) + 1;
+        kassert_eq!(t.runs() as u64, groups);
+        for i in 0..1000u64 {
+            kassert_eq!(t.lookup(5000 + i), Some(2 + i));
+        }
+        kassert_eq!(t.lookup(4999), None);
+        kassert_eq!(t.lookup(6000), None);
+    }
+
+    fn scattered_exceptions_match_model() {
+        let Ok(mut t) = ExceptionTable::new(4096) else {
+            kassert!(false);
+            return;
+        };
+        // A deterministic permutation of origin chunks, allocated COW chunks
+        // in order; remember the model in a plain array.
+        let mut model = [u64::MAX; 512];
+        let mut x: u64 = 12345;
+        let mut next_new = 2u64;
+        for _ in 0..400 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let old = (x >> 33) % 512;
+            let Some(slot) = model.get_mut(old as usize) else { continue };
+            if *slot != u64::MAX {
+                continue;
+            }
+            *slot = next_new;
+            kassert!(t.insert(old, next_new).is_ok());
+            next_new += 1;
+        }
+        for (old, want) in model.iter().enumerate() {
+            let got = t.lookup(old as u64);
+            if *want == u64::MAX {
+                kassert!(got.is_none());
+            } else {
+                kassert_eq!(got, Some(*want));
+            }
+        }
+        // Backwards-adjacent inserts extend a run at its front.
+        let Ok(mut t) = ExceptionTable::new(4096) else {
+            kassert!(false);
+            return;
+        };
+        kassert!(t.insert(101, 51).is_ok());
+        kassert!(t.insert(100, 50).is_ok());
+        kassert_eq!(t.runs(), 1);
+        kassert_eq!(t.lookup(100), Some(50));
+        kassert_eq!(t.lookup(101), Some(51));
+    }
+
+    fn runs_never_cross_a_group() {
+        let Ok(mut t) = ExceptionTable::new(4096) else {
+            kassert!(false);
+            return;
+        };
+        let edge = 1u64 << GROUP_SHIFT;
+        kassert!(t.insert(edge - 1, 10).is_ok());
+        kassert!(t.insert(edge, 11).is_ok());
+        kassert_eq!(t.runs(), 2);
+        kassert_eq!(t.lookup(edge - 1), Some(10));
+        kassert_eq!(t.lookup(edge), Some(11));
+    }
+
+    kunit_suite!(
+        table_suite,
+        "dm_snapshot_rs_exception_table",
+        [
+            sequential_exceptions_compress_into_runs,
+            scattered_exceptions_match_model,
+            runs_never_cross_a_group,
+        ]
     );
 }

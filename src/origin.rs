@@ -56,6 +56,7 @@ impl TargetOps for Origin {
             return MapResult::Remapped;
         }
         let entry = self.entry.entry();
+        entry.throttle();
         if let Some(min) = entry.min_chunk_sectors() {
             // Cut the write at the next boundary of the smallest chunk, so it
             // lies within one chunk of every snapshot.

@@ -240,6 +240,23 @@ impl SnapCore {
         Some(new)
     }
 
+    /// Whether this snapshot has `snapshot_cow_threshold` or more copies in
+    /// flight (`wait_for_in_progress()`'s test).
+    pub(crate) fn over_cow_threshold(&self) -> bool {
+        // SAFETY: Reads a module parameter; no preconditions.
+        let limit = unsafe { crate::dm::bindings::dmsnap_param_cow_threshold() };
+        limit != 0 && self.in_flight.load(Ordering::Acquire) >= u64::from(limit)
+    }
+
+    /// Sleeps while the snapshot is over its copy threshold. Holds no lock
+    /// while sleeping (upstream's 2019 deadlock was a writer waiting for
+    /// this bound with `_origins_lock` held).
+    pub(crate) fn throttle(&self) {
+        while self.over_cow_threshold() {
+            dmsync::sleep_ms(1);
+        }
+    }
+
     /// `map` of the snapshot target (`snapshot_map()`).
     pub(crate) fn snapshot_map(self: &Arc<Self>, ti: &crate::dm::Target, bio: &Bio) -> MapResult {
         let slot = bio.per_bio_u64(ti);
@@ -255,6 +272,9 @@ impl SnapCore {
         let sector = bio.sector();
         let chunk = self.chunk.sector_to_chunk(sector);
         let write = bio.is_write();
+        if write {
+            self.throttle();
+        }
 
         let _noio = NoIoScope::enter();
         let mut st = self.state.lock();

@@ -91,6 +91,19 @@ impl OriginEntry {
         self.snapshots.lock().iter().map(|s| s.chunk_size().sectors()).min()
     }
 
+    /// Waits while any snapshot of this origin has too many copies in
+    /// flight (`do_origin()` with `limit`). The entry lock is dropped while
+    /// sleeping.
+    pub(crate) fn throttle(&self) {
+        loop {
+            let busy = self.snapshots.lock().iter().any(|s| s.over_cow_threshold());
+            if !busy {
+                return;
+            }
+            crate::dm::sync::sleep_ms(1);
+        }
+    }
+
     /// Makes sure every snapshot of the origin holds its copy of the chunk
     /// `bio` writes before the write reaches the origin (`do_origin()`).
     ///

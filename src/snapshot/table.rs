@@ -75,13 +75,13 @@ impl ExceptionTable {
     }
 
     /// Number of runs stored (memory use is proportional to this).
-    #[allow(dead_code)]
+    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))]
     pub(crate) fn runs(&self) -> usize {
         self.runs
     }
 
     /// Number of chunks with an exception.
-    #[allow(dead_code)]
+    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))]
     pub(crate) fn chunks(&self) -> u64 {
         self.chunks
     }
