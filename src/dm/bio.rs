@@ -131,6 +131,13 @@ impl Bio {
         unsafe { dmb::dmsnap_bio_set_dev(self.raw(), dev.bdev()) };
     }
 
+    /// Which of the clones dm core made for this target this is
+    /// (`dm_bio_get_target_bio_nr()`; see `num_discard_bios`).
+    pub(crate) fn target_bio_nr(&self) -> u32 {
+        // SAFETY: The bio is a valid dm clone.
+        unsafe { dmb::dm_bio_get_target_bio_nr(self.raw()) }
+    }
+
     /// Redirects the bio to the device behind `dev` (`bio_set_dev()`).
     ///
     /// # Safety
@@ -227,7 +234,6 @@ impl OwnedBio {
     }
 
     /// Completes the bio successfully without doing any I/O.
-    #[allow(dead_code)]
     pub(crate) fn complete(self) {
         let bio = self.into_raw();
         // SAFETY: As in `fail`.

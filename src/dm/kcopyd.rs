@@ -145,7 +145,6 @@ impl KcopydClient {
     /// # Safety
     ///
     /// As for [`KcopydClient::copy`].
-    #[allow(dead_code)]
     pub(crate) unsafe fn zero<T: CopyCallback>(&self, to: &[Region], context: Arc<T>) -> Result {
         let mut dests = [dmb::dm_io_region::default(); dmb::DM_KCOPYD_MAX_REGIONS as usize];
         if to.is_empty() || to.len() > dests.len() {

@@ -29,4 +29,4 @@ pub(crate) use args::Args;
 pub(crate) use bio::{Bio, BioList, BioOp, OwnedBio};
 pub(crate) use device::{BdevHandle, DmDev, OpenMode};
 pub(crate) use status::{StatusType, StatusWriter};
-pub(crate) use target::{CtrError, DeviceVisitor, MapResult, Registration, Setup, Target, TargetHandle, TargetOps};
+pub(crate) use target::{CtrError, DeviceVisitor, MapResult, QueueLimits, Registration, Setup, Target, TargetHandle, TargetOps};

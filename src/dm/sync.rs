@@ -102,3 +102,24 @@ pub(crate) fn flush_queue() {
     // callers are in process context.
     unsafe { dmb::dmsnap_workqueue_flush(wq) };
 }
+
+/// Makes a `Send` value `Sync` by allowing access only through `&mut self`
+/// (like the standard library's unstable `Exclusive`): a shared reference
+/// gives no access at all, so sharing one is harmless.
+pub(crate) struct Exclusive<T>(T);
+
+// SAFETY: `&Exclusive<T>` exposes nothing of `T`; all access needs `&mut`,
+// which implies exclusive access on one thread.
+unsafe impl<T: Send> Sync for Exclusive<T> {}
+
+impl<T> Exclusive<T> {
+    /// Wraps a value.
+    pub(crate) const fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// Exclusive access.
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}

@@ -170,6 +170,16 @@ impl TargetHandle {
         // SAFETY: The caller guarantees the target (and its table) is alive.
         unsafe { dmb::dm_table_event((*self.0).table) };
     }
+
+    /// Whether the target's device is suspended (`dm_suspended()`).
+    ///
+    /// # Safety
+    ///
+    /// The target's destructor must not have run yet.
+    pub(crate) unsafe fn is_suspended(self) -> bool {
+        // SAFETY: The caller guarantees the target is alive.
+        unsafe { dmb::dm_suspended(self.0) != 0 }
+    }
 }
 
 /// The target while its constructor runs: the only time its settings may be
@@ -218,14 +228,12 @@ impl Setup<'_> {
     }
 
     /// Number of discard bios dm core sends to this target (0: unsupported).
-    #[allow(dead_code)]
     pub(crate) fn set_num_discard_bios(&mut self, n: u32) {
         // SAFETY: As above.
         unsafe { (*self.raw()).num_discard_bios = n };
     }
 
     /// Bytes of per-bio data dm core reserves for this target.
-    #[allow(dead_code)]
     pub(crate) fn set_per_io_data_size(&mut self, bytes: u32) {
         // SAFETY: As above.
         unsafe { (*self.raw()).per_io_data_size = bytes };
@@ -233,10 +241,24 @@ impl Setup<'_> {
 
     /// Makes dm core split bios so that none crosses a multiple of `sectors`
     /// (`dm_set_target_max_io_len()`).
-    #[allow(dead_code)]
     pub(crate) fn set_max_io_len(&mut self, sectors: u64) -> Result {
         // SAFETY: As above.
         to_result(unsafe { dmb::dm_set_target_max_io_len(self.raw(), sectors) })
+    }
+}
+
+/// The queue limits dm core is stacking for the mapped device.
+pub(crate) struct QueueLimits<'a> {
+    limits: &'a mut bindings::queue_limits,
+}
+
+impl QueueLimits<'_> {
+    /// Discards are split at `sectors` and advertised with that
+    /// granularity. (Upstream's snapshot target sets `discard_granularity`
+    /// to a sector count although the field is in bytes; this sets bytes.)
+    pub(crate) fn set_discard_chunk(&mut self, sectors: u32) {
+        self.limits.max_hw_discard_sectors = sectors;
+        self.limits.discard_granularity = sectors.saturating_mul(512);
     }
 }
 
@@ -285,6 +307,11 @@ pub(crate) trait TargetOps: Sized + Send + Sync + 'static {
 
     /// Reports the underlying devices (`iterate_devices`).
     fn iterate_devices(&self, ti: &Target, visitor: &mut DeviceVisitor) -> c_int;
+
+    /// Adjusts the queue limits of the mapped device (`io_hints`).
+    fn io_hints(&self, _ti: &Target, _limits: &mut QueueLimits<'_>) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
 
     /// Called when a bio the target remapped completes (`end_io`); may run
     /// in interrupt context. Returns `DM_ENDIO_DONE` semantics only.
@@ -349,6 +376,7 @@ impl<T: TargetOps> Registration<T> {
             preresume: if T::HAS_PRERESUME { Some(preresume_callback::<T>) } else { None },
             resume: if T::HAS_RESUME { Some(resume_callback::<T>) } else { None },
             end_io: if T::HAS_END_IO { Some(end_io_callback::<T>) } else { None },
+            io_hints: if T::HAS_IO_HINTS { Some(io_hints_callback::<T>) } else { None },
             ..Default::default()
         };
         let tt = KBox::pin(Opaque::new(tt), GFP_KERNEL)?;
@@ -540,4 +568,17 @@ unsafe extern "C" fn end_io_callback<T: TargetOps>(
         this.end_io(target, bio, unsafe { &mut *error });
     }
     dmb::DM_ENDIO_DONE as c_int
+}
+
+/// # Safety
+///
+/// Called by dm core with a constructed target and valid limits.
+unsafe extern "C" fn io_hints_callback<T: TargetOps>(ti: *mut dmb::dm_target, limits: *mut bindings::queue_limits) {
+    // SAFETY: `ti` is a constructed target of type `T`, valid for the call.
+    let (this, target) = unsafe { (private::<T>(ti), Target::from_raw(ti)) };
+    // SAFETY: dm core passes the limits it is building, ours for the call.
+    let Some(limits) = (unsafe { limits.as_mut() }) else {
+        return;
+    };
+    this.io_hints(target, &mut QueueLimits { limits });
 }

@@ -31,8 +31,8 @@ use kernel::{impl_has_work, new_work};
 
 use crate::dm::kcopyd::{CopyCallback, CopyFlags, KcopydClient, Region};
 use crate::dm::log::dm_err;
-use crate::dm::sync::{self as dmsync, NoIoScope};
-use crate::dm::{BdevHandle, Bio, BioList, MapResult, TargetHandle};
+use crate::dm::sync::{self as dmsync, Exclusive, NoIoScope};
+use crate::dm::{BdevHandle, Bio, BioList, BioOp, MapResult, OwnedBio, TargetHandle};
 use crate::pure::alloc::CommitSlot;
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::status::{InfoStatus, Usage};
@@ -57,6 +57,17 @@ struct Pending {
 
 /// Mutable state of a snapshot, under [`SnapCore::state`].
 pub(crate) struct SnapState {
+    /// The target instance that owns this core (0: none; a cancelled
+    /// handover). Only the owner's I/O is served.
+    owner: usize,
+    /// A new table's target waiting to take the core over on its resume.
+    waiting: Option<usize>,
+    /// The owner's target, for table events.
+    ti: TargetHandle,
+    /// Length of the owner: origin writes beyond it need no copy.
+    len: u64,
+    /// Store type of the owner's table (`P` or `PO` may change on reload).
+    kind: StoreKind,
     pub(crate) valid: bool,
     pub(crate) active: bool,
     pub(crate) overflowed: bool,
@@ -75,18 +86,18 @@ pub(crate) struct SnapState {
 ///
 /// # Invariants
 ///
-/// `origin`, `cow` and `ti` stay valid until [`SnapCore::shutdown`] returns:
-/// the owning target holds the devices and calls `shutdown` in its
-/// destructor before releasing them.
+/// `origin`, `cow` and `state.ti` stay valid until [`SnapCore::shutdown`]
+/// returns: the owning target (`state.owner`) holds the two devices and
+/// calls `shutdown` in its destructor before releasing them. A handover
+/// moves ownership to a target holding the same two devices, and only
+/// while the old owner is suspended.
 #[pin_data]
 pub(crate) struct SnapCore {
     chunk: ChunkSize,
-    kind: StoreKind,
     origin: BdevHandle,
     cow: BdevHandle,
-    ti: TargetHandle,
-    /// Length of the snapshot target: origin writes beyond it need no copy.
-    len: u64,
+    /// `discard_passdown_origin`: discard clone 1 goes to the origin.
+    discard_passdown_origin: bool,
     entry: Arc<OriginEntry>,
     #[pin]
     pub(crate) state: Mutex<SnapState>,
@@ -112,8 +123,10 @@ pub(crate) struct CoreParts {
     pub(crate) kind: StoreKind,
     pub(crate) origin: BdevHandle,
     pub(crate) cow: BdevHandle,
+    pub(crate) owner: usize,
     pub(crate) ti: TargetHandle,
     pub(crate) len: u64,
+    pub(crate) discard_passdown_origin: bool,
     pub(crate) entry: Arc<OriginEntry>,
     pub(crate) valid: bool,
     pub(crate) table: ExceptionTable,
@@ -129,6 +142,11 @@ impl SnapCore {
     /// `parts.cow` and `parts.ti` (see [`SnapCore`]).
     pub(crate) fn new(parts: CoreParts) -> Result<Arc<Self>> {
         let state = SnapState {
+            owner: parts.owner,
+            waiting: None,
+            ti: parts.ti,
+            len: parts.len,
+            kind: parts.kind,
             valid: parts.valid,
             active: false,
             overflowed: false,
@@ -142,11 +160,9 @@ impl SnapCore {
         Arc::pin_init(
             pin_init!(Self {
                 chunk: parts.chunk,
-                kind: parts.kind,
                 origin: parts.origin,
                 cow: parts.cow,
-                ti: parts.ti,
-                len: parts.len,
+                discard_passdown_origin: parts.discard_passdown_origin,
                 entry: parts.entry,
                 state <- new_mutex!(state, "dm_snapshot_rs:state"),
                 meta <- new_mutex!(parts.meta, "dm_snapshot_rs:meta"),
@@ -167,11 +183,6 @@ impl SnapCore {
     /// The COW device.
     pub(crate) fn cow(&self) -> BdevHandle {
         self.cow
-    }
-
-    /// The store type.
-    pub(crate) fn kind(&self) -> StoreKind {
-        self.kind
     }
 
     fn cow_sectors(&self) -> u64 {
@@ -212,7 +223,7 @@ impl SnapCore {
         let new = match st.cursor.prepare(self.cow_sectors()) {
             Ok(new) => new,
             Err(_) => {
-                if from_snapshot_write && self.kind == (StoreKind::Persistent { overflow: true }) {
+                if from_snapshot_write && st.kind == (StoreKind::Persistent { overflow: true }) {
                     if !st.overflowed {
                         dm_err!("Snapshot overflowed: Unable to allocate exception.");
                     }
@@ -258,7 +269,7 @@ impl SnapCore {
     }
 
     /// `map` of the snapshot target (`snapshot_map()`).
-    pub(crate) fn snapshot_map(self: &Arc<Self>, ti: &crate::dm::Target, bio: &Bio) -> MapResult {
+    pub(crate) fn snapshot_map(self: &Arc<Self>, me: usize, ti: &crate::dm::Target, bio: &Bio) -> MapResult {
         let slot = bio.per_bio_u64(ti);
         if let Some(slot) = slot {
             slot.store(0, Ordering::Relaxed);
@@ -278,22 +289,40 @@ impl SnapCore {
 
         let _noio = NoIoScope::enter();
         let mut st = self.state.lock();
-        if !st.valid || (write && st.overflowed) {
+        if st.owner != me || !st.valid || (write && st.overflowed) {
             return MapResult::Kill;
+        }
+        let discard = bio.op() == BioOp::Discard;
+        if discard && self.discard_passdown_origin && bio.target_bio_nr() != 0 {
+            // The second discard clone frees space in the origin, without
+            // copying anything out first (that would defeat its purpose).
+            self.track(bio, slot, chunk);
+            drop(st);
+            // SAFETY: By the type invariant the origin device is held.
+            unsafe { bio.set_bdev(self.origin) };
+            return MapResult::Remapped;
         }
         if let Some(new) = st.table.lookup(chunk) {
             drop(st);
             self.remap_to_cow(bio, new, sector);
+            if discard && u64::from(bio.sectors()) == u64::from(self.chunk.sectors()) {
+                // A whole exception chunk: zero it rather than discard it
+                // (the exception stays; the COW space is not given back).
+                self.zero_cow_chunk(new, bio.defer());
+                return MapResult::Submitted;
+            }
             return MapResult::Remapped;
+        }
+        if discard {
+            // No exception: nothing to discard, and no copy-out for it.
+            drop(st);
+            bio.defer().complete();
+            return MapResult::Submitted;
         }
         if !write {
             // The origin still holds this chunk's snapshot data: any origin
             // write to it is held until this read is done (see `complete`).
-            let b = Self::track_bucket(chunk);
-            if let (Some(slot), Some(counter)) = (slot, self.tracked.get(b)) {
-                counter.fetch_add(1, Ordering::AcqRel);
-                slot.store(b as u64 + 1, Ordering::Relaxed);
-            }
+            self.track(bio, slot, chunk);
             drop(st);
             // SAFETY: By the type invariant the origin device is held.
             unsafe { bio.set_bdev(self.origin) };
@@ -319,6 +348,35 @@ impl SnapCore {
         MapResult::Submitted
     }
 
+    /// Counts `bio` as in flight against origin chunk `chunk` until
+    /// `end_io` (`track_chunk()`).
+    fn track(&self, _bio: &Bio, slot: Option<&AtomicU64>, chunk: Chunk) {
+        let b = Self::track_bucket(chunk);
+        if let (Some(slot), Some(counter)) = (slot, self.tracked.get(b)) {
+            counter.fetch_add(1, Ordering::AcqRel);
+            slot.store(b as u64 + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Zeroes COW chunk `new` with kcopyd, then completes `bio`.
+    fn zero_cow_chunk(&self, new: Chunk, bio: OwnedBio) {
+        let Some(start) = self.chunk.chunk_to_sector(new) else {
+            bio.fail();
+            return;
+        };
+        let job = match Arc::new(ZeroJob { bio: Exclusive::new(Some(bio)) }, GFP_KERNEL) {
+            Ok(job) => job,
+            Err(_) => return, // dropping the job fails the bio
+        };
+        let kc = self.kcopyd.lock();
+        if let Some(kc) = kc.as_ref() {
+            // SAFETY: By the type invariant the COW device stays open until
+            // `shutdown` destroys this client, which waits for the job.
+            let _ = unsafe { kc.zero(&[Region::new(self.cow, start, u64::from(self.chunk.sectors()))], job) };
+        }
+        // On error the job (and so the bio, failed) was dropped.
+    }
+
     fn remap_to_cow(&self, bio: &Bio, new: Chunk, sector: u64) {
         let base = self.chunk.chunk_to_sector(new).unwrap_or(0);
         // SAFETY: By the type invariant the COW device is held.
@@ -342,13 +400,10 @@ impl SnapCore {
     /// chunk at `sector` needs a copy, allocate it and return it for the
     /// caller to start; hold `bio` on the first pending exception met.
     pub(crate) fn origin_cow(self: &Arc<Self>, sector: u64, bio: &mut Option<OriginBio<'_>>) -> Option<(Chunk, Chunk)> {
-        if sector >= self.len {
-            return None;
-        }
         let chunk = self.chunk.sector_to_chunk(sector);
         let _noio = NoIoScope::enter();
         let mut st = self.state.lock();
-        if !st.valid || !st.active {
+        if !st.valid || !st.active || sector >= st.len || st.owner == 0 {
             return None;
         }
         if let Some(pe) = st.pending.get_mut(&chunk) {
@@ -419,22 +474,74 @@ impl SnapCore {
         self.kick();
     }
 
-    /// Status line (`snapshot_status()` for `STATUSTYPE_INFO`).
-    pub(crate) fn info_status(&self) -> InfoStatus {
+    /// Status line (`snapshot_status()` for `STATUSTYPE_INFO`) as target
+    /// `me` sees it: a target that handed its store over is invalid.
+    pub(crate) fn info_status(&self, me: usize) -> InfoStatus {
         let st = self.state.lock();
         let usage: Usage = st.cursor.usage(self.cow_sectors());
-        InfoStatus::select(st.valid, false, st.overflowed, usage)
+        InfoStatus::select(st.valid && st.owner == me, false, st.overflowed, usage)
     }
 
-    /// Whether the snapshot is valid and whether it overflowed.
-    pub(crate) fn flags(&self) -> (bool, bool) {
+    /// Whether the snapshot is valid (for target `me`) and whether it
+    /// overflowed.
+    pub(crate) fn flags(&self, me: usize) -> (bool, bool) {
         let st = self.state.lock();
-        (st.valid, st.overflowed)
+        (st.valid && st.owner == me, st.overflowed)
     }
 
-    /// `resume`: origin writes start copying into this snapshot.
-    pub(crate) fn activate(&self) {
-        self.state.lock().active = true;
+    /// Registers target `me` as the one to take this core over when it
+    /// resumes (`__validate_exception_handover()`). Fails if another one
+    /// already waits or the handover was cancelled.
+    pub(crate) fn add_waiting(&self, me: usize) -> bool {
+        let mut st = self.state.lock();
+        if st.waiting.is_some() || st.owner == 0 {
+            return false;
+        }
+        st.waiting = Some(me);
+        true
+    }
+
+    /// The owner and the waiting target, and the owner's target handle.
+    pub(crate) fn handover_state(&self) -> (usize, Option<usize>, TargetHandle) {
+        let st = self.state.lock();
+        (st.owner, st.waiting, st.ti)
+    }
+
+    /// `resume` of target `me`: takes the core over if `me` was waiting
+    /// for it (the caller checked in `preresume` that the old owner is
+    /// suspended), then origin writes copy into the snapshot.
+    pub(crate) fn resume_as(&self, me: usize, ti: TargetHandle, len: u64, kind: StoreKind) {
+        let mut st = self.state.lock();
+        if st.waiting == Some(me) && st.owner != 0 {
+            // `__handover_exceptions()`: the table, the store and the
+            // valid/overflow flags stay; only the owning target changes.
+            st.waiting = None;
+            st.owner = me;
+            st.ti = ti;
+            st.len = len;
+            st.kind = kind;
+        }
+        if st.owner == me {
+            st.active = true;
+        }
+    }
+
+    /// The destructor of target `me`. Returns whether it owned the core and
+    /// must therefore shut it down; cancels a handover waiting for it, or
+    /// withdraws `me` from waiting.
+    pub(crate) fn release(&self, me: usize) -> bool {
+        let mut st = self.state.lock();
+        if st.owner == me {
+            if st.waiting.take().is_some() {
+                dm_err!("Cancelling snapshot handover.");
+            }
+            st.owner = 0;
+            return true;
+        }
+        if st.waiting == Some(me) {
+            st.waiting = None;
+        }
+        false
     }
 
     /// Waits for all in-flight work on this snapshot and releases its
@@ -460,7 +567,10 @@ impl SnapCore {
         let _noio = NoIoScope::enter();
         loop {
             // Invalidation side effects first: header, then the event.
-            let invalidated = core::mem::replace(&mut self.state.lock().invalidated_pending_io, false);
+            let (invalidated, ti) = {
+                let mut st = self.state.lock();
+                (core::mem::replace(&mut st.invalidated_pending_io, false), st.ti)
+            };
             if invalidated {
                 if let Some(meta) = self.meta.lock().as_mut() {
                     if meta.write_header(false).is_err() {
@@ -469,7 +579,7 @@ impl SnapCore {
                 }
                 // SAFETY: By the type invariant the target is alive until
                 // `shutdown` returns, and `shutdown` waits for this worker.
-                unsafe { self.ti.table_event() };
+                unsafe { ti.table_event() };
             }
 
             let mut batch: KVec<(Chunk, Chunk, bool, Option<CommitSlot>)> = KVec::new();
@@ -614,6 +724,27 @@ impl WorkItem for SnapCore {
 
     fn run(this: Arc<SnapCore>) {
         this.commit();
+    }
+}
+
+/// A discard waiting for the zeroing of its COW chunk.
+struct ZeroJob {
+    bio: Exclusive<Option<OwnedBio>>,
+}
+
+impl CopyCallback for ZeroJob {
+    fn copy_done(this: Arc<Self>, read_err: bool, write_err: u64) {
+        // kcopyd hands back the only reference.
+        let Some(mut job) = Arc::into_unique_or_drop(this) else {
+            return;
+        };
+        if let Some(bio) = job.as_mut().get_mut().bio.get_mut().take() {
+            if read_err || write_err != 0 {
+                bio.fail();
+            } else {
+                bio.complete();
+            }
+        }
     }
 }
 

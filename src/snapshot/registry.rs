@@ -85,6 +85,11 @@ impl OriginEntry {
         }
     }
 
+    /// The registered snapshot using `cow` as its COW device, if any.
+    pub(crate) fn find_cow(&self, cow: crate::dm::BdevHandle) -> Option<Arc<SnapCore>> {
+        self.snapshots.lock().iter().find(|s| s.cow().same(cow)).cloned()
+    }
+
     /// The smallest chunk size among the active snapshots, in sectors
     /// (origin writes are split at it), if there is any.
     pub(crate) fn min_chunk_sectors(&self) -> Option<u32> {

@@ -10,12 +10,14 @@ use kernel::c_str;
 use kernel::ffi::c_int;
 use kernel::prelude::*;
 use kernel::str::CStr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
 use kernel::sync::Arc;
 
 use crate::dm::args::parse_decimal;
 use crate::dm::kcopyd::KcopydClient;
-use crate::dm::log::dm_warn;
-use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, MapResult, OpenMode, Setup, StatusType, StatusWriter, Target, TargetOps};
+use crate::dm::log::{dm_err, dm_warn};
+use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, MapResult, OpenMode, QueueLimits, Setup, StatusType, StatusWriter, Target, TargetOps};
 
 use super::core::{CoreParts, SnapCore};
 use super::registry::EntryRef;
@@ -68,9 +70,18 @@ impl Features {
     }
 }
 
+/// Identifies one target instance (for store ownership and handover).
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
 /// One `snapshot` table entry.
+///
+/// Several table entries (an old and a new table during a reload) may share
+/// one [`SnapCore`]; the core serves only its current owner.
 pub(crate) struct Snapshot {
     core: Arc<SnapCore>,
+    id: usize,
+    /// This table's store type (`P`/`PO`/`N`), applied on handover.
+    kind: StoreKind,
     entry: EntryRef,
     features: Features,
     origin: DmDev,
@@ -79,11 +90,18 @@ pub(crate) struct Snapshot {
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
-        // No new copies from origin writes, then wait for the ones in
-        // flight; only then may `origin` and `cow` be released (after this
-        // function, in field order).
-        self.entry.entry().remove(&self.core);
-        self.core.shutdown();
+        if self.core.release(self.id) {
+            // No new copies from origin writes, then wait for the ones in
+            // flight; only then may `origin` and `cow` be released (after
+            // this function, in field order).
+            self.entry.entry().remove(&self.core);
+            self.core.shutdown();
+        } else {
+            // The store lives on in the target that took it over, which
+            // holds the same devices. Wait for a worker that may still be
+            // raising an event on this target.
+            crate::dm::sync::flush_queue();
+        }
     }
 }
 
@@ -127,10 +145,37 @@ impl TargetOps for Snapshot {
 
         let entry = EntryRef::get(origin.devt())
             .map_err(|e| CtrError::new(e, c_str!("Snapshot origin struct allocation failed")))?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let pairing = c_str!("Snapshot cow pairing for exception table handover failed");
+        if let Some(live) = entry.entry().find_cow(cow.handle()) {
+            // A live snapshot of this origin uses this COW: this table will
+            // take its store over when it resumes (a reload). The store is
+            // not read again.
+            if !live.add_waiting(id) {
+                return Err(CtrError::inval(pairing));
+            }
+            let chunk = live.chunk_size();
+            setup.set_num_flush_bios(1);
+            if features.discard_zeroes_cow {
+                setup.set_num_discard_bios(if features.discard_passdown_origin { 2 } else { 1 });
+            }
+            setup.set_per_io_data_size(8);
+            let this = KBox::pin(Snapshot { core: live.clone(), id, kind, entry, features, origin, cow }, GFP_KERNEL);
+            let this = match this {
+                Ok(this) => this,
+                Err(_) => {
+                    live.release(id);
+                    return Err(CtrError::new(ENOMEM, c_str!("Cannot allocate private snapshot structure")));
+                }
+            };
+            setup
+                .set_max_io_len(u64::from(chunk.sectors()))
+                .map_err(|e| CtrError::new(e, c_str!("Cannot allocate private snapshot structure")))?;
+            return Ok(this);
+        }
         if super::registry::cow_in_use(cow.handle()) {
-            // Handing a live exception store over to a new table (table
-            // reload, snapshot-merge) is not implemented yet.
-            return Err(CtrError::inval(c_str!("Snapshot cow pairing for exception table handover failed")));
+            // The COW belongs to a snapshot of another origin.
+            return Err(CtrError::inval(pairing));
         }
 
         let loaded = store::load(kind, &cow, &origin, table_chunk)?;
@@ -145,8 +190,10 @@ impl TargetOps for Snapshot {
             kind,
             origin: origin.handle(),
             cow: cow.handle(),
+            owner: id,
             ti: setup.target().handle(),
             len: setup.target().len(),
+            discard_passdown_origin: features.discard_passdown_origin,
             entry: entry.entry().clone(),
             valid: loaded.valid,
             table: loaded.table,
@@ -160,12 +207,15 @@ impl TargetOps for Snapshot {
             .map_err(|e| CtrError::new(e, c_str!("Cannot allocate private snapshot structure")))?;
 
         setup.set_num_flush_bios(1);
+        if features.discard_zeroes_cow {
+            setup.set_num_discard_bios(if features.discard_passdown_origin { 2 } else { 1 });
+        }
         setup.set_per_io_data_size(8);
         setup
             .set_max_io_len(u64::from(chunk.sectors()))
             .map_err(|e| CtrError::new(e, c_str!("Failed to read snapshot metadata")))?;
 
-        let this = KBox::pin(Snapshot { core: core.clone(), entry, features, origin, cow }, GFP_KERNEL)
+        let this = KBox::pin(Snapshot { core: core.clone(), id, kind, entry, features, origin, cow }, GFP_KERNEL)
             .map_err(|_| CtrError::new(ENOMEM, c_str!("Cannot allocate private snapshot structure")))?;
         // Registered last: from here on origin writes may copy into it
         // (once it is resumed).
@@ -177,21 +227,44 @@ impl TargetOps for Snapshot {
     }
 
     fn map(&self, ti: &Target, bio: &Bio) -> MapResult {
-        self.core.snapshot_map(ti, bio)
+        self.core.snapshot_map(self.id, ti, bio)
     }
 
     fn end_io(&self, ti: &Target, bio: &Bio, _error: &mut u8) {
         self.core.snapshot_end_io(ti, bio);
     }
 
-    fn resume(&self, _ti: &Target) {
-        self.core.activate();
+    fn io_hints(&self, _ti: &Target, limits: &mut QueueLimits<'_>) {
+        if self.features.discard_zeroes_cow {
+            limits.set_discard_chunk(self.core.chunk_size().sectors());
+        }
+    }
+
+    fn preresume(&self, _ti: &Target) -> Result {
+        let (owner, waiting, owner_ti) = self.core.handover_state();
+        if owner == self.id && waiting.is_some() {
+            dm_err!("Unable to resume snapshot source until handover completes.");
+            return Err(EINVAL);
+        }
+        if owner != self.id && owner != 0 && waiting == Some(self.id) {
+            // SAFETY: The owner is alive: its destructor would have
+            // cancelled this handover (`release`).
+            if !unsafe { owner_ti.is_suspended() } {
+                dm_err!("Unable to perform snapshot handover until source is suspended.");
+                return Err(EINVAL);
+            }
+        }
+        Ok(())
+    }
+
+    fn resume(&self, ti: &Target) {
+        self.core.resume_as(self.id, ti.handle(), ti.len(), self.kind);
     }
 
     fn status(&self, _ti: &Target, kind: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
         match kind {
             StatusType::Info => {
-                let _ = write!(out, "{}", self.core.info_status());
+                let _ = write!(out, "{}", self.core.info_status(self.id));
             }
             StatusType::Table => {
                 let _ = write!(
@@ -199,7 +272,7 @@ impl TargetOps for Snapshot {
                     "{} {} {} {}",
                     self.origin.name(),
                     self.cow.name(),
-                    self.core.kind().name(),
+                    self.kind.name(),
                     self.core.chunk_size().sectors()
                 );
                 let n = self.features.count();
@@ -214,7 +287,7 @@ impl TargetOps for Snapshot {
                 }
             }
             StatusType::Ima => {
-                let (valid, overflowed) = self.core.flags();
+                let (valid, overflowed) = self.core.flags(self.id);
                 let yn = |b: bool| if b { 'y' } else { 'n' };
                 let _ = write!(
                     out,
