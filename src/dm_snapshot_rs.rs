@@ -27,14 +27,15 @@ module! {
     type: DmSnapshotModule,
     name: "dm_snapshot_rs",
     author: "dm-snapshot-rs developers",
-    description: "device-mapper snapshot targets (snapshot, snapshot-origin) in Rust",
+    description: "device-mapper snapshot targets (snapshot, snapshot-origin, snapshot-merge) in Rust",
     license: "GPL",
-    alias: ["dm-snapshot", "dm-snapshot-origin"],
+    alias: ["dm-snapshot", "dm-snapshot-origin", "dm-snapshot-merge"],
 }
 
 /// Module state. Fields drop in order: the targets are unregistered first
 /// (no instance can exist by then), then the work queue and the registry.
 struct DmSnapshotModule {
+    _merge: dm::Registration<snapshot::target::SnapshotMerge>,
     _snapshot: dm::Registration<snapshot::target::Snapshot>,
     _origin: dm::Registration<origin::Origin>,
     _workqueue: dm::sync::ModuleWorkqueue,
@@ -51,6 +52,9 @@ impl kernel::Module for DmSnapshotModule {
         let snapshot = dm::Registration::<snapshot::target::Snapshot>::register(module).inspect_err(|e| {
             dm::log::dm_err!("snapshot target register failed {}", e.to_errno());
         })?;
-        Ok(Self { _snapshot: snapshot, _origin: origin, _workqueue: workqueue, _registry: registry })
+        let merge = dm::Registration::<snapshot::target::SnapshotMerge>::register(module).inspect_err(|e| {
+            dm::log::dm_err!("Merge target register failed {}", e.to_errno());
+        })?;
+        Ok(Self { _merge: merge, _snapshot: snapshot, _origin: origin, _workqueue: workqueue, _registry: registry })
     }
 }

@@ -72,6 +72,14 @@ impl TargetOps for Origin {
         }
     }
 
+    fn resume(&self, _ti: &Target) {
+        self.entry.entry().origin_live(true);
+    }
+
+    fn postsuspend(&self, _ti: &Target) {
+        self.entry.entry().origin_live(false);
+    }
+
     fn status(&self, _ti: &Target, kind: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
         match kind {
             // Upstream prints nothing for INFO and IMA.

@@ -145,6 +145,19 @@ impl BdevHandle {
     }
 }
 
+impl BdevHandle {
+    /// Flushes the device's volatile write cache (`blkdev_issue_flush()`).
+    /// Sleeps.
+    ///
+    /// # Safety
+    ///
+    /// The `DmDev` this handle came from must still be held.
+    pub(crate) unsafe fn flush(self) -> Result {
+        // SAFETY: The device is open (caller).
+        kernel::error::to_result(unsafe { dmb::dmsnap_bdev_flush(self.0) })
+    }
+}
+
 impl DmDev {
     /// A handle to this device; see [`BdevHandle`].
     pub(crate) fn handle(&self) -> BdevHandle {

@@ -91,6 +91,11 @@ sector_t dmsnap_bdev_nr_sectors(struct block_device *bdev)
 	return bdev_nr_sectors(bdev);
 }
 
+int dmsnap_bdev_flush(struct block_device *bdev)
+{
+	return blkdev_issue_flush(bdev);
+}
+
 unsigned int dmsnap_bdev_logical_block_size(struct block_device *bdev)
 {
 	return bdev_logical_block_size(bdev);

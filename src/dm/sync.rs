@@ -123,3 +123,48 @@ impl<T> Exclusive<T> {
         &mut self.0
     }
 }
+
+/// A one-shot completion carrying a success flag: `set` once, `wait` for it.
+#[pin_data]
+pub(crate) struct OneShot {
+    #[pin]
+    state: kernel::sync::Mutex<Option<bool>>,
+    #[pin]
+    cv: kernel::sync::CondVar,
+}
+
+impl OneShot {
+    /// A new, unset completion.
+    pub(crate) fn new() -> Result<kernel::sync::Arc<Self>> {
+        kernel::sync::Arc::pin_init(
+            pin_init!(Self {
+                state <- kernel::new_mutex!(None, "dm_snapshot_rs:oneshot"),
+                cv <- kernel::new_condvar!("dm_snapshot_rs:oneshot"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Records the result and wakes the waiter. Process context only.
+    pub(crate) fn set(&self, ok: bool) {
+        *self.state.lock() = Some(ok);
+        self.cv.notify_all();
+    }
+
+    /// Waits for the result. Process context only.
+    pub(crate) fn wait(&self) -> bool {
+        let mut guard = self.state.lock();
+        loop {
+            if let Some(ok) = *guard {
+                return ok;
+            }
+            self.cv.wait(&mut guard);
+        }
+    }
+}
+
+impl super::kcopyd::CopyCallback for OneShot {
+    fn copy_done(this: kernel::sync::Arc<Self>, read_err: bool, write_err: u64) {
+        this.set(!read_err && write_err == 0);
+    }
+}

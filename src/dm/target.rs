@@ -144,6 +144,14 @@ impl Target {
         unsafe { dmb::dm_table_event((*self.raw()).table) };
     }
 
+    /// Sets `max_io_len` from `resume` (as upstream's merge target does;
+    /// the device is suspended, so no bio is being split meanwhile).
+    pub(crate) fn set_max_io_len_on_resume(&self, sectors: u32) {
+        // SAFETY: The target is valid; during `resume` dm core does not read
+        // `max_io_len` concurrently (no I/O is mapped while suspended).
+        unsafe { (*self.raw()).max_io_len = sectors };
+    }
+
     /// A handle for raising table events from outside the callbacks.
     pub(crate) fn handle(&self) -> TargetHandle {
         TargetHandle(self.raw())

@@ -31,13 +31,15 @@ use kernel::{impl_has_work, new_work};
 
 use crate::dm::kcopyd::{CopyCallback, CopyFlags, KcopydClient, Region};
 use crate::dm::log::dm_err;
-use crate::dm::sync::{self as dmsync, Exclusive, NoIoScope};
+use crate::dm::sync::{self as dmsync, Exclusive, NoIoScope, OneShot};
 use crate::dm::{BdevHandle, Bio, BioList, BioOp, MapResult, OwnedBio, TargetHandle};
-use crate::pure::alloc::CommitSlot;
+use core::num::NonZeroU32;
+
+use crate::pure::alloc::{CommitSlot, MergeStep};
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::status::{InfoStatus, Usage};
 
-use super::registry::{OriginBio, OriginEntry};
+use super::registry::{OriginBio, OriginEntry, OriginOutcome};
 use super::store::{Cursor, MetadataIo, StoreKind};
 use super::table::ExceptionTable;
 
@@ -71,6 +73,19 @@ pub(crate) struct SnapState {
     pub(crate) valid: bool,
     pub(crate) active: bool,
     pub(crate) overflowed: bool,
+    /// Owned by a `snapshot-merge` target: origin writes do not copy into
+    /// it, and the merge worker copies its chunks back.
+    merging: bool,
+    merge_failed: bool,
+    /// The merge worker is running (or queued).
+    merge_running: bool,
+    /// Asked to stop (presuspend, destructor).
+    merge_stop: bool,
+    /// Origin chunks being copied back: `first .. first + count`.
+    merge_window: Option<(Chunk, u64)>,
+    /// Writes to the merge window, already pointed at the origin, waiting
+    /// for the window to be merged.
+    merge_queue: BioList,
     /// Invalidated: the header must be rewritten and an event raised; the
     /// commit worker does both (no synchronous I/O in `map`).
     invalidated_pending_io: bool,
@@ -108,6 +123,8 @@ pub(crate) struct SnapCore {
     kcopyd: Mutex<Option<KcopydClient>>,
     #[pin]
     work: Work<SnapCore>,
+    #[pin]
+    merge_work: Work<SnapCore, 1>,
     tracked: [AtomicU32; TRACK_BUCKETS],
     /// Exceptions allocated and not yet completed (for `shutdown`).
     in_flight: AtomicU64,
@@ -115,6 +132,7 @@ pub(crate) struct SnapCore {
 
 impl_has_work! {
     impl HasWork<Self> for SnapCore { self.work }
+    impl HasWork<Self, 1> for SnapCore { self.merge_work }
 }
 
 /// What a constructor hands to [`SnapCore::new`].
@@ -124,6 +142,7 @@ pub(crate) struct CoreParts {
     pub(crate) origin: BdevHandle,
     pub(crate) cow: BdevHandle,
     pub(crate) owner: usize,
+    pub(crate) merging: bool,
     pub(crate) ti: TargetHandle,
     pub(crate) len: u64,
     pub(crate) discard_passdown_origin: bool,
@@ -150,6 +169,12 @@ impl SnapCore {
             valid: parts.valid,
             active: false,
             overflowed: false,
+            merging: parts.merging,
+            merge_failed: false,
+            merge_running: false,
+            merge_stop: false,
+            merge_window: None,
+            merge_queue: BioList::new(),
             invalidated_pending_io: false,
             table: parts.table,
             pending: RBTree::new(),
@@ -168,6 +193,7 @@ impl SnapCore {
                 meta <- new_mutex!(parts.meta, "dm_snapshot_rs:meta"),
                 kcopyd <- new_mutex!(Some(parts.kcopyd), "dm_snapshot_rs:kcopyd"),
                 work <- new_work!("dm_snapshot_rs:commit"),
+                merge_work <- new_work!("dm_snapshot_rs:merge"),
                 tracked: core::array::from_fn(|_| AtomicU32::new(0)),
                 in_flight: AtomicU64::new(0),
             }),
@@ -213,7 +239,7 @@ impl SnapCore {
 
     fn kick(self: &Arc<Self>) {
         // Already queued is fine: the worker drains everything it finds.
-        let _ = dmsync::queue().enqueue(self.clone());
+        let _ = dmsync::queue().enqueue::<Arc<Self>, 0>(self.clone());
     }
 
     /// Allocates a new pending exception for `chunk` (caller holds the
@@ -403,7 +429,9 @@ impl SnapCore {
         let chunk = self.chunk.sector_to_chunk(sector);
         let _noio = NoIoScope::enter();
         let mut st = self.state.lock();
-        if !st.valid || !st.active || sector >= st.len || st.owner == 0 {
+        // A merging snapshot never gets new exceptions: its data is what
+        // the origin is becoming.
+        if !st.valid || !st.active || st.merging || sector >= st.len || st.owner == 0 {
             return None;
         }
         if let Some(pe) = st.pending.get_mut(&chunk) {
@@ -422,6 +450,12 @@ impl SnapCore {
             }
         }
         Some((chunk, new))
+    }
+
+    /// Whether the chunk at origin `sector` has a copy in flight.
+    pub(crate) fn copy_pending(&self, sector: u64) -> bool {
+        let chunk = self.chunk.sector_to_chunk(sector);
+        self.state.lock().pending.get(&chunk).is_some()
     }
 
     /// Starts copying origin chunk `chunk` to COW chunk `new`.
@@ -479,7 +513,17 @@ impl SnapCore {
     pub(crate) fn info_status(&self, me: usize) -> InfoStatus {
         let st = self.state.lock();
         let usage: Usage = st.cursor.usage(self.cow_sectors());
-        InfoStatus::select(st.valid && st.owner == me, false, st.overflowed, usage)
+        InfoStatus::select(st.valid && st.owner == me, st.merge_failed, st.overflowed, usage)
+    }
+
+    /// Whether this snapshot is being merged.
+    pub(crate) fn is_merging(&self) -> bool {
+        self.state.lock().merging
+    }
+
+    /// Whether a merge failed (for the IMA line).
+    pub(crate) fn merge_failed(&self) -> bool {
+        self.state.lock().merge_failed
     }
 
     /// Whether the snapshot is valid (for target `me`) and whether it
@@ -510,7 +554,7 @@ impl SnapCore {
     /// `resume` of target `me`: takes the core over if `me` was waiting
     /// for it (the caller checked in `preresume` that the old owner is
     /// suspended), then origin writes copy into the snapshot.
-    pub(crate) fn resume_as(&self, me: usize, ti: TargetHandle, len: u64, kind: StoreKind) {
+    pub(crate) fn resume_as(&self, me: usize, ti: TargetHandle, len: u64, kind: StoreKind, merging: bool) {
         let mut st = self.state.lock();
         if st.waiting == Some(me) && st.owner != 0 {
             // `__handover_exceptions()`: the table, the store and the
@@ -520,6 +564,9 @@ impl SnapCore {
             st.ti = ti;
             st.len = len;
             st.kind = kind;
+        }
+        if st.owner == me && merging {
+            st.merging = true;
         }
         if st.owner == me {
             st.active = true;
@@ -709,6 +756,289 @@ impl SnapCore {
         while let Some(bio) = origin_bios.pop() {
             self.entry.retry(bio);
         }
+    }
+}
+
+impl SnapCore {
+    /// `map` of the `snapshot-merge` target (`snapshot_merge_map()`).
+    pub(crate) fn merge_map(self: &Arc<Self>, me: usize, ti: &crate::dm::Target, bio: &Bio) -> MapResult {
+        if let Some(slot) = bio.per_bio_u64(ti) {
+            slot.store(0, Ordering::Relaxed);
+        }
+        if bio.is_preflush() {
+            // Two flush clones: #0 for the origin, #1 for the COW.
+            let dev = if bio.target_bio_nr() == 0 { self.origin } else { self.cow };
+            // SAFETY: By the type invariant both devices are held.
+            unsafe { bio.set_bdev(dev) };
+            return MapResult::Remapped;
+        }
+        if bio.op() == BioOp::Discard {
+            // Once merging, discards no longer change anything.
+            bio.defer().complete();
+            return MapResult::Submitted;
+        }
+        let sector = bio.sector();
+        let chunk = self.chunk.sector_to_chunk(sector);
+        let write = bio.is_write();
+        let _noio = NoIoScope::enter();
+        let mut st = self.state.lock();
+        if st.owner != me {
+            return MapResult::Kill;
+        }
+        if st.valid {
+            if let Some(new) = st.table.lookup(chunk) {
+                let in_window = st
+                    .merge_window
+                    .is_some_and(|(first, count)| chunk >= first && chunk - first < count);
+                if write && in_window {
+                    // Wait until this chunk is back in the origin, then write
+                    // it there.
+                    // SAFETY: By the type invariant the origin is held.
+                    unsafe { bio.set_bdev(self.origin) };
+                    st.merge_queue.push(bio.defer());
+                    return MapResult::Submitted;
+                }
+                if write {
+                    // The merge waits for writes to chunks it copies.
+                    self.track(bio, bio.per_bio_u64(ti), chunk);
+                }
+                drop(st);
+                self.remap_to_cow(bio, new, sector);
+                return MapResult::Remapped;
+            }
+        }
+        drop(st);
+        // Not (or no longer) in the snapshot: the origin holds the data.
+        // SAFETY: By the type invariant the origin is held.
+        unsafe { bio.set_bdev(self.origin) };
+        if !write {
+            return MapResult::Remapped;
+        }
+        // Other snapshots of the origin get their copies first.
+        match self.entry.write(OriginBio::Mapping(bio)) {
+            OriginOutcome::Proceed(_) => MapResult::Remapped,
+            OriginOutcome::Queued => MapResult::Submitted,
+        }
+    }
+
+    /// Smallest chunk size among the origin's snapshots, for the merge
+    /// target's `max_io_len`.
+    pub(crate) fn origin_min_chunk(&self) -> u32 {
+        self.entry.min_chunk_sectors().unwrap_or(self.chunk.sectors())
+    }
+
+    /// Starts (or restarts) the merge (`start_merge()`).
+    pub(crate) fn start_merge(self: &Arc<Self>) {
+        let mut st = self.state.lock();
+        if !st.merging || st.merge_running {
+            return;
+        }
+        st.merge_running = true;
+        st.merge_stop = false;
+        drop(st);
+        if let Err(this) = dmsync::queue().enqueue::<Arc<Self>, 1>(self.clone()) {
+            // Cannot be queued already (merge_running was clear); be safe.
+            this.state.lock().merge_running = false;
+        }
+    }
+
+    /// Stops the merge and waits until the current step is done
+    /// (`stop_merge()`).
+    pub(crate) fn stop_merge(&self) {
+        self.state.lock().merge_stop = true;
+        while self.state.lock().merge_running {
+            dmsync::sleep_ms(1);
+        }
+    }
+
+    fn merge_failed_now(&self, why: &str) {
+        dm_err!("{}", why);
+        let mut st = self.state.lock();
+        st.merge_failed = true;
+        st.merge_window = None;
+        let mut queued = st.merge_queue.take();
+        drop(st);
+        while let Some(bio) = queued.pop() {
+            bio.fail();
+        }
+    }
+
+    /// The merge worker: copies runs of chunks back to the origin, newest
+    /// first, until the store is empty (`snapshot_merge_next_chunks()` and
+    /// `merge_callback()`).
+    fn merge(self: &Arc<Self>) {
+        let _noio = NoIoScope::enter();
+        loop {
+            if !self.merge_one() {
+                break;
+            }
+        }
+        self.state.lock().merge_running = false;
+    }
+
+    /// One run; `false` when the merge is done, stopped or failed.
+    fn merge_one(self: &Arc<Self>) -> bool {
+        {
+            let st = self.state.lock();
+            if st.merge_stop || st.merge_failed {
+                return false;
+            }
+            if !st.valid {
+                drop(st);
+                dm_err!("Snapshot is invalid: can't merge");
+                return false;
+            }
+        }
+
+        // The run to merge: the newest entries of the on-disk list.
+        let mut meta_guard = self.meta.lock();
+        let Some(meta) = meta_guard.as_mut() else {
+            return false;
+        };
+        let run = loop {
+            let mut st = self.state.lock();
+            let Cursor::Persistent(p) = &mut st.cursor else {
+                return false;
+            };
+            match p.merge_step() {
+                MergeStep::Finished => return false,
+                MergeStep::ReadPreviousArea { location, .. } => {
+                    drop(st);
+                    if meta.read_chunk(location).is_err() {
+                        drop(meta_guard);
+                        self.merge_failed_now("Read error in exception store: shutting down merge");
+                        return false;
+                    }
+                    let mut st = self.state.lock();
+                    if let Cursor::Persistent(p) = &mut st.cursor {
+                        if p.enter_previous_area().is_err() {
+                            drop(st);
+                            drop(meta_guard);
+                            self.merge_failed_now("Corrupt exception store: shutting down merge");
+                            return false;
+                        }
+                    }
+                }
+                MergeStep::Ready => {
+                    let limit = NonZeroU32::new((MERGE_RUN_BYTES / self.chunk.bytes().max(1)).max(1) as u32)
+                        .unwrap_or(NonZeroU32::MIN);
+                    match p.prepare_merge(meta.area_mut(), limit) {
+                        Ok(Some(run)) => break run,
+                        Ok(None) => return false,
+                        Err(_) => {
+                            drop(st);
+                            drop(meta_guard);
+                            self.merge_failed_now("Corrupt exception store: shutting down merge");
+                            return false;
+                        }
+                    }
+                }
+            }
+        };
+        drop(meta_guard);
+        let first = run.first_old();
+        let count = u64::from(run.count());
+        let plan = run.copy_plan(self.chunk, self.origin_sectors());
+
+        if let Some(plan) = plan {
+            // Other snapshots copy these origin chunks out first.
+            self.entry.prepare_extent(plan.dest, plan.sectors);
+            // From now on writes to the window wait.
+            self.state.lock().merge_window = Some((first, count));
+            // Writes already sent to the COW copies of the window finish.
+            for c in first..first + count {
+                if let Some(counter) = self.tracked.get(Self::track_bucket(c)) {
+                    while counter.load(Ordering::Acquire) != 0 {
+                        dmsync::sleep_ms(1);
+                    }
+                }
+            }
+            let Ok(done) = OneShot::new() else {
+                self.merge_failed_now("Out of memory: shutting down merge");
+                return false;
+            };
+            let kc = self.kcopyd.lock();
+            let started = match kc.as_ref() {
+                // SAFETY: By the type invariant both devices stay open until
+                // `shutdown`, which stops the merge first.
+                Some(kc) => unsafe {
+                    kc.copy(
+                        &Region::new(self.cow, plan.src, plan.sectors),
+                        &[Region::new(self.origin, plan.dest, plan.sectors)],
+                        CopyFlags::default(),
+                        done.clone(),
+                    )
+                },
+                None => Err(ENODEV),
+            };
+            drop(kc);
+            if started.is_err() || !done.wait() {
+                self.merge_failed_now("Read error: shutting down merge.");
+                return false;
+            }
+            // The origin must hold the data before the exceptions go (the
+            // 2021 merge data-loss fix).
+            // SAFETY: By the type invariant the origin is held.
+            if unsafe { self.origin.flush() }.is_err() {
+                self.merge_failed_now("Flush after merge failed: shutting down merge");
+                return false;
+            }
+        }
+
+        // Shrink the on-disk list, then the table, then release the writes.
+        let mut meta_guard = self.meta.lock();
+        let Some(meta) = meta_guard.as_mut() else {
+            return false;
+        };
+        let location = {
+            let st = self.state.lock();
+            match &st.cursor {
+                Cursor::Persistent(p) => p.current_area_location(),
+                Cursor::Transient(_) => None,
+            }
+        };
+        let cleared = {
+            let st = self.state.lock();
+            match &st.cursor {
+                Cursor::Persistent(p) => p.clear_merged(meta.area_mut(), run.count()).is_ok(),
+                Cursor::Transient(_) => false,
+            }
+        };
+        let written = cleared && location.is_some_and(|l| meta.write_area(l, None).is_ok());
+        drop(meta_guard);
+        if !written {
+            self.merge_failed_now("Write error in exception store: shutting down merge");
+            return false;
+        }
+        let mut st = self.state.lock();
+        let committed = match &mut st.cursor {
+            Cursor::Persistent(p) => p.commit_merge(run.count()).is_ok(),
+            Cursor::Transient(_) => false,
+        };
+        let removed = st.table.remove_range(first, count).is_ok();
+        st.merge_window = None;
+        let mut queued = st.merge_queue.take();
+        drop(st);
+        if !committed || !removed {
+            self.merge_failed_now("Corrupt exception store: shutting down merge");
+        }
+        // These writes target merged chunks: the origin holds them now, and
+        // the other snapshots already have their copies.
+        while let Some(bio) = queued.pop() {
+            bio.submit();
+        }
+        committed && removed
+    }
+}
+
+/// Upper bound of one merge copy (a run is also bounded by its area).
+const MERGE_RUN_BYTES: usize = 16 << 20;
+
+impl WorkItem<1> for SnapCore {
+    type Pointer = Arc<SnapCore>;
+
+    fn run(this: Arc<SnapCore>) {
+        this.merge();
     }
 }
 

@@ -56,6 +56,8 @@ pub(crate) enum OriginOutcome {
 #[pin_data]
 pub(crate) struct OriginEntry {
     devt: u32,
+    /// Resumed `snapshot-origin` targets of this origin.
+    live_origins: core::sync::atomic::AtomicUsize,
     /// Snapshots, largest chunk size first (upstream's order).
     #[pin]
     snapshots: Mutex<KVec<Arc<SnapCore>>>,
@@ -83,6 +85,28 @@ impl OriginEntry {
         if let Some(i) = list.iter().position(|s| core::ptr::eq(&**s, snap)) {
             drop(kvec::remove(&mut list, i));
         }
+    }
+
+    /// A `snapshot-origin` of this origin resumed (`true`) or suspended.
+    pub(crate) fn origin_live(&self, live: bool) {
+        use core::sync::atomic::Ordering;
+        if live {
+            self.live_origins.fetch_add(1, Ordering::AcqRel);
+        } else {
+            let _ = self
+                .live_origins
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Number of resumed `snapshot-origin` targets of this origin.
+    pub(crate) fn live_origins(&self) -> usize {
+        self.live_origins.load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether a snapshot other than the one on `cow` is merging.
+    pub(crate) fn merging_other_than(&self, cow: crate::dm::BdevHandle) -> bool {
+        self.snapshots.lock().iter().any(|s| s.is_merging() && !s.cow().same(cow))
     }
 
     /// The registered snapshot using `cow` as its COW device, if any.
@@ -128,6 +152,36 @@ impl OriginEntry {
             Some(OriginBio::Owned(b)) => OriginOutcome::Proceed(Some(b)),
             Some(OriginBio::Mapping(_)) => OriginOutcome::Proceed(None),
             None => OriginOutcome::Queued,
+        }
+    }
+
+    /// Makes every snapshot of the origin copy out the chunks of
+    /// `sectors` sectors from `start`, and waits until they have
+    /// (`origin_write_extent()`, used by the merge before it overwrites the
+    /// origin). Steps by the smallest chunk size.
+    pub(crate) fn prepare_extent(&self, start: u64, sectors: u64) {
+        let step = u64::from(self.min_chunk_sectors().unwrap_or(1).max(1));
+        loop {
+            let mut busy = false;
+            let mut sector = start - (start % step);
+            while sector < start + sectors {
+                let list = self.snapshots.lock();
+                for snap in list.iter() {
+                    let mut none: Option<OriginBio<'_>> = None;
+                    if let Some((chunk, new)) = snap.origin_cow(sector, &mut none) {
+                        snap.start_copy(chunk, new);
+                        busy = true;
+                    } else if snap.copy_pending(sector) {
+                        busy = true;
+                    }
+                }
+                drop(list);
+                sector += step;
+            }
+            if !busy {
+                return;
+            }
+            crate::dm::sync::sleep_ms(1);
         }
     }
 
@@ -212,7 +266,14 @@ impl EntryRef {
                 return Ok(Self { entry: entry.clone() });
             }
         }
-        let entry = Arc::pin_init(pin_init!(OriginEntry { devt, snapshots <- new_mutex!(KVec::new()) }), GFP_KERNEL)?;
+        let entry = Arc::pin_init(
+            pin_init!(OriginEntry {
+                devt,
+                live_origins: core::sync::atomic::AtomicUsize::new(0),
+                snapshots <- new_mutex!(KVec::new()),
+            }),
+            GFP_KERNEL,
+        )?;
         entries.push((entry.clone(), 1), GFP_KERNEL)?;
         Ok(Self { entry })
     }

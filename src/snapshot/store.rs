@@ -292,7 +292,7 @@ impl MetadataIo {
     }
 
     /// Reads one chunk of the COW into the area buffer.
-    fn read_chunk(&mut self, chunk: Chunk) -> Result {
+    pub(crate) fn read_chunk(&mut self, chunk: Chunk) -> Result {
         let region = self.region(chunk)?;
         self.io.sync_io(&region, bindings::req_op_REQ_OP_READ, &mut self.area)
     }
@@ -334,6 +334,11 @@ impl MetadataIo {
         let region = self.region(location)?;
         let op = bindings::req_op_REQ_OP_WRITE | DMSNAP_REQ_PREFLUSH | DMSNAP_REQ_FUA | DMSNAP_REQ_SYNC;
         self.io.sync_io(&region, op, &mut self.area)
+    }
+
+    /// The area buffer (merge reads and clears entries in it).
+    pub(crate) fn area_mut(&mut self) -> &mut [u8] {
+        self.area.as_mut_slice()
     }
 
     /// Starts a fresh, empty area buffer (after a full area was written).

@@ -11,6 +11,7 @@
 
 use kernel::prelude::*;
 
+use crate::dm::kvec;
 use crate::pure::chunk::Chunk;
 use crate::pure::runs::Run;
 
@@ -71,6 +72,50 @@ impl ExceptionTable {
         bucket.push(Run::single(old, new), GFP_KERNEL)?;
         self.runs += 1;
         self.chunks += 1;
+        Ok(())
+    }
+
+    /// Removes the exceptions of origin chunks `first .. first + count`
+    /// (merge). Runs are trimmed or split; a split allocates.
+    pub(crate) fn remove_range(&mut self, first: Chunk, count: u64) -> Result {
+        let end = first.checked_add(count).ok_or(EINVAL)?;
+        let mut chunk = first;
+        while chunk < end {
+            // One hash group at a time: runs never cross a group.
+            let group_end = ((chunk >> GROUP_SHIFT) + 1) << GROUP_SHIFT;
+            let stop = end.min(group_end);
+            let index = self.bucket_index(chunk);
+            let bucket = self.buckets.get_mut(index).ok_or(EINVAL)?;
+            let mut i = 0;
+            while let Some(run) = bucket.get(i).copied() {
+                let (left, right) = run.subtract(chunk, stop - chunk);
+                let removed = u64::from(run.len())
+                    - left.map_or(0, |r| u64::from(r.len()))
+                    - right.map_or(0, |r| u64::from(r.len()));
+                self.chunks = self.chunks.saturating_sub(removed);
+                match (left, right) {
+                    (None, None) => {
+                        let _ = kvec::remove(bucket, i);
+                        self.runs = self.runs.saturating_sub(1);
+                        continue;
+                    }
+                    (Some(keep), None) | (None, Some(keep)) => {
+                        if let Some(slot) = bucket.get_mut(i) {
+                            *slot = keep;
+                        }
+                    }
+                    (Some(l), Some(r)) => {
+                        if let Some(slot) = bucket.get_mut(i) {
+                            *slot = l;
+                        }
+                        bucket.push(r, GFP_KERNEL)?;
+                        self.runs += 1;
+                    }
+                }
+                i += 1;
+            }
+            chunk = stop;
+        }
         Ok(())
     }
 

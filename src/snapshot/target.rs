@@ -80,6 +80,8 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 pub(crate) struct Snapshot {
     core: Arc<SnapCore>,
     id: usize,
+    /// A `snapshot-merge` target.
+    merge: bool,
     /// This table's store type (`P`/`PO`/`N`), applied on handover.
     kind: StoreKind,
     entry: EntryRef,
@@ -90,6 +92,9 @@ pub(crate) struct Snapshot {
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
+        if self.merge {
+            self.core.stop_merge();
+        }
         if self.core.release(self.id) {
             // No new copies from origin writes, then wait for the ones in
             // flight; only then may `origin` and `cow` be released (after
@@ -105,12 +110,10 @@ impl Drop for Snapshot {
     }
 }
 
-#[vtable]
-impl TargetOps for Snapshot {
-    const NAME: &'static CStr = c_str!("snapshot");
-    const VERSION: [u32; 3] = [1, 16, 0];
-
-    fn new(setup: &mut Setup<'_>, args: &mut Args<'_>) -> Result<Pin<KBox<Self>>, CtrError> {
+impl Snapshot {
+    /// The constructor shared by `snapshot` and `snapshot-merge`
+    /// (`snapshot_ctr()`).
+    fn construct(setup: &mut Setup<'_>, args: &mut Args<'_>, merge: bool) -> Result<Pin<KBox<Self>>, CtrError> {
         if args.remaining() < 4 {
             return Err(CtrError::inval(c_str!("requires 4 or more arguments")));
         }
@@ -122,8 +125,10 @@ impl TargetOps for Snapshot {
         // Upstream parses the features before opening any device.
         let features = Features::parse(args)?;
 
+        // The merge writes to the origin.
+        let origin_mode = if merge { OpenMode::READ_WRITE } else { OpenMode::READ };
         let origin = setup
-            .get_device(origin_path, OpenMode::READ)
+            .get_device(origin_path, origin_mode)
             .map_err(|e| CtrError::new(e, c_str!("Cannot get origin device")))?;
         let cow = setup
             .get_device(cow_path, setup.target().table_mode())
@@ -133,6 +138,10 @@ impl TargetOps for Snapshot {
         }
 
         let kind = StoreKind::parse(store_arg.as_bytes())?;
+        if merge && kind == StoreKind::Transient {
+            return Err(CtrError::inval(c_str!("Snapshot exception store does not support snapshot-merge.")));
+        }
+        let num_flush_bios = if merge { 2 } else { 1 };
         let table_chunk = chunk_arg
             .to_str()
             .ok()
@@ -147,20 +156,23 @@ impl TargetOps for Snapshot {
             .map_err(|e| CtrError::new(e, c_str!("Snapshot origin struct allocation failed")))?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let pairing = c_str!("Snapshot cow pairing for exception table handover failed");
+        if merge && entry.entry().merging_other_than(cow.handle()) {
+            return Err(CtrError::inval(c_str!("A snapshot is already merging.")));
+        }
         if let Some(live) = entry.entry().find_cow(cow.handle()) {
             // A live snapshot of this origin uses this COW: this table will
-            // take its store over when it resumes (a reload). The store is
-            // not read again.
+            // take its store over when it resumes (a reload, or the start
+            // of a merge). The store is not read again.
             if !live.add_waiting(id) {
                 return Err(CtrError::inval(pairing));
             }
             let chunk = live.chunk_size();
-            setup.set_num_flush_bios(1);
+            setup.set_num_flush_bios(num_flush_bios);
             if features.discard_zeroes_cow {
                 setup.set_num_discard_bios(if features.discard_passdown_origin { 2 } else { 1 });
             }
             setup.set_per_io_data_size(8);
-            let this = KBox::pin(Snapshot { core: live.clone(), id, kind, entry, features, origin, cow }, GFP_KERNEL);
+            let this = KBox::pin(Snapshot { core: live.clone(), id, merge, kind, entry, features, origin, cow }, GFP_KERNEL);
             let this = match this {
                 Ok(this) => this,
                 Err(_) => {
@@ -191,6 +203,7 @@ impl TargetOps for Snapshot {
             origin: origin.handle(),
             cow: cow.handle(),
             owner: id,
+            merging: merge,
             ti: setup.target().handle(),
             len: setup.target().len(),
             discard_passdown_origin: features.discard_passdown_origin,
@@ -206,7 +219,7 @@ impl TargetOps for Snapshot {
         let core = SnapCore::new(parts)
             .map_err(|e| CtrError::new(e, c_str!("Cannot allocate private snapshot structure")))?;
 
-        setup.set_num_flush_bios(1);
+        setup.set_num_flush_bios(num_flush_bios);
         if features.discard_zeroes_cow {
             setup.set_num_discard_bios(if features.discard_passdown_origin { 2 } else { 1 });
         }
@@ -215,7 +228,7 @@ impl TargetOps for Snapshot {
             .set_max_io_len(u64::from(chunk.sectors()))
             .map_err(|e| CtrError::new(e, c_str!("Failed to read snapshot metadata")))?;
 
-        let this = KBox::pin(Snapshot { core: core.clone(), id, kind, entry, features, origin, cow }, GFP_KERNEL)
+        let this = KBox::pin(Snapshot { core: core.clone(), id, merge, kind, entry, features, origin, cow }, GFP_KERNEL)
             .map_err(|_| CtrError::new(ENOMEM, c_str!("Cannot allocate private snapshot structure")))?;
         // Registered last: from here on origin writes may copy into it
         // (once it is resumed).
@@ -226,21 +239,13 @@ impl TargetOps for Snapshot {
         Ok(this)
     }
 
-    fn map(&self, ti: &Target, bio: &Bio) -> MapResult {
-        self.core.snapshot_map(self.id, ti, bio)
-    }
-
-    fn end_io(&self, ti: &Target, bio: &Bio, _error: &mut u8) {
-        self.core.snapshot_end_io(ti, bio);
-    }
-
-    fn io_hints(&self, _ti: &Target, limits: &mut QueueLimits<'_>) {
+    fn io_hints_common(&self, limits: &mut QueueLimits<'_>) {
         if self.features.discard_zeroes_cow {
             limits.set_discard_chunk(self.core.chunk_size().sectors());
         }
     }
 
-    fn preresume(&self, _ti: &Target) -> Result {
+    fn preresume_common(&self) -> Result {
         let (owner, waiting, owner_ti) = self.core.handover_state();
         if owner == self.id && waiting.is_some() {
             dm_err!("Unable to resume snapshot source until handover completes.");
@@ -257,11 +262,11 @@ impl TargetOps for Snapshot {
         Ok(())
     }
 
-    fn resume(&self, ti: &Target) {
-        self.core.resume_as(self.id, ti.handle(), ti.len(), self.kind);
+    fn resume_common(&self, ti: &Target) {
+        self.core.resume_as(self.id, ti.handle(), ti.len(), self.kind, self.merge);
     }
 
-    fn status(&self, _ti: &Target, kind: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
+    fn status_common(&self, name: &CStr, version: [u32; 3], kind: StatusType, out: &mut StatusWriter<'_>) {
         match kind {
             StatusType::Info => {
                 let _ = write!(out, "{}", self.core.info_status(self.id));
@@ -291,25 +296,121 @@ impl TargetOps for Snapshot {
                 let yn = |b: bool| if b { 'y' } else { 'n' };
                 let _ = write!(
                     out,
-                    "target_name={},target_version={}.{}.{},snap_origin_name={},snap_cow_name={},snap_valid={},snap_merge_failed=n,snapshot_overflowed={};",
-                    Self::NAME,
-                    Self::VERSION[0],
-                    Self::VERSION[1],
-                    Self::VERSION[2],
+                    "target_name={},target_version={}.{}.{},snap_origin_name={},snap_cow_name={},snap_valid={},snap_merge_failed={},snapshot_overflowed={};",
+                    name,
+                    version[0],
+                    version[1],
+                    version[2],
                     self.origin.name(),
                     self.cow.name(),
                     yn(valid),
+                    yn(self.core.merge_failed()),
                     yn(overflowed)
                 );
             }
         }
     }
 
-    fn iterate_devices(&self, ti: &Target, visitor: &mut DeviceVisitor) -> c_int {
+    fn iterate_devices_common(&self, ti: &Target, visitor: &mut DeviceVisitor) -> c_int {
         let r = visitor.visit(&self.origin, 0, ti.len());
         if r != 0 {
             return r;
         }
         visitor.visit(&self.cow, 0, self.cow.size_sectors())
+    }
+}
+
+#[vtable]
+impl TargetOps for Snapshot {
+    const NAME: &'static CStr = c_str!("snapshot");
+    const VERSION: [u32; 3] = [1, 16, 0];
+
+    fn new(setup: &mut Setup<'_>, args: &mut Args<'_>) -> Result<Pin<KBox<Self>>, CtrError> {
+        Self::construct(setup, args, false)
+    }
+
+    fn map(&self, ti: &Target, bio: &Bio) -> MapResult {
+        self.core.snapshot_map(self.id, ti, bio)
+    }
+
+    fn end_io(&self, ti: &Target, bio: &Bio, _error: &mut u8) {
+        self.core.snapshot_end_io(ti, bio);
+    }
+
+    fn io_hints(&self, _ti: &Target, limits: &mut QueueLimits<'_>) {
+        self.io_hints_common(limits);
+    }
+
+    fn preresume(&self, _ti: &Target) -> Result {
+        self.preresume_common()
+    }
+
+    fn resume(&self, ti: &Target) {
+        self.resume_common(ti);
+    }
+
+    fn status(&self, _ti: &Target, kind: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
+        self.status_common(Self::NAME, Self::VERSION, kind, out);
+    }
+
+    fn iterate_devices(&self, ti: &Target, visitor: &mut DeviceVisitor) -> c_int {
+        self.iterate_devices_common(ti, visitor)
+    }
+}
+
+/// One `snapshot-merge` table entry: a snapshot whose chunks are being
+/// copied back into its origin, standing in for the origin's
+/// `snapshot-origin`.
+pub(crate) struct SnapshotMerge(Snapshot);
+
+#[vtable]
+impl TargetOps for SnapshotMerge {
+    const NAME: &'static CStr = c_str!("snapshot-merge");
+    const VERSION: [u32; 3] = [1, 5, 0];
+
+    fn new(setup: &mut Setup<'_>, args: &mut Args<'_>) -> Result<Pin<KBox<Self>>, CtrError> {
+        // `Snapshot` is `Unpin`, so its box may be unpinned and moved.
+        let inner = Pin::into_inner(Snapshot::construct(setup, args, true)?);
+        KBox::pin(SnapshotMerge(KBox::into_inner(inner)), GFP_KERNEL)
+            .map_err(|_| CtrError::new(ENOMEM, c_str!("Cannot allocate private snapshot structure")))
+    }
+
+    fn map(&self, ti: &Target, bio: &Bio) -> MapResult {
+        self.0.core.merge_map(self.0.id, ti, bio)
+    }
+
+    fn end_io(&self, ti: &Target, bio: &Bio, _error: &mut u8) {
+        self.0.core.snapshot_end_io(ti, bio);
+    }
+
+    fn io_hints(&self, _ti: &Target, limits: &mut QueueLimits<'_>) {
+        self.0.io_hints_common(limits);
+    }
+
+    fn presuspend(&self, _ti: &Target) {
+        self.0.core.stop_merge();
+    }
+
+    fn preresume(&self, _ti: &Target) -> Result {
+        if self.0.entry.entry().live_origins() > 0 {
+            dm_err!("snapshot-merge: a snapshot-origin of this origin is still live");
+            return Err(EINVAL);
+        }
+        self.0.preresume_common()
+    }
+
+    fn resume(&self, ti: &Target) {
+        self.0.resume_common(ti);
+        // Writes are cut at the smallest chunk of the origin's snapshots.
+        ti.set_max_io_len_on_resume(self.0.core.origin_min_chunk());
+        self.0.core.start_merge();
+    }
+
+    fn status(&self, _ti: &Target, kind: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
+        self.0.status_common(Self::NAME, Self::VERSION, kind, out);
+    }
+
+    fn iterate_devices(&self, ti: &Target, visitor: &mut DeviceVisitor) -> c_int {
+        self.0.iterate_devices_common(ti, visitor)
     }
 }
