@@ -3,7 +3,12 @@
 # Boot the test kernel in QEMU (TCG) once and run guest scenarios.
 #   run.sh KDIR MODULE.ko OUTDIR SCENARIO...
 # Environment: SCENARIO_TIMEOUT (seconds per scenario, default 300),
-# VM_MEM (MiB, default 1536), VM_CPUS (default 2).
+# VM_MEM (MiB, default 1536), VM_CPUS (default 2), VM_DISKS (sizes),
+# VM_DISK_DIR (keep the disk images there across runs: created if missing,
+# never deleted; used by crash tests), VM_KILL_AFTER (send SIGKILL to QEMU
+# after this many seconds: a power cut; the verdicts then only cover what
+# finished), VM_APPEND (extra kernel command-line words, which scenarios
+# can read from /proc/cmdline, e.g. dmsnap.seed=42).
 # Leaves console.log, results.log and summary.json in OUTDIR and prints the
 # per-scenario verdicts and KUnit results; exits non-zero on any failure.
 set -euo pipefail
@@ -11,7 +16,10 @@ kdir=$1 ko=$2 out=$3; shift 3
 here=$(cd "$(dirname "$0")/../.." && pwd)
 per=${SCENARIO_TIMEOUT:-300}
 mkdir -p "$out"
-rm -f "$out"/console.log "$out"/disk*.img
+rm -f "$out"/console.log
+diskdir=${VM_DISK_DIR:-$out}
+[ -n "${VM_DISK_DIR:-}" ] || rm -f "$out"/disk*.img
+mkdir -p "$diskdir"
 
 "$here/scripts/vm/mkinitramfs.sh" "$out/initramfs.cpio.gz" "$kdir" "$ko"
 
@@ -20,13 +28,16 @@ rm -f "$out"/console.log "$out"/disk*.img
 drives=()
 i=0
 for size in ${VM_DISKS:-512M 512M 256M 256M}; do
-  truncate -s "$size" "$out/disk$i.img"
-  drives+=(-drive "file=$out/disk$i.img,if=virtio,format=raw,cache=writeback")
+  [ -f "$diskdir/disk$i.img" ] || truncate -s "$size" "$diskdir/disk$i.img"
+  # cache=writeback: guest flushes become fdatasync() on the host, so data
+  # the guest flushed survives a SIGKILL of QEMU.
+  drives+=(-drive "file=$diskdir/disk$i.img,if=virtio,format=raw,cache=writeback")
   i=$((i + 1))
 done
 
 tests=$(IFS=,; echo "$*")
 budget=$(( ${#} * per + 120 ))
+[ -z "${VM_KILL_AFTER:-}" ] || budget=$VM_KILL_AFTER
 # Stream scenario output while the VM runs (VM_QUIET=1 to suppress).
 : > "$out/results.log"
 tailpid=
@@ -38,7 +49,7 @@ set +e
 timeout -s KILL "$budget" qemu-system-x86_64 \
   -accel tcg,thread=multi -smp "${VM_CPUS:-2}" -m "${VM_MEM:-1536}" \
   -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.cpio.gz" \
-  -append "console=ttyS0,115200 panic=-1 rdinit=/init dmsnap.tests=$tests dmsnap.timeout=$per" \
+  -append "console=ttyS0,115200 panic=-1 rdinit=/init dmsnap.tests=$tests dmsnap.timeout=$per ${VM_APPEND:-}" \
   "${drives[@]}" \
   -display none -monitor none -no-reboot \
   -serial "file:$out/console.log" -serial "file:$out/results.log" </dev/null
@@ -46,5 +57,5 @@ qrc=$?
 set -e
 if [ -n "$tailpid" ]; then sleep 0.5; kill "$tailpid" 2>/dev/null; wait "$tailpid" 2>/dev/null || true; fi
 [ "$qrc" = 0 ] || echo "vm: qemu exited with $qrc (137 = killed after ${budget}s)"
-rm -f "$out"/disk*.img
+[ -n "${VM_DISK_DIR:-}" ] || rm -f "$out"/disk*.img
 python3 "$here/scripts/vm/results.py" "$out" "$@"
