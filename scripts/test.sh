@@ -85,6 +85,14 @@ if [ -n "$ko" ]; then
   record kunit "$kp" "$kf"
   record vm "$sp" "$sf"
   echo "logs: $out/vm/console.log (kernel), $out/vm/results.log (scenarios)"
+  if [ -z "${SCENARIOS:-}" ]; then
+    step "VM with kmemleak=on: leak check after every target and unload"
+    VM_APPEND="kmemleak=on" VM_MEM=2048 bash scripts/vm/run.sh "$kdir" "$ko" "$out/vm-leak" leak-check | tee "$out/vm-leak.log"
+    lp=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$out/vm-leak.log")
+    lf=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$out/vm-leak.log")
+    [ -n "$lp" ] || { lp=0; lf=1; }
+    record leak "$lp" "$lf"
+  fi
 else
   echo "skipped: no module"
   record vm 0 1

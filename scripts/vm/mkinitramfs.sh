@@ -47,6 +47,7 @@ add_bin /usr/bin/cmp /usr/bin/diffutils-cmp
 # stale page cache of a device under a dm target. Its own name, because
 # busybox sh runs its applets ahead of PATH.
 add_bin /bin/dd /usr/bin/coreutils-dd
+cargo build --release --quiet --manifest-path "$here/tools/log-writes-replay/Cargo.toml" && add_bin "$here/tools/log-writes-replay/target/release/log-writes-replay" /usr/bin/log-writes-replay
 # fio and lvm dlopen a few libraries ldd does not list.
 for lib in /lib/x86_64-linux-gnu/libgcc_s.so.1 /lib/x86_64-linux-gnu/libaio.so.1t64 /lib/x86_64-linux-gnu/libaio.so.1; do
   [ -e "$lib" ] && { mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"; }
@@ -87,5 +88,6 @@ cp "$ko" "$root/modules/dm-snapshot-rs.ko"
 cp "$here/scripts/vm/init" "$root/init"
 chmod +x "$root/init"
 cp "$here"/tests/vm/*.sh "$root/tests/"
+cp "$here"/tests/leak/*.sh "$root/tests/"
 
 (cd "$root" && find . | cpio -o -H newc --quiet) | gzip -1 > "$out"
