@@ -75,7 +75,7 @@ if [ -n "$ko" ]; then
     # kunit first, then the rest in name order.
     scenarios="kunit $(ls tests/vm/*.sh | xargs -n1 basename | sed 's/\.sh$//' | grep -vx 'lib\|kunit' | sort | tr '\n' ' ')"
   fi
-  bash scripts/vm/run.sh "$kdir" "$ko" "$out/vm" $scenarios | tee "$out/vm.log"
+  SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-600} bash scripts/vm/run.sh "$kdir" "$ko" "$out/vm" $scenarios | tee "$out/vm.log"
   kp=$(sed -n 's/^kunit: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$out/vm.log")
   kf=$(sed -n 's/^kunit: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$out/vm.log")
   sp=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$out/vm.log")

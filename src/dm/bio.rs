@@ -161,6 +161,11 @@ impl Bio {
     }
 }
 
+/// Per-bio data a target using [`Bio::per_bio_u64`] and
+/// [`OwnedBio::into_full_write`] must reserve: a counter slot and the saved
+/// completion of a full write.
+pub(crate) const PER_BIO_DATA_SIZE: usize = 8 + core::mem::size_of::<dmb::dmsnap_full_write>();
+
 impl Bio {
     /// Takes ownership of the bio from dm core.
     ///
@@ -173,15 +178,22 @@ impl Bio {
         OwnedBio(NonNull::from(&self.0).cast())
     }
 
-    /// The 8-byte per-bio data slot dm core reserved for this target
-    /// (`dm_per_bio_data()`), if the target asked for at least 8 bytes.
-    pub(crate) fn per_bio_u64(&self, ti: &super::Target) -> Option<&AtomicU64> {
-        if ti.per_io_data_size() < 8 {
+    /// The target's per-bio data (`dm_per_bio_data()`), if it reserved at
+    /// least [`PER_BIO_DATA_SIZE`] bytes.
+    fn per_bio_data(&self, ti: &super::Target) -> Option<*mut u8> {
+        let size = ti.per_io_data_size();
+        if (size as usize) < PER_BIO_DATA_SIZE {
             return None;
         }
-        // SAFETY: The bio is a dm clone of a target that reserved at least 8
-        // bytes of per-bio data (checked above).
-        let data = unsafe { dmb::dm_per_bio_data(self.raw(), 8) };
+        // SAFETY: The bio is a dm clone of this target, which reserved
+        // `size` bytes of per-bio data.
+        let data = unsafe { dmb::dm_per_bio_data(self.raw(), size as usize) };
+        (!data.is_null()).then_some(data.cast())
+    }
+
+    /// The 8-byte per-bio counter slot (first field of the per-bio data).
+    pub(crate) fn per_bio_u64(&self, ti: &super::Target) -> Option<&AtomicU64> {
+        let data = self.per_bio_data(ti)?;
         if data.is_null() || data.align_offset(core::mem::align_of::<AtomicU64>()) != 0 {
             return None;
         }
@@ -238,6 +250,101 @@ impl OwnedBio {
         let bio = self.into_raw();
         // SAFETY: As in `fail`.
         unsafe { dmb::dmsnap_bio_endio_ok(bio) };
+    }
+}
+
+impl OwnedBio {
+    /// Turns a remapped write into "the copy": once submitted (see
+    /// [`FullWriteSubmit`]), its completion fires `callback` instead of
+    /// ending the bio, and [`FullWrite::finish`] ends it later.
+    /// `None` (and the bio failed) if the target has no room for the saved
+    /// completion in its per-bio data.
+    pub(crate) fn into_full_write(
+        self,
+        ti: &super::Target,
+        callback: super::kcopyd::PreparedCallback,
+    ) -> Option<(FullWrite, FullWriteSubmit)> {
+        let Some(data) = self.view().per_bio_data(ti) else {
+            // Firing the callback as failed releases its context.
+            // SAFETY: The job is prepared and fired exactly once here.
+            unsafe { dmb::dm_kcopyd_do_callback(callback.job.as_ptr(), 1, 0) };
+            self.fail();
+            return None;
+        };
+        // The saved completion lives right after the counter slot.
+        let fw = data.wrapping_add(8).cast::<dmb::dmsnap_full_write>();
+        let bio = self.into_raw();
+        let bio = NonNull::new(bio)?;
+        let fw = NonNull::new(fw)?;
+        // INVARIANT: both handles refer to the bio we own, not yet sent.
+        Some((FullWrite { bio, fw }, FullWriteSubmit { bio, fw, job: callback }))
+    }
+}
+
+/// A full-chunk write acting as a copy; ended by [`FullWrite::finish`]
+/// once the exception is committed (or failed). Dropping it fails the bio.
+///
+/// # Invariants
+///
+/// `bio` is owned by us; `fw` is its per-bio full-write area. Once the
+/// matching [`FullWriteSubmit`] ran and the callback fired, the bio is
+/// complete at the device and waits for `finish`.
+pub(crate) struct FullWrite {
+    bio: NonNull<bindings::bio>,
+    fw: NonNull<dmb::dmsnap_full_write>,
+}
+
+// SAFETY: Ending the bio may happen on any thread.
+unsafe impl Send for FullWrite {}
+
+impl FullWrite {
+    /// Ends the bio, successfully or with an I/O error. Call only after
+    /// its callback fired (the write finished at the device).
+    pub(crate) fn finish(self, ok: bool) {
+        let (bio, fw) = (self.bio.as_ptr(), self.fw.as_ptr());
+        core::mem::forget(self);
+        // SAFETY: By the invariant the bio is ours, its write is done, and
+        // `fw` holds the completion saved by `dmsnap_full_write_start`.
+        unsafe { dmb::dmsnap_full_write_finish(bio, fw, ok) };
+    }
+}
+
+impl Drop for FullWrite {
+    fn drop(&mut self) {
+        super::log::dm_err!("internal error: full-chunk write dropped; failing it");
+        // SAFETY: As in `finish`.
+        unsafe { dmb::dmsnap_full_write_finish(self.bio.as_ptr(), self.fw.as_ptr(), false) };
+    }
+}
+
+/// Sends a [`FullWrite`]'s bio to its (already set) device.
+pub(crate) struct FullWriteSubmit {
+    bio: NonNull<bindings::bio>,
+    fw: NonNull<dmb::dmsnap_full_write>,
+    job: super::kcopyd::PreparedCallback,
+}
+
+// SAFETY: Submitting may happen on any thread.
+unsafe impl Send for FullWriteSubmit {}
+
+impl FullWriteSubmit {
+    /// Submits the write; its completion fires the prepared callback.
+    pub(crate) fn submit(self) {
+        let (bio, fw, job) = (self.bio.as_ptr(), self.fw.as_ptr(), self.job.job.as_ptr());
+        core::mem::forget(self);
+        // SAFETY: The bio is ours and remapped; `fw` is its per-bio area;
+        // the job is prepared and fired once, by the bio's completion.
+        unsafe { dmb::dmsnap_full_write_start(bio, fw, job) };
+    }
+}
+
+impl Drop for FullWriteSubmit {
+    /// Not submitted: fire the callback as a failed copy, so its context is
+    /// released and the kcopyd client does not wait for it forever.
+    fn drop(&mut self) {
+        // SAFETY: The job is prepared and not fired yet (`submit` forgets
+        // `self`); it is fired exactly once, here.
+        unsafe { dmb::dm_kcopyd_do_callback(self.job.job.as_ptr(), 1, 0) };
     }
 }
 

@@ -169,6 +169,44 @@ impl KcopydClient {
     }
 }
 
+/// A kcopyd completion prepared in advance (`dm_kcopyd_prepare_callback()`),
+/// to be fired from any context, including interrupts, by the C shim (see
+/// [`super::bio::OwnedBio::into_full_write`]).
+///
+/// # Invariants
+///
+/// `job` is a prepared, not yet fired callback whose context is an
+/// `Arc<T>` released by `copy_notify::<T>` when it fires.
+pub(crate) struct PreparedCallback {
+    pub(super) job: NonNull<c_void>,
+}
+
+// SAFETY: The job may be fired from any thread.
+unsafe impl Send for PreparedCallback {}
+
+impl KcopydClient {
+    /// Prepares a completion that calls `T::copy_done(context, ...)` in
+    /// kcopyd's thread when fired. May sleep: never call it with a lock
+    /// held that a kcopyd completion takes.
+    ///
+    /// The result must be fired: kcopyd has no way to cancel it (a client
+    /// being destroyed waits for it).
+    pub(crate) fn prepare_callback<T: CopyCallback>(&self, context: Arc<T>) -> Result<PreparedCallback> {
+        let ctx = context.into_foreign() as *mut c_void;
+        // SAFETY: `kc` is live; `ctx` is released by `copy_notify::<T>`.
+        let job = unsafe { dmb::dm_kcopyd_prepare_callback(self.kc.as_ptr(), Some(copy_notify::<T>), ctx) };
+        match NonNull::new(job) {
+            // INVARIANT: a prepared job carrying `ctx`.
+            Some(job) => Ok(PreparedCallback { job }),
+            None => {
+                // SAFETY: Not consumed: the callback was not prepared.
+                drop(unsafe { <Arc<T> as ForeignOwnable>::from_foreign(ctx) });
+                Err(ENOMEM)
+            }
+        }
+    }
+}
+
 impl Drop for KcopydClient {
     fn drop(&mut self) {
         // SAFETY: By the invariant `kc` is live; destroy waits for all jobs

@@ -81,6 +81,33 @@ void dmsnap_workqueue_flush(struct workqueue_struct *wq)
 	flush_workqueue(wq);
 }
 
+static void dmsnap_full_write_end_io(struct bio *bio)
+{
+	struct dmsnap_full_write *fw = bio->bi_private;
+
+	/* Interrupt context is fine: the callback runs in kcopyd's thread. */
+	dm_kcopyd_do_callback(fw->job, 0, bio->bi_status ? 1 : 0);
+}
+
+void dmsnap_full_write_start(struct bio *bio, struct dmsnap_full_write *fw, void *job)
+{
+	fw->end_io = bio->bi_end_io;
+	fw->private = bio->bi_private;
+	fw->job = job;
+	bio->bi_end_io = dmsnap_full_write_end_io;
+	bio->bi_private = fw;
+	submit_bio_noacct(bio);
+}
+
+void dmsnap_full_write_finish(struct bio *bio, struct dmsnap_full_write *fw, bool ok)
+{
+	bio->bi_end_io = fw->end_io;
+	bio->bi_private = fw->private;
+	if (!ok)
+		bio->bi_status = BLK_STS_IOERR;
+	bio_endio(bio);
+}
+
 blk_mode_t dmsnap_table_mode(struct dm_target *ti)
 {
 	return dm_table_get_mode(ti->table);

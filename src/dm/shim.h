@@ -40,6 +40,19 @@ struct workqueue_struct *dmsnap_workqueue_create(void);
 void dmsnap_workqueue_destroy(struct workqueue_struct *wq);
 void dmsnap_workqueue_flush(struct workqueue_struct *wq);
 
+/*
+ * A full-chunk snapshot write that does the work of the copy: its
+ * completion is routed to a prepared kcopyd callback, and the bio is ended
+ * only later, once the exception is committed. Lives in per-bio data.
+ */
+struct dmsnap_full_write {
+	bio_end_io_t *end_io;
+	void *private;
+	void *job;
+};
+void dmsnap_full_write_start(struct bio *bio, struct dmsnap_full_write *fw, void *job);
+void dmsnap_full_write_finish(struct bio *bio, struct dmsnap_full_write *fw, bool ok);
+
 unsigned int dmsnap_param_cow_threshold(void);
 struct dm_kcopyd_throttle *dmsnap_kcopyd_throttle(void);
 

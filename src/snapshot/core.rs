@@ -32,6 +32,7 @@ use kernel::{impl_has_work, new_work};
 use crate::dm::kcopyd::{CopyCallback, CopyFlags, KcopydClient, Region};
 use crate::dm::log::dm_err;
 use crate::dm::sync::{self as dmsync, Exclusive, NoIoScope, OneShot};
+use crate::dm::bio::FullWrite;
 use crate::dm::{BdevHandle, Bio, BioList, BioOp, MapResult, OwnedBio, TargetHandle};
 use core::num::NonZeroU32;
 
@@ -55,6 +56,9 @@ struct Pending {
     snapshot_bios: BioList,
     /// Origin writes waiting for this copy.
     origin_bios: BioList,
+    /// A full-chunk snapshot write that replaced the copy; ended when the
+    /// exception is committed.
+    full_write: Option<FullWrite>,
 }
 
 /// Mutable state of a snapshot, under [`SnapCore::state`].
@@ -260,7 +264,13 @@ impl SnapCore {
                 return None;
             }
         };
-        let pe = Pending { new, copied: None, snapshot_bios: BioList::new(), origin_bios: BioList::new() };
+        let pe = Pending {
+            new,
+            copied: None,
+            snapshot_bios: BioList::new(),
+            origin_bios: BioList::new(),
+            full_write: None,
+        };
         let seq = st.next_seq;
         if st.pending.try_create_and_insert(chunk, pe, GFP_KERNEL).is_err() {
             self.invalidate(st, "Unable to allocate exception");
@@ -363,6 +373,16 @@ impl SnapCore {
             },
         };
         self.remap_to_cow(bio, new, sector);
+        if start
+            && bio.op() == BioOp::Write
+            && bio.sectors() == self.chunk.sectors()
+            && self.chunk.is_aligned(sector)
+        {
+            // The write covers the whole chunk: it is the copy.
+            drop(st);
+            self.start_full_write(ti, chunk, bio);
+            return MapResult::Submitted;
+        }
         let Some(pe) = st.pending.get_mut(&chunk) else {
             return MapResult::Kill;
         };
@@ -372,6 +392,46 @@ impl SnapCore {
             self.start_copy(chunk, new);
         }
         MapResult::Submitted
+    }
+
+    /// Sends a full-chunk snapshot write to the COW in place of the copy
+    /// (`start_full_bio()`); it completes like a copy and is ended after
+    /// the commit. The pending exception exists and was not started.
+    fn start_full_write(self: &Arc<Self>, ti: &crate::dm::Target, chunk: Chunk, bio: &Bio) {
+        let owned = bio.defer();
+        let prepared = Arc::new(CopyJob { snap: self.clone(), chunk }, GFP_KERNEL)
+            .map_err(|_| ENOMEM)
+            .and_then(|job| match self.kcopyd.lock().as_ref() {
+                // Not under the state lock: this may wait for kcopyd jobs,
+                // whose completions take it.
+                Some(kc) => kc.prepare_callback(job),
+                None => Err(ENODEV),
+            });
+        let callback = match prepared {
+            Ok(cb) => cb,
+            Err(_) => {
+                // Fall back to failing the write with the exception.
+                if let Some(pe) = self.state.lock().pending.get_mut(&chunk) {
+                    pe.snapshot_bios.push(owned);
+                }
+                self.copy_done(chunk, false);
+                return;
+            }
+        };
+        // On failure the bio was failed and the callback fired as an error.
+        let Some((full, submit)) = owned.into_full_write(ti, callback) else {
+            return;
+        };
+        match self.state.lock().pending.get_mut(&chunk) {
+            Some(pe) => pe.full_write = Some(full),
+            // Cannot happen: the exception waits for this write's callback.
+            None => {
+                drop(submit);
+                full.finish(false);
+                return;
+            }
+        }
+        submit.submit();
     }
 
     /// Counts `bio` as in flight against origin chunk `chunk` until
@@ -734,6 +794,9 @@ impl SnapCore {
         drop(st);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
 
+        if let Some(full) = pe.full_write.take() {
+            full.finish(ok);
+        }
         let snapshot_bios = pe.snapshot_bios.take();
         let mut origin_bios = pe.origin_bios.take();
         if !origin_bios.is_empty() {

@@ -171,7 +171,7 @@ impl Snapshot {
             if features.discard_zeroes_cow {
                 setup.set_num_discard_bios(if features.discard_passdown_origin { 2 } else { 1 });
             }
-            setup.set_per_io_data_size(8);
+            setup.set_per_io_data_size(crate::dm::bio::PER_BIO_DATA_SIZE as u32);
             let this = KBox::pin(Snapshot { core: live.clone(), id, merge, kind, entry, features, origin, cow }, GFP_KERNEL);
             let this = match this {
                 Ok(this) => this,
@@ -223,7 +223,7 @@ impl Snapshot {
         if features.discard_zeroes_cow {
             setup.set_num_discard_bios(if features.discard_passdown_origin { 2 } else { 1 });
         }
-        setup.set_per_io_data_size(8);
+        setup.set_per_io_data_size(crate::dm::bio::PER_BIO_DATA_SIZE as u32);
         setup
             .set_max_io_len(u64::from(chunk.sectors()))
             .map_err(|e| CtrError::new(e, c_str!("Failed to read snapshot metadata")))?;
