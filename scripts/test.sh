@@ -7,6 +7,8 @@
 #   4. host crate: cargo test + cargo clippy
 #   5. harness: unit tests of the VM verdict logic (tests/harness)
 #   6. one VM run: KUnit suites and every scenario in tests/vm/
+#   7. a VM run with kmemleak=on (tests/leak/)
+#   8. the crash test (scripts/crash-test.sh, CRASH_CUTS cuts, default 4)
 # Ends with one line "N passed, N failed" counting cargo tests, build checks,
 # KUnit cases and VM scenarios. Exits non-zero if anything failed.
 #
@@ -49,7 +51,7 @@ else
 fi
 
 step "host crate (cargo test, cargo clippy)"
-cargo test --locked 2>&1 | tee "$out/cargo-test.log"
+{ cargo test --locked 2>&1; cargo test --locked --manifest-path tools/log-writes-replay/Cargo.toml 2>&1; } | tee "$out/cargo-test.log"
 cp=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$out/cargo-test.log" | awk '{s += $4} END {print s + 0}')
 cf=$(grep -Eo '[0-9]+ failed' "$out/cargo-test.log" | awk '{s += $1} END {print s + 0}')
 if ! grep -q 'test result:' "$out/cargo-test.log"; then cf=$((cf + 1)); fi
@@ -92,6 +94,16 @@ if [ -n "$ko" ]; then
     lf=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$out/vm-leak.log")
     [ -n "$lp" ] || { lp=0; lf=1; }
     record leak "$lp" "$lf"
+
+    step "crash test: SIGKILL of QEMU during copy-out and merge, then recovery"
+    CRASH_KO=$ko CRASH_OUT=$out/crash bash scripts/crash-test.sh "${CRASH_CUTS:-4}" | tee "$out/crash.log"
+    cl=$(grep -E '^crash-test: [0-9]+ cuts, [0-9]+ mismatches, [0-9]+ phase-B failures' "$out/crash.log" | tail -1)
+    if [ -n "$cl" ]; then
+      cuts=$(echo "$cl" | awk '{print $2}'); mis=$(echo "$cl" | awk '{print $4}'); pbf=$(echo "$cl" | awk '{print $6}')
+      record crash $(( cuts - mis - pbf )) $(( mis + pbf ))
+    else
+      record crash 0 1
+    fi
   fi
 else
   echo "skipped: no module"

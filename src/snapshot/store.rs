@@ -230,13 +230,21 @@ pub(crate) fn load(kind: StoreKind, cow: &DmDev, origin: &DmDev, table_chunk: u3
         return Ok(Loaded { chunk, cursor, valid: false, table, meta: Some(meta) });
     }
 
-    let mut loader = Loader::with_validation(geom, chunk.chunks_in(cow_sectors));
+    let cow_chunks = chunk.chunks_in(cow_sectors);
+    let mut loader = Loader::with_validation(geom, cow_chunks);
+    // COW chunks already claimed by an entry: two entries sharing one would
+    // let one snapshot chunk overwrite another. One bit per COW chunk, only
+    // while loading (entries past the device are rejected before this).
+    let mut used = ChunkBitmap::new(cow_chunks);
     let mut location = geom.area_location(0).ok_or(read_failed(EINVAL))?;
     let state = loop {
         meta.read_chunk(location).map_err(read_failed)?;
         let progress = loader.feed(meta.area.as_slice(), |old, new| {
             if table.lookup(old).is_some() {
                 return Err(EUCLEAN_DUPLICATE);
+            }
+            if used.test_and_set(new) {
+                return Err(EUCLEAN_SHARED);
             }
             table.insert(old, new).map_err(|_| ENOMEM_MARK)
         });
@@ -245,6 +253,10 @@ pub(crate) fn load(kind: StoreKind, cow: &DmDev, origin: &DmDev, table_chunk: u3
             Ok(LoadProgress::Done(state)) => break state,
             Err(LoadError::Callback(e)) if e == EUCLEAN_DUPLICATE => {
                 dm_err!("Corrupt snapshot metadata: duplicate exception for one origin chunk");
+                return Err(read_failed(EINVAL));
+            }
+            Err(LoadError::Callback(e)) if e == EUCLEAN_SHARED => {
+                dm_err!("Corrupt snapshot metadata: two exceptions share one COW chunk");
                 return Err(read_failed(EINVAL));
             }
             Err(LoadError::Callback(_)) => return Err(read_failed(ENOMEM)),
@@ -265,6 +277,38 @@ pub(crate) fn load(kind: StoreKind, cow: &DmDev, origin: &DmDev, table_chunk: u3
 /// Marker errors of the load callback.
 const EUCLEAN_DUPLICATE: u8 = 1;
 const ENOMEM_MARK: u8 = 2;
+const EUCLEAN_SHARED: u8 = 3;
+
+/// One bit per COW chunk, vmalloc'ed. Above 64 MiB of bitmap (a COW of
+/// 2^29 chunks) the check is skipped rather than risk the allocation.
+struct ChunkBitmap {
+    words: Option<kernel::alloc::VVec<u64>>,
+}
+
+impl ChunkBitmap {
+    fn new(chunks: u64) -> Self {
+        let n = chunks.div_ceil(64);
+        let words = usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= (64 << 20) / 8)
+            .and_then(|n| kernel::alloc::VVec::from_elem(0u64, n, GFP_KERNEL).ok());
+        Self { words }
+    }
+
+    /// Sets the bit for `chunk`; returns whether it was already set.
+    fn test_and_set(&mut self, chunk: Chunk) -> bool {
+        let Some(words) = self.words.as_mut() else {
+            return false;
+        };
+        let Some(word) = usize::try_from(chunk / 64).ok().and_then(|i| words.get_mut(i)) else {
+            return false;
+        };
+        let bit = 1u64 << (chunk % 64);
+        let was = *word & bit != 0;
+        *word |= bit;
+        was
+    }
+}
 
 /// Metadata I/O of a persistent store. Used by the constructor, then only
 /// by the snapshot's commit worker (one at a time).

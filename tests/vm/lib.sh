@@ -54,15 +54,17 @@ expect_eq() {
 # any word; different seeds give different data, and every 512-byte sector
 # starts with "SEED:index:", so data written at a wrong offset is caught.
 pattern() {
-  local num
-  num=$(printf '%s' "$1" | cksum | cut -d' ' -f1)
-  awk -v s="$1" -v r="$num" -v n="$2" 'BEGIN {
-    srand(r % 2147483647); base = "";
+  awk -v s="$1" -v n="$2" 'BEGIN {
+    # Hash the seed word into a number (awk has no ord(): index a charset).
+    cs = " !\"#$%&\047()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
+    h = 7;
+    for (i = 1; i <= length(s); i++) h = (h * 131 + index(cs, substr(s, i, 1))) % 2147483647;
+    srand(h); base = "";
     for (i = 0; i < 512; i++) base = base sprintf("%c", 33 + int(rand() * 94));
     base = base base;
     for (k = 0; k * 512 < n; k++) {
-      h = sprintf("%s:%d:", s, k);
-      sec = h substr(base, 1 + (k * 37) % 512, 512 - length(h));
+      hd = sprintf("%s:%d:", s, k);
+      sec = hd substr(base, 1 + (k * 37) % 512, 512 - length(hd));
       if ((k + 1) * 512 > n) sec = substr(sec, 1, n - k * 512);
       printf "%s", sec;
     }

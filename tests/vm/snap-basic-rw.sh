@@ -43,6 +43,9 @@ run_case() {
     dmsetup create base-real --table "0 $SIZE linear /dev/vda 0"
     # Before the snapshot: fill every window with its own data.
     model_fill /dev/mapper/base-real mo 1000
+    # The untouched region must read as zeros: earlier scenarios in this
+    # boot may have written there.
+    $DD if=/dev/zero of=/dev/mapper/base-real bs=1M count=4 seek=128 oflag=direct 2>/dev/null
     model_copy mo ms
     # LVM order: the snapshot's table first, then the origin's.
     dmsetup create snap --table "0 $SIZE snapshot /dev/mapper/base-real $COW $type $cs"

@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: GPL-2.0
+# Crash test, phase A (run by scripts/crash-test.sh; not a suite scenario).
+# Rounds of: new snapshot, "upgrade" of the origin (copy-outs), LVM-style
+# merge with a write load on the merging device, back to linear; until the
+# host SIGKILLs QEMU at a random moment. What phase B needs to know what the
+# disks must hold goes, O_DIRECT|O_DSYNC, to the notes disk /dev/vdd:
+#   byte 0      header "CRASHNOTE stage= round= chunk= ... sum=" where sum
+#               is the md5 of the snapshot image S of that round, and
+#               stage 1: the snapshot exists (reads S), the origin is being
+#                        upgraded; a merge of it must give S
+#               stage 2: the merge may have started (LVM has committed it):
+#                        activation must merge to S + acknowledged writes
+#               stage 3: merged, back to linear: the origin alone holds
+#                        S + the round's acknowledged writes
+#   1 MiB       S's content of the load region R = [rs, rs+rl)
+#   2 MiB+512*N "ACK N": load write N of the current round returned (it was
+#               O_DSYNC); round r's records start at 2 MiB + r*256 KiB
+# Disks: origin = /dev/vda 0..32 MiB, COW = /dev/vdc 0..32 MiB.
+# Progress goes to results.log as "STAGE <n> <what> <uptime>" lines.
+. /tests/lib.sh
+arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+SEED=$(arg dmsnap.seed); SEED=${SEED:-1}
+IMPL=$(arg dmsnap.impl); IMPL=${IMPL:-rs}
+set -- 8 16 32 64 128; shift $((SEED % 5)); CHUNK=$1
+OSZ=33554432; OSEC=$((OSZ / 512))
+RS=8388608; RL=262144; NB=$((RL / 4096)); SALT=$((SEED % 97))
+NLOAD=30
+stage() { echo "STAGE $1 round=$round $2 $(cut -d' ' -f1 /proc/uptime)"; }
+note() {  # note TEXT OFFSET: a durable 512-byte record on the notes disk
+  { printf '%s\n' "$1"; head -c 511 /dev/zero; } | head -c 512 > /tmp/note
+  $DD if=/tmp/note of=/dev/vdd bs=512 seek=$(($2 / 512)) oflag=direct,dsync conv=notrunc 2>/dev/null || fail "note"
+}
+header() { note "CRASHNOTE stage=$1 round=$round seed=$SEED chunk=$CHUNK osz=$OSZ rs=$RS rl=$RL nload=$NLOAD salt=$SALT sum=$SSUM impl=$IMPL" 0; }
+ackbase() { echo $((2097152 + round * 262144)); }
+
+load_module "$IMPL"
+round=0
+stage 0 "seed=$SEED chunk=$CHUNK impl=$IMPL"
+dmsetup create base-real --table "0 $OSEC linear /dev/vda 0"
+dmsetup create base-cow --table "0 $OSEC linear /dev/vdc 0"
+head -c $OSZ /dev/urandom | $DD of=/dev/mapper/base-real bs=1M iflag=fullblock oflag=direct conv=fsync 2>/dev/null || fail fill
+dmsetup create base --table "0 $OSEC linear /dev/mapper/base-real 0"
+
+while :; do
+  round=$((round + 1))
+  # lvcreate -s: wipe the COW, origin -> snapshot-origin, new snapshot.
+  wipe_cow /dev/mapper/base-cow
+  dmsetup create snap --notable
+  dmsetup suspend base
+  dmsetup load snap --table "0 $OSEC snapshot /dev/mapper/base-real /dev/mapper/base-cow P $CHUNK"
+  dmsetup load base --table "0 $OSEC snapshot-origin /dev/mapper/base-real"
+  dmsetup resume snap; dmsetup resume base
+  SSUM=$(sum_dev /dev/mapper/snap)
+  read_at /dev/mapper/snap $RS $RL > /tmp/S.R
+  $DD if=/tmp/S.R of=/dev/vdd bs=64K seek=16 oflag=direct,dsync conv=notrunc 2>/dev/null || fail "note S.R"
+  $DD if=/dev/zero of=/dev/vdd bs=64K seek=$(( $(ackbase) / 65536 )) count=4 oflag=direct,dsync conv=notrunc 2>/dev/null
+  header 1
+  stage 1 "snapshot taken, upgrading the origin"
+
+  # The upgrade: seeded origin writes (4 KiB .. 256 KiB), one over half of
+  # R, through snapshot-origin: each one copies out first.
+  awk -v s=$((SEED * 1000 + round)) -v osz=$OSZ -v rs=$RS 'BEGIN { srand(s);
+    print rs - 65536, 196608;
+    for (i = 0; i < 40; i++) { split("1 16 32 64", L, " "); l = L[1 + int(rand() * 4)] * 4096;
+      o = int(rand() * (osz - l) / 4096) * 4096; print o, l } }' > /tmp/upgrade
+  while read -r off len; do
+    head -c $len /dev/urandom > /tmp/w
+    write_at /dev/mapper/base $off /tmp/w
+  done < /tmp/upgrade
+  stage 2 "upgrade written: $(dmsetup status snap)"
+
+  # lvconvert --merge, with a stamped load on the merging device.
+  header 2
+  dmsetup suspend base; dmsetup suspend snap
+  dmsetup load base --table "0 $OSEC snapshot-merge /dev/mapper/base-real /dev/mapper/base-cow P $CHUNK"
+  dmsetup load snap --table "0 $OSEC error"
+  dmsetup resume base; dmsetup resume snap
+  stage 3 "merging: $(dmsetup status base)"
+  (
+    s=1
+    while [ $s -le $NLOAD ]; do
+      stamp $s > /tmp/stamp
+      b=$(load_block $s $NB $SALT)
+      $DD if=/tmp/stamp of=/dev/mapper/base bs=4096 seek=$((RS / 4096 + b)) oflag=direct,dsync conv=notrunc 2>/dev/null \
+        || { echo "load write $s failed"; exit 1; }
+      note "ACK $s" $(( $(ackbase) + 512 * s ))
+      s=$((s + 1))
+    done
+  ) &
+  wait_merged base 600
+  stage 4 "merged: $(dmsetup status base)"
+  wait $! || fail "load failed"
+  # Merge done: LVM drops the snapshot and the origin becomes linear.
+  header 3
+  dmsetup suspend base
+  dmsetup load base --table "0 $OSEC linear /dev/mapper/base-real 0"
+  dmsetup resume base
+  dmsetup remove snap
+  stage 5 "linear again"
+done
