@@ -104,6 +104,11 @@ impl OriginEntry {
         self.live_origins.load(core::sync::atomic::Ordering::Acquire)
     }
 
+    /// Whether any snapshot of this origin is merging.
+    pub(crate) fn has_merging(&self) -> bool {
+        self.snapshots.lock().iter().any(|s| s.is_merging())
+    }
+
     /// Whether a snapshot other than the one on `cow` is merging.
     pub(crate) fn merging_other_than(&self, cow: crate::dm::BdevHandle) -> bool {
         self.snapshots.lock().iter().any(|s| s.is_merging() && !s.cow().same(cow))

@@ -130,12 +130,26 @@ fn read_failed(e: Error) -> CtrError {
 /// Loads (or, for a zeroed header, initialises) the store on `cow`.
 /// `table_chunk` is the table's chunk size in sectors (0: use the on-disk
 /// value, or the default for a new persistent store).
-pub(crate) fn load(kind: StoreKind, cow: &DmDev, origin: &DmDev, table_chunk: u32) -> Result<Loaded, CtrError> {
+///
+/// With `refuse_new`, a COW that would be initialised (a zeroed header) is
+/// refused before anything is written: no new snapshot of an origin that
+/// is being merged into.
+pub(crate) fn load(
+    kind: StoreKind,
+    cow: &DmDev,
+    origin: &DmDev,
+    table_chunk: u32,
+    refuse_new: bool,
+) -> Result<Loaded, CtrError> {
     let cow_lbs = cow.logical_block_size();
     let origin_lbs = origin.logical_block_size();
     let cow_sectors = cow.size_sectors();
 
     if kind == StoreKind::Transient {
+        if refuse_new {
+            dm_err!("Cannot create a snapshot of an origin that is being merged into");
+            return Err(CtrError::new(EBUSY, c_str!("Snapshot origin is merging")));
+        }
         if table_chunk == 0 {
             return Err(CtrError::inval(c_str!("Chunk size not set")));
         }
@@ -168,6 +182,10 @@ pub(crate) fn load(kind: StoreKind, cow: &DmDev, origin: &DmDev, table_chunk: u3
     };
 
     let header = match header {
+        HeaderState::New if refuse_new => {
+            dm_err!("Cannot create a snapshot of an origin that is being merged into");
+            return Err(CtrError::new(EBUSY, c_str!("Snapshot origin is merging")));
+        }
         HeaderState::New => {
             // LVM zeroes only the first 4 KiB: write our header and zero our
             // first area; the rest of the COW may hold anything.

@@ -190,7 +190,10 @@ impl Snapshot {
             return Err(CtrError::inval(pairing));
         }
 
-        let loaded = store::load(kind, &cow, &origin, table_chunk)?;
+        // While a snapshot of this origin merges, existing snapshots may be
+        // activated (they stay stable), but no new one may be created.
+        let refuse_new = !merge && entry.entry().has_merging();
+        let loaded = store::load(kind, &cow, &origin, table_chunk, refuse_new)?;
         if !loaded.valid {
             dm_warn!("Snapshot is marked invalid.");
         }
