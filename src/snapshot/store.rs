@@ -12,6 +12,7 @@ use kernel::c_str;
 use kernel::prelude::*;
 
 use crate::dm::bindings::{DMSNAP_REQ_FUA, DMSNAP_REQ_PREFLUSH, DMSNAP_REQ_SYNC};
+use crate::dm::bufio::BufioClient;
 use crate::dm::dm_io::{DmIoClient, IoBuffer};
 use crate::dm::kcopyd::Region;
 use crate::dm::log::{dm_err, dm_warn};
@@ -254,20 +255,42 @@ pub(crate) fn load(
     // let one snapshot chunk overwrite another. One bit per COW chunk, only
     // while loading (entries past the device are rejected before this).
     let mut used = ChunkBitmap::new(cow_chunks);
-    let mut location = geom.area_location(0).ok_or(read_failed(EINVAL))?;
+    // Areas are read through dm-bufio with the next PREFETCH_AREAS areas
+    // prefetched, so loading a large store is not one synchronous read
+    // after another.
+    // SAFETY: `cow` is held for the whole constructor; the client is
+    // dropped before this function returns.
+    let bufio = unsafe { BufioClient::new(cow.handle(), chunk.bytes(), PREFETCH_AREAS + 1) }.map_err(read_failed)?;
+    let mut area: u64 = 0;
+    let mut prefetched: u64 = 0;
     let state = loop {
-        meta.read_chunk(location).map_err(read_failed)?;
-        let progress = loader.feed(meta.area.as_slice(), |old, new| {
-            if table.lookup(old).is_some() {
-                return Err(EUCLEAN_DUPLICATE);
+        let location = geom.area_location(area).ok_or(read_failed(EINVAL))?;
+        while prefetched <= area + u64::from(PREFETCH_AREAS) {
+            match geom.area_location(prefetched) {
+                Some(l) if l < cow_chunks => bufio.prefetch(l),
+                _ => {}
             }
-            if used.test_and_set(new) {
-                return Err(EUCLEAN_SHARED);
-            }
-            table.insert(old, new).map_err(|_| ENOMEM_MARK)
-        });
+            prefetched += 1;
+        }
+        let progress = bufio
+            .read(location, |bytes| {
+                // Keep the area: if it is the last one, commits append to it.
+                if let Some(dst) = meta.area.as_mut_slice().get_mut(..bytes.len()) {
+                    dst.copy_from_slice(bytes);
+                }
+                loader.feed(bytes, |old, new| {
+                    if table.lookup(old).is_some() {
+                        return Err(EUCLEAN_DUPLICATE);
+                    }
+                    if used.test_and_set(new) {
+                        return Err(EUCLEAN_SHARED);
+                    }
+                    table.insert(old, new).map_err(|_| ENOMEM_MARK)
+                })
+            })
+            .map_err(read_failed)?;
         match progress {
-            Ok(LoadProgress::NeedArea { location: next, .. }) => location = next,
+            Ok(LoadProgress::NeedArea { area: next, .. }) => area = next,
             Ok(LoadProgress::Done(state)) => break state,
             Err(LoadError::Callback(e)) if e == EUCLEAN_DUPLICATE => {
                 dm_err!("Corrupt snapshot metadata: duplicate exception for one origin chunk");
@@ -291,6 +314,9 @@ pub(crate) fn load(
     // The last area read is the current one: commits append to it.
     Ok(Loaded { chunk, cursor: Cursor::Persistent(state), valid: true, table, meta: Some(meta) })
 }
+
+/// Exception areas read ahead while loading (upstream: `DM_PREFETCH_CHUNKS`).
+const PREFETCH_AREAS: u32 = 12;
 
 /// Marker errors of the load callback.
 const EUCLEAN_DUPLICATE: u8 = 1;
