@@ -35,6 +35,19 @@ impl ScratchDev {
         Ok(Some(Self { file }))
     }
 
+    /// A handle to the device, for code that takes one. Valid while `self`
+    /// lives.
+    pub(crate) fn handle(&self) -> super::BdevHandle {
+        // SAFETY: By the invariant `file` is an open block-device file.
+        super::BdevHandle(unsafe { dmb::dmsnap_file_bdev(self.file.as_ptr()) })
+    }
+
+    /// The device's `dev_t`.
+    pub(crate) fn devt(&self) -> u32 {
+        // SAFETY: The handle's device is open (see above).
+        unsafe { (*self.handle().0).bd_dev }
+    }
+
     /// A region of the device. Valid while `self` lives.
     pub(crate) fn region(&self, sector: u64, count: u64) -> Region {
         // SAFETY: By the invariant `file` is an open block-device file.

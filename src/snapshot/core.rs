@@ -68,8 +68,9 @@ pub(crate) struct SnapState {
     owner: usize,
     /// A new table's target waiting to take the core over on its resume.
     waiting: Option<usize>,
-    /// The owner's target, for table events.
-    ti: TargetHandle,
+    /// The owner's target, for table events (`None` only for a core built
+    /// without a target, by the KUnit tests).
+    ti: Option<TargetHandle>,
     /// Length of the owner: origin writes beyond it need no copy.
     len: u64,
     /// Store type of the owner's table (`P` or `PO` may change on reload).
@@ -147,7 +148,7 @@ pub(crate) struct CoreParts {
     pub(crate) cow: BdevHandle,
     pub(crate) owner: usize,
     pub(crate) merging: bool,
-    pub(crate) ti: TargetHandle,
+    pub(crate) ti: Option<TargetHandle>,
     pub(crate) len: u64,
     pub(crate) discard_passdown_origin: bool,
     pub(crate) entry: Arc<OriginEntry>,
@@ -512,6 +513,24 @@ impl SnapCore {
         Some((chunk, new))
     }
 
+    /// Activates a core built without a target (KUnit).
+    #[cfg(CONFIG_KUNIT)]
+    pub(crate) fn activate_for_test(&self) {
+        self.state.lock().active = true;
+    }
+
+    /// Number of exceptions allocated and not yet completed.
+    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))]
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The COW chunk of origin chunk `chunk`, if its exception is complete.
+    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))]
+    pub(crate) fn lookup(&self, chunk: Chunk) -> Option<Chunk> {
+        self.state.lock().table.lookup(chunk)
+    }
+
     /// Whether the chunk at origin `sector` has a copy in flight.
     pub(crate) fn copy_pending(&self, sector: u64) -> bool {
         let chunk = self.chunk.sector_to_chunk(sector);
@@ -606,7 +625,7 @@ impl SnapCore {
     }
 
     /// The owner and the waiting target, and the owner's target handle.
-    pub(crate) fn handover_state(&self) -> (usize, Option<usize>, TargetHandle) {
+    pub(crate) fn handover_state(&self) -> (usize, Option<usize>, Option<TargetHandle>) {
         let st = self.state.lock();
         (st.owner, st.waiting, st.ti)
     }
@@ -621,7 +640,7 @@ impl SnapCore {
             // valid/overflow flags stay; only the owning target changes.
             st.waiting = None;
             st.owner = me;
-            st.ti = ti;
+            st.ti = Some(ti);
             st.len = len;
             st.kind = kind;
         }
@@ -684,9 +703,11 @@ impl SnapCore {
                         dm_err!("write header failed");
                     }
                 }
-                // SAFETY: By the type invariant the target is alive until
-                // `shutdown` returns, and `shutdown` waits for this worker.
-                unsafe { ti.table_event() };
+                if let Some(ti) = ti {
+                    // SAFETY: By the type invariant the target is alive until
+                    // `shutdown` returns, and `shutdown` waits for this worker.
+                    unsafe { ti.table_event() };
+                }
             }
 
             let mut batch: KVec<(Chunk, Chunk, bool, Option<CommitSlot>)> = KVec::new();

@@ -207,7 +207,7 @@ impl Snapshot {
             cow: cow.handle(),
             owner: id,
             merging: merge,
-            ti: setup.target().handle(),
+            ti: Some(setup.target().handle()),
             len: setup.target().len(),
             discard_passdown_origin: features.discard_passdown_origin,
             entry: entry.entry().clone(),
@@ -257,7 +257,7 @@ impl Snapshot {
         if owner != self.id && owner != 0 && waiting == Some(self.id) {
             // SAFETY: The owner is alive: its destructor would have
             // cancelled this handover (`release`).
-            if !unsafe { owner_ti.is_suspended() } {
+            if owner_ti.is_some_and(|ti| !unsafe { ti.is_suspended() }) {
                 dm_err!("Unable to perform snapshot handover until source is suspended.");
                 return Err(EINVAL);
             }
