@@ -220,6 +220,21 @@ mod dm_layer {
         kassert!(args.next_str(c_str!("missing")).is_err());
     }
 
+    fn ima_line_matches_upstream_format() {
+        use crate::snapshot::target::{write_ima, ImaFlags};
+        let mut buf = [0u8; 256];
+        let mut w = StatusWriter::new(&mut buf);
+        let flags = ImaFlags { valid: true, merge_failed: false, overflowed: true };
+        write_ima(&mut w, c_str!("snapshot"), [1, 16, 0], c_str!("253:0"), c_str!("253:1"), flags);
+        // upstream: DMEMIT_TARGET_NAME_VERSION, then ",snap_origin_name=%s",
+        // ",snap_cow_name=%s", ",snap_valid=%c", ",snap_merge_failed=%c",
+        // ",snapshot_overflowed=%c", ";".
+        kassert!(
+            w.as_bytes()
+                == &b"target_name=snapshot,target_version=1.16.0,snap_origin_name=253:0,snap_cow_name=253:1,snap_valid=y,snap_merge_failed=n,snapshot_overflowed=y;"[..]
+        );
+    }
+
     kunit_suite!(
         dm_layer_suite,
         "dm_snapshot_rs_dm_layer",
@@ -232,6 +247,7 @@ mod dm_layer {
             parse_decimal_like_kstrtoull,
             bio_view_reads_and_remaps,
             args_consume_in_order,
+            ima_line_matches_upstream_format,
         ]
     );
 }

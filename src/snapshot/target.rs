@@ -110,6 +110,40 @@ impl Drop for Snapshot {
     }
 }
 
+/// The state flags in the IMA line.
+#[derive(Clone, Copy)]
+pub(crate) struct ImaFlags {
+    pub(crate) valid: bool,
+    pub(crate) merge_failed: bool,
+    pub(crate) overflowed: bool,
+}
+
+/// The `STATUSTYPE_IMA` line, as upstream's `snapshot_status()` builds it
+/// (`DMEMIT_TARGET_NAME_VERSION` then the snapshot fields).
+pub(crate) fn write_ima(
+    out: &mut StatusWriter<'_>,
+    name: &CStr,
+    version: [u32; 3],
+    origin: &CStr,
+    cow: &CStr,
+    flags: ImaFlags,
+) {
+    let yn = |b: bool| if b { 'y' } else { 'n' };
+    let _ = write!(
+        out,
+        "target_name={},target_version={}.{}.{},snap_origin_name={},snap_cow_name={},snap_valid={},snap_merge_failed={},snapshot_overflowed={};",
+        name,
+        version[0],
+        version[1],
+        version[2],
+        origin,
+        cow,
+        yn(flags.valid),
+        yn(flags.merge_failed),
+        yn(flags.overflowed)
+    );
+}
+
 impl Snapshot {
     /// The constructor shared by `snapshot` and `snapshot-merge`
     /// (`snapshot_ctr()`).
@@ -296,20 +330,8 @@ impl Snapshot {
             }
             StatusType::Ima => {
                 let (valid, overflowed) = self.core.flags(self.id);
-                let yn = |b: bool| if b { 'y' } else { 'n' };
-                let _ = write!(
-                    out,
-                    "target_name={},target_version={}.{}.{},snap_origin_name={},snap_cow_name={},snap_valid={},snap_merge_failed={},snapshot_overflowed={};",
-                    name,
-                    version[0],
-                    version[1],
-                    version[2],
-                    self.origin.name(),
-                    self.cow.name(),
-                    yn(valid),
-                    yn(self.core.merge_failed()),
-                    yn(overflowed)
-                );
+                let flags = ImaFlags { valid, merge_failed: self.core.merge_failed(), overflowed };
+                write_ima(out, name, version, self.origin.name(), self.cow.name(), flags);
             }
         }
     }
