@@ -258,14 +258,13 @@ mod io_layer {
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use kernel::bindings;
-    use kernel::c_str;
     use kernel::prelude::*;
     use kernel::sync::Arc;
 
     use crate::dm::bindings::DMSNAP_REQ_FUA;
     use crate::dm::dm_io::{DmIoClient, IoBuffer, IoCallback};
     use crate::dm::kcopyd::{CopyCallback, CopyFlags, KcopydClient, Region};
-    use crate::dm::selftest::{self, ScratchDev};
+    use crate::dm::selftest;
 
     const SECTORS: u64 = 128;
     const BYTES: usize = 128 * 512;
@@ -336,13 +335,8 @@ mod io_layer {
     }
 
     fn kcopyd_and_dm_io_move_data() {
-        let dev = match ScratchDev::open() {
-            Ok(Some(dev)) => dev,
-            Ok(None) => return selftest::skip(c_str!("no kunit_scratch_dev given")),
-            Err(_) => {
-                kassert!(false);
-                return;
-            }
+        let Some(dev) = selftest::scratch_or_skip() else {
+            return;
         };
         let (Ok(io), Ok(kc)) = (DmIoClient::new(), KcopydClient::new_throttled()) else {
             kassert!(false);
@@ -572,11 +566,10 @@ mod table_layer {
 /// store on the scratch disk (origin and COW regions do not overlap).
 mod pending_layer {
     use kernel::bindings;
-    use kernel::c_str;
     
     use crate::dm::dm_io::{DmIoClient, IoBuffer};
     use crate::dm::kcopyd::KcopydClient;
-    use crate::dm::selftest::{self, ScratchDev};
+    use crate::dm::selftest;
     use crate::pure::alloc::TransientState;
     use crate::pure::chunk::ChunkSize;
     use crate::snapshot::core::{CoreParts, SnapCore};
@@ -601,13 +594,8 @@ mod pending_layer {
     }
 
     fn pending_exception_lifecycle() {
-        let dev = match ScratchDev::open() {
-            Ok(Some(dev)) => dev,
-            Ok(None) => return selftest::skip(c_str!("no kunit_scratch_dev given")),
-            Err(_) => {
-                kassert!(false);
-                return;
-            }
+        let Some(dev) = selftest::scratch_or_skip() else {
+            return;
         };
         let (Ok(chunk), Ok(io), Ok(kc), Ok(table), Ok(entry)) = (
             ChunkSize::new(8, 512, 512),

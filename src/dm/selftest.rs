@@ -63,6 +63,22 @@ impl Drop for ScratchDev {
     }
 }
 
+/// The scratch device for an I/O test case, or `None` after marking the
+/// case skipped (no device configured) or failed (it could not be opened).
+pub(crate) fn scratch_or_skip() -> Option<ScratchDev> {
+    match ScratchDev::open() {
+        Ok(Some(dev)) => Some(dev),
+        Ok(None) => {
+            skip(kernel::c_str!("no kunit_scratch_dev given"));
+            None
+        }
+        Err(_) => {
+            kernel::kunit_assert!("dm_snapshot_rs", "src/dm/selftest.rs", 0, false);
+            None
+        }
+    }
+}
+
 /// Marks the running KUnit case as skipped.
 pub(crate) fn skip(reason: &CStr) {
     // SAFETY: `reason` is NUL-terminated; the shim checks for a current test.

@@ -89,6 +89,14 @@ read_at() {
 }
 
 sum_at() { read_at "$@" | $SUM | cut -d' ' -f1; }
+
+# fill_mib DEV SEED MIB: fill the first MIB MiB of DEV with one 1 MiB
+# pattern (SEED) repeated.
+fill_mib() {
+  local i=0
+  pattern "$2" 1048576 > /tmp/fill.$2
+  while [ $i -lt "$3" ]; do write_at "$1" $(( i * 1048576 )) /tmp/fill.$2; i=$((i + 1)); done
+}
 sum_file() { $SUM < "$1" | cut -d' ' -f1; }
 sum_dev() { $DD if="$1" bs=1M iflag=direct 2>/dev/null | $SUM | cut -d' ' -f1; }
 

@@ -15,8 +15,7 @@ setup() {
   load_module "$1"
   for i in 0 1 2; do $DD if=/dev/zero of=/dev/vdc bs=4096 count=1 seek=$(( i * 4096 )) oflag=direct 2>/dev/null; done
   dmsetup create base-real --table "0 $SZ linear /dev/vda 0"
-  pattern fill 1048576 > /tmp/p
-  i=0; while [ $i -lt 32 ]; do write_at /dev/mapper/base-real $(( i * 1048576 )) /tmp/p; i=$((i+1)); done
+  fill_mib /dev/mapper/base-real fill 32
   for i in 0 1 2; do
     dmsetup create cow$i --table "0 32768 linear /dev/vdc $(( i * 32768 ))"
   done

@@ -11,8 +11,7 @@ run_case() {
   $DD if=/dev/zero of=/dev/vdc bs=4096 count=1 oflag=direct 2>/dev/null
   size=65536   # 32 MiB
   dmsetup create base-real --table "0 $size linear /dev/vda 0"
-  pattern orig 1048576 > /tmp/p
-  i=0; while [ $i -lt 32 ]; do write_at /dev/mapper/base-real $(( i * 1048576 )) /tmp/p; i=$((i+1)); done
+  fill_mib /dev/mapper/base-real orig 32
   dmsetup create base-cow --table "0 65536 linear /dev/vdc 0"
   dmsetup create snap --table "0 $size snapshot /dev/mapper/base-real /dev/mapper/base-cow P $chunk"
   dmsetup create base --table "0 $size snapshot-origin /dev/mapper/base-real"

@@ -9,8 +9,7 @@ SZ=65536
 load_module rs
 for i in 0 1 2; do $DD if=/dev/zero of=/dev/vdc bs=4096 count=1 seek=$(( i * 4096 )) oflag=direct 2>/dev/null; done
 dmsetup create real --table "0 $SZ linear /dev/vda 0"
-pattern base 1048576 > /tmp/p
-i=0; while [ $i -lt 32 ]; do write_at /dev/mapper/real $(( i * 1048576 )) /tmp/p; i=$((i+1)); done
+fill_mib /dev/mapper/real base 32
 # cow0: 1 MiB for 4K chunks = 256 chunks, nearly filled below.
 dmsetup create cow0 --table "0 2048 linear /dev/vdc 0"
 dmsetup create cow1 --table "0 32768 linear /dev/vdc 32768"

@@ -9,8 +9,7 @@ run_case() {
   load_module "$m"
   $DD if=/dev/zero of=/dev/vdc bs=4096 count=1 oflag=direct 2>/dev/null
   dmsetup create base-real --table "0 65536 linear /dev/vda 0"
-  pattern orig 1048576 > /tmp/p
-  i=0; while [ $i -lt 32 ]; do write_at /dev/mapper/base-real $(( i * 1048576 )) /tmp/p; i=$((i+1)); done
+  fill_mib /dev/mapper/base-real orig 32
   model=$(sum_at /dev/mapper/base-real 0 33554432)
   dmsetup create cow --table "0 65536 linear /dev/vdc 0"
   dmsetup create snap --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow P 16"

@@ -10,8 +10,7 @@ run_case() {
   load_module "$m"
   for i in 0 1; do $DD if=/dev/zero of=/dev/vdc bs=4096 count=1 seek=$(( i * 8192 )) oflag=direct 2>/dev/null; done
   dmsetup create real --table "0 $SZ linear /dev/vda 0"
-  pattern busy 1048576 > /tmp/p
-  i=0; while [ $i -lt 64 ]; do write_at /dev/mapper/real $(( i * 1048576 )) /tmp/p; i=$((i+1)); done
+  fill_mib /dev/mapper/real busy 64
   dmsetup create cow0 --table "0 65536 linear /dev/vdc 0"
   dmsetup create cow1 --table "0 65536 linear /dev/vdc 65536"
   dmsetup create s0 --table "0 $SZ snapshot /dev/mapper/real /dev/mapper/cow0 P 8"
