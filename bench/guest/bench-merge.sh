@@ -1,0 +1,76 @@
+# SPDX-License-Identifier: GPL-2.0
+# Benchmark 3: merge throughput. One snapshot whose COW holds MERGE_MB of
+# exceptions, written sequentially (1 MiB writes in order) or randomly (4 KiB
+# writes in a random order, so the COW's order is not the origin's;
+# MERGE_RAND_MB of them); then
+# LVM's lvconvert --merge table sequence. Time from loading snapshot-merge
+# until the status says used == metadata. With load=fio, a fio job (4 KiB
+# random writes, queue depth 1) runs on the merging device during the merge
+# and its latencies are reported.
+. /tests/bench-lib.sh
+for layout in seq rand; do
+  # A random COW merges chunk by chunk (slow): it gets MERGE_RAND_MB.
+  mb=$MERGE_MB; [ $layout = rand ] && mb=$MERGE_RAND_MB
+  # The stack (origin region and COW slice) must hold MB.
+  RSECT=$(( (mb > REGION_MB ? mb : REGION_MB) * 2048 ))
+  COWSECT=$((RSECT + RSECT / 8 + 8192))
+  for load in idle fio; do
+    for rep in $(seqn "$REPS"); do
+      for impl in $(impls "$rep"); do
+        load_module "$impl"
+        stack_up 1 "$MERGE_CHUNK"
+        case $layout in
+          seq) fill /dev/mapper/base "$mb" ;;
+          rand) fio --name=f --direct=1 --ioengine=libaio --iodepth=32 --rw=randwrite --bs=4k \
+                  --random_generator=lfsr --randseed=$((rep + 7)) --size="${mb}M" \
+                  --filename=/dev/mapper/base > /dev/null 2>&1 || fail "random fill" ;;
+        esac
+        st=$(dmsetup status snap0); set -- $st; used=${4%%/*}
+        dmsetup suspend base; dmsetup suspend snap0
+        t0=$(now_us)
+        dmsetup load base --table "0 $RSECT snapshot-merge /dev/mapper/base-real /dev/mapper/cow0 P $MERGE_CHUNK"
+        dmsetup load snap0 --table "0 $RSECT error"
+        ta=$(now_us)
+        fpid=
+        if [ $load = fio ]; then
+          # Started while the device is suspended, so that its I/O begins
+          # with the merge; the 2 s it gets to start up are not counted.
+          rm -f /tmp/fio.json
+          fio --name=b --direct=1 --ioengine=libaio --iodepth=1 --rw=randwrite --bs=4k \
+            --random_generator=lfsr --randrepeat=1 --percentile_list=50:99 \
+            --size="${mb}M" --time_based --runtime=600 --filename=/dev/mapper/base \
+            --output-format=json --output=/tmp/fio.json > /tmp/fio.err 2>&1 &
+          fpid=$!
+          sleep 2
+        fi
+        tb=$(now_us)
+        dmsetup resume base
+        dmsetup resume snap0
+        wait_merged base 600
+        t1=$(now_us)
+        m="{\"impl\":\"$impl\",\"test\":\"merge\",\"layout\":\"$layout\",\"load\":\"$load\",\"chunk\":$MERGE_CHUNK,\"mib\":$mb,\"used_sectors\":$used,\"rep\":$rep"
+        echo "BENCH $m,\"secs\":$(awk -v a="$t0" -v b="$ta" -v c="$tb" -v d="$t1" 'BEGIN { printf "%.6f", (b - a + d - c) / 1e6 }')}"
+        if [ -n "$fpid" ]; then
+          # (a background job of a non-interactive shell may ignore SIGINT
+          # until fio installs its handler: repeat, then TERM)
+          n=0
+          while kill -0 "$fpid" 2>/dev/null; do
+            if [ $n -lt 20 ]; then kill -INT "$fpid"; else kill -TERM "$fpid"; fi
+            n=$((n + 1)); sleep 0.5
+          done
+          wait "$fpid" || true
+          if [ -s /tmp/fio.json ]; then
+            printf 'BENCHFIO %s}\t' "$m"; tr -d '\n' < /tmp/fio.json; echo
+          else
+            echo "BENCHERR $m} fio: $(head -c 300 /tmp/fio.err | tr '\n' ' ')"
+          fi
+        fi
+        dmsetup suspend base
+        dmsetup load base --table "0 $RSECT linear /dev/mapper/base-real 0"
+        dmsetup resume base
+        stack_down
+      done
+    done
+  done
+done
+unload_modules
