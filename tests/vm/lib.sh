@@ -151,23 +151,10 @@ compare_modules() {
   info "upstream and rs recorded identical: $*"
 }
 
-# gen SEED BYTES > FILE: deterministic data (SEED numeric), every 512-byte
-# sector different: it starts with "SEED:SECTOR:" and continues with a
-# seeded random line rotated by the sector number. A misplaced sector,
-# chunk or write shows up in any checksum that covers it.
-gen() {
-  awk -v s="$1" -v n="$2" 'BEGIN {
-    srand(s + 0); base = "";
-    for (i = 0; i < 512; i++) base = base sprintf("%c", 33 + int(rand() * 94));
-    base = base base;
-    for (k = 0; k * 512 < n; k++) {
-      h = sprintf("%d:%d:", s, k);
-      sec = h substr(base, 1 + (k * 37) % 512, 512 - length(h));
-      if ((k + 1) * 512 > n) sec = substr(sec, 1, n - k * 512);
-      printf "%s", sec;
-    }
-  }'
-}
+# gen SEED BYTES > FILE: the same generator as pattern (SEED usually a
+# number): every 512-byte sector starts with "SEED:SECTOR:", so a misplaced
+# sector, chunk or write shows up in any checksum that covers it.
+gen() { pattern "$1" "$2"; }
 
 # zeros BYTES > FILE
 zeros() { head -c "$1" /dev/zero; }
