@@ -19,6 +19,8 @@ use crate::dm::kcopyd::KcopydClient;
 use crate::dm::log::{dm_err, dm_warn};
 use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, MapResult, OpenMode, QueueLimits, Setup, StatusType, StatusWriter, Target, TargetOps};
 
+use crate::pure::chunk::ChunkSize;
+
 use super::core::{CoreParts, SnapCore};
 use super::registry::EntryRef;
 use super::store::{self, StoreKind};
@@ -144,6 +146,17 @@ pub(crate) fn write_ima(
     );
 }
 
+/// The target settings of a snapshot or merge table entry: flush and
+/// discard clones, per-bio data, and bios split at chunk boundaries.
+fn configure(setup: &mut Setup<'_>, features: Features, num_flush_bios: u32, chunk: ChunkSize) -> Result {
+    setup.set_num_flush_bios(num_flush_bios);
+    if features.discard_zeroes_cow {
+        setup.set_num_discard_bios(if features.discard_passdown_origin { 2 } else { 1 });
+    }
+    setup.set_per_io_data_size(crate::dm::bio::PER_BIO_DATA_SIZE as u32);
+    setup.set_max_io_len(u64::from(chunk.sectors()))
+}
+
 impl Snapshot {
     /// The constructor shared by `snapshot` and `snapshot-merge`
     /// (`snapshot_ctr()`).
@@ -201,11 +214,6 @@ impl Snapshot {
                 return Err(CtrError::inval(pairing));
             }
             let chunk = live.chunk_size();
-            setup.set_num_flush_bios(num_flush_bios);
-            if features.discard_zeroes_cow {
-                setup.set_num_discard_bios(if features.discard_passdown_origin { 2 } else { 1 });
-            }
-            setup.set_per_io_data_size(crate::dm::bio::PER_BIO_DATA_SIZE as u32);
             let this = KBox::pin(Snapshot { core: live.clone(), id, merge, kind, entry, features, origin, cow }, GFP_KERNEL);
             let this = match this {
                 Ok(this) => this,
@@ -214,8 +222,8 @@ impl Snapshot {
                     return Err(CtrError::new(ENOMEM, c_str!("Cannot allocate private snapshot structure")));
                 }
             };
-            setup
-                .set_max_io_len(u64::from(chunk.sectors()))
+            // On failure, dropping `this` withdraws it from waiting.
+            configure(setup, features, num_flush_bios, chunk)
                 .map_err(|e| CtrError::new(e, c_str!("Cannot allocate private snapshot structure")))?;
             return Ok(this);
         }
@@ -256,13 +264,7 @@ impl Snapshot {
         let core = SnapCore::new(parts)
             .map_err(|e| CtrError::new(e, c_str!("Cannot allocate private snapshot structure")))?;
 
-        setup.set_num_flush_bios(num_flush_bios);
-        if features.discard_zeroes_cow {
-            setup.set_num_discard_bios(if features.discard_passdown_origin { 2 } else { 1 });
-        }
-        setup.set_per_io_data_size(crate::dm::bio::PER_BIO_DATA_SIZE as u32);
-        setup
-            .set_max_io_len(u64::from(chunk.sectors()))
+        configure(setup, features, num_flush_bios, chunk)
             .map_err(|e| CtrError::new(e, c_str!("Failed to read snapshot metadata")))?;
 
         let this = KBox::pin(Snapshot { core: core.clone(), id, merge, kind, entry, features, origin, cow }, GFP_KERNEL)
