@@ -6,7 +6,8 @@ use core::num::NonZeroU32;
 use dmsnap_core::pure::chunk::ChunkSize;
 use dmsnap_core::pure::disk::{write_entry, DiskException, Geometry};
 use dmsnap_core::pure::merge::{
-    linear_tail, linear_tail_of_area, plan_tail_runs, CopyPlan, MergeError, MergeRun, TailRuns,
+    linear_tail, linear_tail_of_area, plan_batch_area, plan_tail_runs, runs_contain, CopyPlan, MergeError,
+    MergeRun, TailRuns,
 };
 use proptest::prelude::*;
 
@@ -45,6 +46,53 @@ fn entries() -> impl Strategy<Value = Vec<(u64, u64)>> {
 }
 
 proptest! {
+    /// A batch area plan covers exactly the newest entries, in runs that
+    /// partition them, within the budget; a refused run stops it.
+    #[test]
+    fn batch_area_plan(es in entries(), limit in 1u32..8, budget in 0u64..60, refuse_after in 0usize..10) {
+        let lim = NonZeroU32::new(limit).expect("nonzero");
+        let mut runs = Vec::new();
+        let consumed = plan_batch_area(es.as_slice(), es.len(), lim, budget, |r| {
+            if runs.len() == refuse_after { return false; }
+            runs.push(r);
+            true
+        }).expect("ok");
+        let total: u64 = runs.iter().map(|r| u64::from(r.count())).sum();
+        prop_assert_eq!(total, consumed as u64);
+        prop_assert!(total <= budget);
+        // Newest first, contiguous from the end.
+        let mut end = es.len();
+        for r in &runs {
+            prop_assert!(r.count() <= limit);
+            for k in 0..r.count() as usize {
+                let (o, n) = es[end - 1 - k];
+                prop_assert_eq!(o, r.last_old() - k as u64);
+                prop_assert_eq!(n, r.last_new() - k as u64);
+            }
+            end -= r.count() as usize;
+        }
+        // It stops only for the budget, the refusal or the list's start.
+        prop_assert!(end == 0 || total == budget || runs.len() == refuse_after);
+    }
+
+    /// `runs_contain` agrees with a linear scan over disjoint runs.
+    #[test]
+    fn runs_contain_matches_scan(starts in proptest::collection::btree_set(0u64..200, 0..12), lens in proptest::collection::vec(1u32..6, 12), probe in 0u64..220) {
+        let mut runs: Vec<MergeRun> = Vec::new();
+        let mut next_free = 0u64;
+        for (i, &s) in starts.iter().enumerate() {
+            if s < next_free { continue; }
+            let len = lens[i];
+            // A linear list of `len` entries is one run.
+            let list: Vec<(u64, u64)> = (0..u64::from(len)).map(|k| (s + k, 1000 + s + k)).collect();
+            let r = linear_tail(list.as_slice(), list.len(), NonZeroU32::new(len).expect("nz")).expect("ok").expect("run");
+            next_free = s + u64::from(len);
+            runs.push(r);
+        }
+        let scan = runs.iter().any(|r| r.contains_old(probe));
+        prop_assert_eq!(runs_contain(&runs, probe), scan);
+    }
+
     #[test]
     fn tail_matches_naive(es in entries(), cut in 0usize..100, limit in 1u32..10) {
         let end = if es.is_empty() { 0 } else { cut % (es.len() + 1) };

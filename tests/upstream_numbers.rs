@@ -395,3 +395,34 @@ fn status_strings() {
         Some("Overflow")
     );
 }
+
+#[test]
+fn merge_batch_across_areas_moves_the_cursor_back() {
+    let g = Geometry::new(cs(8));
+    let epa = g.exceptions_per_area();
+    let mut st = PersistentState::new_store(g);
+    // Fill area 0 and 3 entries of area 1.
+    for _ in 0..epa + 3 {
+        st.prepare_exception(1 << 30).expect("space");
+        let slot = st.commit_slot().expect("slot");
+        if slot.area_full {
+            assert!(st.advance_area());
+        }
+    }
+    assert_eq!((st.current_area(), st.current_committed()), (1, 3));
+    let before = st;
+    // Growing the list, or a slot past the area, is refused.
+    assert_eq!(st.commit_merge_to(1, 4), Err(StoreError::MergeTooLarge));
+    assert_eq!(st.commit_merge_to(0, epa + 1), Err(StoreError::MergeTooLarge));
+    assert_eq!(st, before);
+    // Merging all of area 1 and 10 entries of area 0 keeps epa - 10.
+    st.commit_merge_to(0, epa - 10).expect("commit");
+    assert_eq!((st.current_area(), st.current_committed()), (0, epa - 10));
+    // next_free as if the kept entries had been allocated in order.
+    assert_eq!(st.next_free(), 1 + u64::from(epa - 10) + 1);
+    assert_eq!(st.merge_step(), MergeStep::Ready);
+    // Everything merged: used == metadata == 2 chunks, what LVM waits for.
+    st.commit_merge_to(0, 0).expect("commit");
+    assert_eq!(st.merge_step(), MergeStep::Finished);
+    assert_eq!(st.usage(1 << 30).sectors_allocated, 2 * 8);
+}

@@ -124,47 +124,59 @@ impl<T> Exclusive<T> {
     }
 }
 
-/// A one-shot completion carrying a success flag: `set` once, `wait` for it.
+/// Waits for a number of completions that is only known once they have all
+/// been started: the issuer holds one count itself, adds one per job
+/// ([`Countdown::add`]), then drops its own with [`Countdown::done`] and
+/// waits. The result is whether every completion succeeded.
 #[pin_data]
-pub(crate) struct OneShot {
+pub(crate) struct Countdown {
+    /// Outstanding completions and whether all so far succeeded.
     #[pin]
-    state: kernel::sync::Mutex<Option<bool>>,
+    state: kernel::sync::Mutex<(usize, bool)>,
     #[pin]
     cv: kernel::sync::CondVar,
 }
 
-impl OneShot {
-    /// A new, unset completion.
+impl Countdown {
+    /// A countdown holding the issuer's count.
     pub(crate) fn new() -> Result<kernel::sync::Arc<Self>> {
         kernel::sync::Arc::pin_init(
             pin_init!(Self {
-                state <- kernel::new_mutex!(None, "dm_snapshot_rs:oneshot"),
-                cv <- kernel::new_condvar!("dm_snapshot_rs:oneshot"),
+                state <- kernel::new_mutex!((1, true), "dm_snapshot_rs:countdown"),
+                cv <- kernel::new_condvar!("dm_snapshot_rs:countdown"),
             }),
             GFP_KERNEL,
         )
     }
 
-    /// Records the result and wakes the waiter. Process context only.
-    pub(crate) fn set(&self, ok: bool) {
-        *self.state.lock() = Some(ok);
-        self.cv.notify_all();
+    /// One more completion to wait for; call before starting its job.
+    pub(crate) fn add(&self) {
+        let mut st = self.state.lock();
+        st.0 = st.0.saturating_add(1);
     }
 
-    /// Waits for the result. Process context only.
+    /// One completion arrived. Process context only.
+    pub(crate) fn done(&self, ok: bool) {
+        let mut st = self.state.lock();
+        st.0 = st.0.saturating_sub(1);
+        st.1 &= ok;
+        if st.0 == 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Waits until every completion (and the issuer's own `done`) arrived.
     pub(crate) fn wait(&self) -> bool {
         let mut guard = self.state.lock();
-        loop {
-            if let Some(ok) = *guard {
-                return ok;
-            }
+        while guard.0 != 0 {
             self.cv.wait(&mut guard);
         }
+        guard.1
     }
 }
 
-impl super::kcopyd::CopyCallback for OneShot {
+impl super::kcopyd::CopyCallback for Countdown {
     fn copy_done(this: kernel::sync::Arc<Self>, read_err: bool, write_err: u64) {
-        this.set(!read_err && write_err == 0);
+        this.done(!read_err && write_err == 0);
     }
 }

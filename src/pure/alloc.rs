@@ -319,6 +319,26 @@ impl PersistentState {
     }
 }
 
+impl PersistentState {
+    /// Commits a merge batch that may span areas: the entries after slot
+    /// `committed` of area `area` and everything in later areas are gone.
+    /// The cursor moves to `area` (`current_committed = committed`,
+    /// `next_free` as in [`Self::commit_merge`]). Fails, changing nothing,
+    /// if that is not a shrink of the current list.
+    pub fn commit_merge_to(&mut self, area: u64, committed: u32) -> Result<(), StoreError> {
+        let shrinks = area < self.current_area
+            || (area == self.current_area && committed <= self.current_committed);
+        if !shrinks || committed > self.geom.exceptions_per_area() {
+            return Err(StoreError::MergeTooLarge);
+        }
+        let loc = self.geom.area_location(area).ok_or(StoreError::NoSuchArea)?;
+        self.current_area = area;
+        self.current_committed = committed;
+        self.next_free = loc.saturating_add(u64::from(committed)).saturating_add(1);
+        Ok(())
+    }
+}
+
 /// Why loading the exceptions stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoadError<E> {

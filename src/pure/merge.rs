@@ -314,3 +314,51 @@ pub fn plan_tail_runs<S: ExceptionSource + ?Sized>(
     }
     Ok(written)
 }
+
+/// Plans one area's share of a merge batch: tail runs of entries `0..end`
+/// of `src`, newest first, each at most `limit` entries, until `budget`
+/// chunks are planned or `take` refuses a run (the last run is shortened
+/// to fit the budget). Returns how many entries the planned runs cover;
+/// they are the last ones of `0..end`.
+pub fn plan_batch_area<S, F>(
+    src: &S,
+    end: usize,
+    limit: NonZeroU32,
+    budget: u64,
+    mut take: F,
+) -> Result<usize, MergeError>
+where
+    S: ExceptionSource + ?Sized,
+    F: FnMut(MergeRun) -> bool,
+{
+    let mut left = end;
+    let mut budget = budget;
+    loop {
+        // Fits in u32: bounded by `limit`.
+        let cap = budget.min(u64::from(limit.get())) as u32;
+        let Some(cap) = NonZeroU32::new(cap) else {
+            break;
+        };
+        let Some(run) = linear_tail(src, left, cap)? else {
+            break;
+        };
+        if !take(run) {
+            break;
+        }
+        left = left.saturating_sub(run.count() as usize);
+        budget = budget.saturating_sub(u64::from(run.count()));
+    }
+    Ok(end - left)
+}
+
+/// Whether origin chunk `chunk` is merged by one of `runs`, which must be
+/// sorted by [`MergeRun::first_old`] and not overlap (the runs of one
+/// batch: every origin chunk has at most one exception).
+pub fn runs_contain(runs: &[MergeRun], chunk: Chunk) -> bool {
+    // The last run starting at or before `chunk`.
+    let after = runs.partition_point(|r| r.first_old() <= chunk);
+    match after.checked_sub(1).and_then(|i| runs.get(i)) {
+        Some(run) => run.contains_old(chunk),
+        None => false,
+    }
+}

@@ -31,17 +31,17 @@ use kernel::{impl_has_work, new_work};
 
 use crate::dm::kcopyd::{CopyCallback, CopyFlags, KcopydClient, Region};
 use crate::dm::log::dm_err;
-use crate::dm::sync::{self as dmsync, Exclusive, NoIoScope, OneShot};
+use crate::dm::sync::{self as dmsync, Countdown, Exclusive, NoIoScope};
 use crate::dm::bio::FullWrite;
 use crate::dm::{BdevHandle, Bio, BioList, BioOp, MapResult, OwnedBio, TargetHandle};
-use core::num::NonZeroU32;
 
 use crate::pure::alloc::{CommitSlot, MergeStep};
+use crate::pure::merge::{runs_contain, CopyPlan, MergeRun};
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::status::{InfoStatus, Usage};
 
 use super::registry::{OriginBio, OriginEntry, OriginOutcome};
-use super::store::{Cursor, MetadataIo, StoreKind};
+use super::store::{Cursor, MergeBatch, MetadataIo, StoreKind};
 use super::table::ExceptionTable;
 
 /// Buckets of the in-flight snapshot-read counters.
@@ -86,8 +86,9 @@ pub(crate) struct SnapState {
     merge_running: bool,
     /// Asked to stop (presuspend, destructor).
     merge_stop: bool,
-    /// Origin chunks being copied back: `first .. first + count`.
-    merge_window: Option<(Chunk, u64)>,
+    /// The runs being copied back by the current merge batch, sorted by
+    /// origin chunk (empty between batches).
+    merge_window: KVec<MergeRun>,
     /// Writes to the merge window, already pointed at the origin, waiting
     /// for the window to be merged.
     merge_queue: BioList,
@@ -178,7 +179,7 @@ impl SnapCore {
             merge_failed: false,
             merge_running: false,
             merge_stop: false,
-            merge_window: None,
+            merge_window: KVec::new(),
             merge_queue: BioList::new(),
             invalidated_pending_io: false,
             table: parts.table,
@@ -871,9 +872,7 @@ impl SnapCore {
         }
         if st.valid {
             if let Some(new) = st.table.lookup(chunk) {
-                let in_window = st
-                    .merge_window
-                    .is_some_and(|(first, count)| chunk >= first && chunk - first < count);
+                let in_window = runs_contain(&st.merge_window, chunk);
                 if write && in_window {
                     // Wait until this chunk is back in the origin, then write
                     // it there.
@@ -939,7 +938,7 @@ impl SnapCore {
         dm_err!("{}", why);
         let mut st = self.state.lock();
         st.merge_failed = true;
-        st.merge_window = None;
+        st.merge_window = KVec::new();
         let mut queued = st.merge_queue.take();
         drop(st);
         while let Some(bio) = queued.pop() {
@@ -947,21 +946,29 @@ impl SnapCore {
         }
     }
 
-    /// The merge worker: copies runs of chunks back to the origin, newest
-    /// first, until the store is empty (`snapshot_merge_next_chunks()` and
-    /// `merge_callback()`).
+    /// The merge worker: copies the exceptions back to the origin, newest
+    /// first, a batch at a time, until the store is empty
+    /// (`snapshot_merge_next_chunks()` and `merge_callback()`).
     fn merge(self: &Arc<Self>) {
         let _noio = NoIoScope::enter();
-        loop {
-            if !self.merge_one() {
-                break;
-            }
+        // Copies started before the snapshot became merging still commit
+        // into the store: let them finish before the list starts to shrink.
+        while self.in_flight.load(Ordering::Acquire) != 0 && !self.state.lock().merge_stop {
+            dmsync::sleep_ms(1);
         }
+        while self.merge_batch() {}
         self.state.lock().merge_running = false;
     }
 
-    /// One run; `false` when the merge is done, stopped or failed.
-    fn merge_one(self: &Arc<Self>) -> bool {
+    /// One batch; `false` when the merge is done, stopped or failed.
+    ///
+    /// A batch is every run from the tail of the list up to
+    /// `MERGE_BATCH_BYTES` (spanning areas if need be). All its copies are
+    /// in flight together; then one origin flush, the metadata writes and
+    /// one COW flush commit the whole batch. Upstream copies and commits
+    /// one linear run at a time, which for a randomly filled COW means a
+    /// flush and a metadata write per chunk.
+    fn merge_batch(self: &Arc<Self>) -> bool {
         {
             let st = self.state.lock();
             if st.merge_stop || st.merge_failed {
@@ -973,90 +980,44 @@ impl SnapCore {
                 return false;
             }
         }
-
-        // The run to merge: the newest entries of the on-disk list.
-        let mut meta_guard = self.meta.lock();
-        let Some(meta) = meta_guard.as_mut() else {
-            return false;
-        };
-        let run = loop {
-            let mut st = self.state.lock();
-            let Cursor::Persistent(p) = &mut st.cursor else {
+        let mut batch = match self.plan_merge_batch() {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return false,
+            Err(why) => {
+                self.merge_failed_now(why);
                 return false;
-            };
-            match p.merge_step() {
-                MergeStep::Finished => return false,
-                MergeStep::ReadPreviousArea { location, .. } => {
-                    drop(st);
-                    if meta.read_chunk(location).is_err() {
-                        drop(meta_guard);
-                        self.merge_failed_now("Read error in exception store: shutting down merge");
-                        return false;
-                    }
-                    let mut st = self.state.lock();
-                    if let Cursor::Persistent(p) = &mut st.cursor {
-                        if p.enter_previous_area().is_err() {
-                            drop(st);
-                            drop(meta_guard);
-                            self.merge_failed_now("Corrupt exception store: shutting down merge");
-                            return false;
-                        }
-                    }
-                }
-                MergeStep::Ready => {
-                    let limit = NonZeroU32::new((MERGE_RUN_BYTES / self.chunk.bytes().max(1)).max(1) as u32)
-                        .unwrap_or(NonZeroU32::MIN);
-                    match p.prepare_merge(meta.area_mut(), limit) {
-                        Ok(Some(run)) => break run,
-                        Ok(None) => return false,
-                        Err(_) => {
-                            drop(st);
-                            drop(meta_guard);
-                            self.merge_failed_now("Corrupt exception store: shutting down merge");
-                            return false;
-                        }
-                    }
-                }
             }
         };
-        drop(meta_guard);
-        let first = run.first_old();
-        let count = u64::from(run.count());
-        let plan = run.copy_plan(self.chunk, self.origin_sectors());
 
-        if let Some(plan) = plan {
+        // The copies, and the window they cover (sorted for lookups).
+        let origin_sectors = self.origin_sectors();
+        let mut plans: KVec<CopyPlan> = KVec::new();
+        let mut window: KVec<MergeRun> = KVec::new();
+        for run in batch.runs.iter() {
+            let ok = window.push(*run, GFP_KERNEL).is_ok()
+                && run.copy_plan(self.chunk, origin_sectors).map_or(true, |p| plans.push(p, GFP_KERNEL).is_ok());
+            if !ok {
+                self.merge_failed_now("Out of memory: shutting down merge");
+                return false;
+            }
+        }
+        window.sort_unstable_by_key(|r| r.first_old());
+
+        if !plans.is_empty() {
             // Other snapshots copy these origin chunks out first.
-            self.entry.prepare_extent(plan.dest, plan.sectors);
+            self.entry.prepare_extents(&plans);
             // From now on writes to the window wait.
-            self.state.lock().merge_window = Some((first, count));
+            let buckets = Self::window_buckets(&window);
+            self.state.lock().merge_window = window;
             // Writes already sent to the COW copies of the window finish.
-            for c in first..first + count {
-                if let Some(counter) = self.tracked.get(Self::track_bucket(c)) {
+            for (b, counter) in self.tracked.iter().enumerate() {
+                if buckets & (1u64 << b) != 0 {
                     while counter.load(Ordering::Acquire) != 0 {
                         dmsync::sleep_ms(1);
                     }
                 }
             }
-            let Ok(done) = OneShot::new() else {
-                self.merge_failed_now("Out of memory: shutting down merge");
-                return false;
-            };
-            let kc = self.kcopyd.lock();
-            let started = match kc.as_ref() {
-                // SAFETY: By the type invariant both devices stay open until
-                // `shutdown`, which stops the merge first.
-                Some(kc) => unsafe {
-                    kc.copy(
-                        &Region::new(self.cow, plan.src, plan.sectors),
-                        &[Region::new(self.origin, plan.dest, plan.sectors)],
-                        CopyFlags::default(),
-                        done.clone(),
-                    )
-                },
-                None => Err(ENODEV),
-            };
-            drop(kc);
-            if started.is_err() || !done.wait() {
+            if !self.copy_back(&plans) {
                 self.merge_failed_now("Read error: shutting down merge.");
                 return false;
             }
@@ -1067,28 +1028,24 @@ impl SnapCore {
                 self.merge_failed_now("Flush after merge failed: shutting down merge");
                 return false;
             }
+        } else {
+            self.state.lock().merge_window = window;
         }
 
-        // Shrink the on-disk list, then the table, then release the writes.
+        // Shrink the on-disk list and make that durable before any write to
+        // the window reaches the origin: an entry that came back after a
+        // crash would merge its old data over such a write.
         let mut meta_guard = self.meta.lock();
         let Some(meta) = meta_guard.as_mut() else {
             return false;
         };
-        let location = {
-            let st = self.state.lock();
-            match &st.cursor {
-                Cursor::Persistent(p) => p.current_area_location(),
-                Cursor::Transient(_) => None,
-            }
+        let p = match &self.state.lock().cursor {
+            Cursor::Persistent(p) => *p,
+            Cursor::Transient(_) => return false,
         };
-        let cleared = {
-            let st = self.state.lock();
-            match &st.cursor {
-                Cursor::Persistent(p) => p.clear_merged(meta.area_mut(), run.count()).is_ok(),
-                Cursor::Transient(_) => false,
-            }
-        };
-        let written = cleared && location.is_some_and(|l| meta.write_area(l, None).is_ok());
+        let written = meta.commit_merge_batch(&p, &mut batch).is_ok()
+            // SAFETY: By the type invariant the COW is held.
+            && unsafe { self.cow.flush() }.is_ok();
         drop(meta_guard);
         if !written {
             self.merge_failed_now("Write error in exception store: shutting down merge");
@@ -1096,11 +1053,14 @@ impl SnapCore {
         }
         let mut st = self.state.lock();
         let committed = match &mut st.cursor {
-            Cursor::Persistent(p) => p.commit_merge(run.count()).is_ok(),
+            Cursor::Persistent(p) => p.commit_merge_to(batch.end.0, batch.end.1).is_ok(),
             Cursor::Transient(_) => false,
         };
-        let removed = st.table.remove_range(first, count).is_ok();
-        st.merge_window = None;
+        let mut removed = true;
+        for run in batch.runs.iter() {
+            removed &= st.table.remove_range(run.first_old(), u64::from(run.count())).is_ok();
+        }
+        st.merge_window = KVec::new();
         let mut queued = st.merge_queue.take();
         drop(st);
         if !committed || !removed {
@@ -1113,10 +1073,94 @@ impl SnapCore {
         }
         committed && removed
     }
+
+    /// Plans the next batch from the cursor, reading the previous area
+    /// first if the current one is empty. `None` when nothing is left.
+    fn plan_merge_batch(&self) -> Result<Option<MergeBatch>, &'static str> {
+        let budget = (MERGE_BATCH_BYTES / self.chunk.bytes().max(1)).max(1) as u64;
+        let mut meta_guard = self.meta.lock();
+        let Some(meta) = meta_guard.as_mut() else {
+            return Ok(None);
+        };
+        loop {
+            // Only this worker moves a merging store's cursor (no new
+            // exceptions while merging), so a copy of it stays current.
+            let p = match &self.state.lock().cursor {
+                Cursor::Persistent(p) => *p,
+                Cursor::Transient(_) => return Ok(None),
+            };
+            match p.merge_step() {
+                MergeStep::Finished => return Ok(None),
+                MergeStep::ReadPreviousArea { location, .. } => {
+                    if meta.read_chunk(location).is_err() {
+                        return Err("Read error in exception store: shutting down merge");
+                    }
+                    let mut st = self.state.lock();
+                    if let Cursor::Persistent(p) = &mut st.cursor {
+                        if p.enter_previous_area().is_err() {
+                            return Err("Corrupt exception store: shutting down merge");
+                        }
+                    }
+                }
+                MergeStep::Ready => {
+                    return meta.plan_merge_batch(&p, budget).map(Some).map_err(|e| e.message());
+                }
+            }
+        }
+    }
+
+    /// The tracked-write buckets the origin chunks of `window` hash to.
+    fn window_buckets(window: &[MergeRun]) -> u64 {
+        let mut buckets = 0u64;
+        for run in window {
+            if u64::from(run.count()) >= TRACK_BUCKETS as u64 {
+                return u64::MAX;
+            }
+            for c in run.first_old()..=run.last_old() {
+                buckets |= 1u64 << Self::track_bucket(c);
+            }
+        }
+        buckets
+    }
+
+    /// Copies the batch back to the origin, all copies in flight together;
+    /// whether every one succeeded.
+    fn copy_back(&self, plans: &[CopyPlan]) -> bool {
+        let Ok(done) = Countdown::new() else {
+            return false;
+        };
+        let mut started = true;
+        let kc = self.kcopyd.lock();
+        for plan in plans {
+            let Some(kc) = kc.as_ref() else {
+                started = false;
+                break;
+            };
+            done.add();
+            // SAFETY: By the type invariant both devices stay open until
+            // `shutdown`, which stops the merge first.
+            let r = unsafe {
+                kc.copy(
+                    &Region::new(self.cow, plan.src, plan.sectors),
+                    &[Region::new(self.origin, plan.dest, plan.sectors)],
+                    CopyFlags::default(),
+                    done.clone(),
+                )
+            };
+            if r.is_err() {
+                done.done(false);
+                started = false;
+                break;
+            }
+        }
+        drop(kc);
+        done.done(started);
+        done.wait()
+    }
 }
 
-/// Upper bound of one merge copy (a run is also bounded by its area).
-const MERGE_RUN_BYTES: usize = 16 << 20;
+/// Data merged per batch: one origin flush and one commit per batch.
+const MERGE_BATCH_BYTES: usize = 16 << 20;
 
 impl WorkItem<1> for SnapCore {
     type Pointer = Arc<SnapCore>;

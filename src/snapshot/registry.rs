@@ -14,6 +14,7 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 
 use crate::dm::{kvec, Bio, OwnedBio};
+use crate::pure::merge::CopyPlan;
 
 use super::core::SnapCore;
 
@@ -160,28 +161,32 @@ impl OriginEntry {
         }
     }
 
-    /// Makes every snapshot of the origin copy out the chunks of
-    /// `sectors` sectors from `start`, and waits until they have
+    /// Makes every snapshot of the origin copy out the chunks of the
+    /// origin `extents` (sector ranges), and waits until they have
     /// (`origin_write_extent()`, used by the merge before it overwrites the
-    /// origin). Steps by the smallest chunk size.
-    pub(crate) fn prepare_extent(&self, start: u64, sectors: u64) {
+    /// origin). All copies are started before the first wait. Steps by the
+    /// smallest chunk size.
+    pub(crate) fn prepare_extents(&self, extents: &[CopyPlan]) {
         let step = u64::from(self.min_chunk_sectors().unwrap_or(1).max(1));
         loop {
             let mut busy = false;
-            let mut sector = start - (start % step);
-            while sector < start + sectors {
-                let list = self.snapshots.lock();
-                for snap in list.iter() {
-                    let mut none: Option<OriginBio<'_>> = None;
-                    if let Some((chunk, new)) = snap.origin_cow(sector, &mut none) {
-                        snap.start_copy(chunk, new);
-                        busy = true;
-                    } else if snap.copy_pending(sector) {
-                        busy = true;
+            for extent in extents {
+                let end = extent.dest.saturating_add(extent.sectors);
+                let mut sector = extent.dest - (extent.dest % step);
+                while sector < end {
+                    let list = self.snapshots.lock();
+                    for snap in list.iter() {
+                        let mut none: Option<OriginBio<'_>> = None;
+                        if let Some((chunk, new)) = snap.origin_cow(sector, &mut none) {
+                            snap.start_copy(chunk, new);
+                            busy = true;
+                        } else if snap.copy_pending(sector) {
+                            busy = true;
+                        }
                     }
+                    drop(list);
+                    sector += step;
                 }
-                drop(list);
-                sector += step;
             }
             if !busy {
                 return;

@@ -20,6 +20,7 @@ use crate::dm::{BdevHandle, CtrError, DmDev};
 use crate::pure::alloc::{LoadError, LoadProgress, Loader, NoSpace, PersistentState, TransientState};
 use crate::pure::chunk::{Chunk, ChunkSize, ChunkSizeError, Sector};
 use crate::pure::disk::{self, decode_header, DiskException, DiskHeader, Geometry, HeaderError, HeaderState};
+use crate::pure::merge::{plan_batch_area, AreaSource, MergeError, MergeRun};
 use crate::pure::status::Usage;
 
 use super::table::ExceptionTable;
@@ -424,13 +425,146 @@ impl MetadataIo {
         self.io.sync_io(&region, op, &mut self.area)
     }
 
-    /// The area buffer (merge reads and clears entries in it).
-    pub(crate) fn area_mut(&mut self) -> &mut [u8] {
-        self.area.as_mut_slice()
-    }
-
     /// Starts a fresh, empty area buffer (after a full area was written).
     pub(crate) fn next_area(&mut self) {
         self.clear_area();
+    }
+}
+
+/// Metadata areas one merge batch may span, the current one included.
+const MERGE_BATCH_AREAS: usize = 16;
+
+/// The next exceptions to merge: runs from the tail of the on-disk list,
+/// newest first, possibly spanning several areas
+/// ([`MetadataIo::plan_merge_batch`]).
+pub(crate) struct MergeBatch {
+    /// The runs, newest first.
+    pub(crate) runs: KVec<MergeRun>,
+    /// Entries the current area keeps.
+    current_keep: u32,
+    /// Earlier (full) areas read for this batch, newest first.
+    earlier: KVec<EarlierArea>,
+    /// Where the list ends once the batch is merged: (area, entries kept).
+    pub(crate) end: (u64, u32),
+}
+
+/// An earlier metadata area read for a merge batch.
+struct EarlierArea {
+    location: Chunk,
+    buf: IoBuffer,
+    /// Entries it keeps; the rest are merged by the batch.
+    keep: u32,
+}
+
+/// Why a merge batch could not be planned.
+pub(crate) enum MergePlanError {
+    /// Reading an earlier area failed.
+    Read,
+    /// The entries make no sense (e.g. a COW chunk of 0).
+    Corrupt,
+    /// Out of memory.
+    NoMemory,
+}
+
+impl MergePlanError {
+    /// The message the merge stops with (upstream's wording).
+    pub(crate) fn message(&self) -> &'static str {
+        match self {
+            Self::Read => "Read error in exception store: shutting down merge",
+            Self::Corrupt => "Corrupt exception store: shutting down merge",
+            Self::NoMemory => "Out of memory: shutting down merge",
+        }
+    }
+}
+
+impl From<MergeError> for MergePlanError {
+    fn from(_: MergeError) -> Self {
+        Self::Corrupt
+    }
+}
+
+impl MetadataIo {
+    /// Plans a merge batch of at most `budget` chunks from the tail of the
+    /// list whose cursor is `p`; the area buffer holds `p`'s current area,
+    /// which has committed entries. Runs never cross an area (the COW
+    /// chunks skip the metadata chunk between areas), but a batch takes
+    /// the earlier areas too while it has budget, so a sequentially filled
+    /// COW merges in large copies with one commit per batch.
+    pub(crate) fn plan_merge_batch(&mut self, p: &PersistentState, budget: u64) -> Result<MergeBatch, MergePlanError> {
+        let geom = p.geometry();
+        let limit = core::num::NonZeroU32::new(u32::try_from(budget).unwrap_or(u32::MAX).max(1))
+            .unwrap_or(core::num::NonZeroU32::MIN);
+        let mut runs = KVec::new();
+        // A refused run (no memory) just ends the batch early.
+        let mut oom = false;
+        let committed = p.current_committed();
+        let src = AreaSource::new(geom, self.area.as_slice());
+        let taken = plan_batch_area(&src, committed as usize, limit, budget, |run| {
+            let ok = runs.push(run, GFP_KERNEL).is_ok();
+            oom |= !ok;
+            ok
+        })?;
+        let current_keep = committed.saturating_sub(taken as u32);
+        let mut budget = budget.saturating_sub(taken as u64);
+        let mut end = (p.current_area(), current_keep);
+        let mut earlier: KVec<EarlierArea> = KVec::new();
+        let epa = geom.exceptions_per_area();
+        // Earlier areas are full; go on while this one is used up.
+        while end.1 == 0 && end.0 > 0 && budget > 0 && earlier.len() + 1 < MERGE_BATCH_AREAS && !oom {
+            let area = end.0 - 1;
+            let location = geom.area_location(area).ok_or(MergePlanError::Corrupt)?;
+            let mut buf = IoBuffer::new(self.chunk.bytes()).map_err(|_| MergePlanError::NoMemory)?;
+            let region = self.region(location).map_err(|_| MergePlanError::Corrupt)?;
+            self.io
+                .sync_io(&region, bindings::req_op_REQ_OP_READ, &mut buf)
+                .map_err(|_| MergePlanError::Read)?;
+            let src = AreaSource::new(geom, buf.as_slice());
+            let taken = plan_batch_area(&src, epa as usize, limit, budget, |run| {
+                let ok = runs.push(run, GFP_KERNEL).is_ok();
+                oom |= !ok;
+                ok
+            })?;
+            if taken == 0 {
+                break;
+            }
+            let keep = epa.saturating_sub(taken as u32);
+            earlier.push(EarlierArea { location, buf, keep }, GFP_KERNEL).map_err(|_| MergePlanError::NoMemory)?;
+            budget = budget.saturating_sub(taken as u64);
+            end = (area, keep);
+        }
+        if runs.is_empty() {
+            return Err(if oom { MergePlanError::NoMemory } else { MergePlanError::Corrupt });
+        }
+        Ok(MergeBatch { runs, current_keep, earlier, end })
+    }
+
+    /// Removes the batch's entries on disk (`persistent_commit_merge()`
+    /// for several areas): the emptied areas, newest first, then the area
+    /// the list now ends in. Plain writes; the caller flushes the COW
+    /// before anything may depend on them. Afterwards the area buffer holds
+    /// the area the list ends in. The caller flushed the origin first, so
+    /// whichever of these writes survive a crash, every entry missing
+    /// from the list has its data in the origin.
+    pub(crate) fn commit_merge_batch(&mut self, p: &PersistentState, batch: &mut MergeBatch) -> Result {
+        let geom = p.geometry();
+        let location = p.current_area_location().ok_or(EINVAL)?;
+        for i in batch.current_keep..p.current_committed() {
+            disk::clear_entry(geom, self.area.as_mut_slice(), i).map_err(|_| EINVAL)?;
+        }
+        let region = self.region(location)?;
+        let op = bindings::req_op_REQ_OP_WRITE | DMSNAP_REQ_SYNC;
+        self.io.sync_io(&region, op, &mut self.area)?;
+        let epa = geom.exceptions_per_area();
+        for area in batch.earlier.iter_mut() {
+            for i in area.keep..epa {
+                disk::clear_entry(geom, area.buf.as_mut_slice(), i).map_err(|_| EINVAL)?;
+            }
+            let region = self.region(area.location)?;
+            self.io.sync_io(&region, op, &mut area.buf)?;
+        }
+        if let Some(last) = batch.earlier.last_mut() {
+            core::mem::swap(&mut self.area, &mut last.buf);
+        }
+        Ok(())
     }
 }

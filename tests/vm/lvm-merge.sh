@@ -72,7 +72,16 @@ if dmsetup table | grep -q snapshot-merge; then fail "merge started while mounte
 umount /mnt/root
 lvmc vgchange -an vg >/dev/null
 lvmc vgchange -ay vg >/dev/null
-dmsetup table vg-root | grep -q snapshot-merge || fail "merge did not start on activation: $(dmsetup table)"
+# The merge starts on activation: either it is still running, or vgchange's
+# background poller already saw it finish (a batched merge of a small COW
+# takes well under a second) and removed the snapshot; check_rollback below
+# then proves the data was merged.
+if ! dmsetup table vg-root | grep -q snapshot-merge; then
+  if lvmc lvs --noheadings -o lv_name vg | grep -q pre; then
+    fail "merge did not start on activation: $(dmsetup table)"
+  fi
+  info "merge on activation already finished"
+fi
 # Poll it to completion (no lvmpolld here; vgchange may also have started a
 # background poller, so lvpoll may find the merge already finished).
 lvmc lvm lvpoll --polloperation merge -i 1 vg/root || true
