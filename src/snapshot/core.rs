@@ -401,7 +401,7 @@ impl SnapCore {
     /// the commit. The pending exception exists and was not started.
     fn start_full_write(self: &Arc<Self>, ti: &crate::dm::Target, chunk: Chunk, bio: &Bio) {
         let owned = bio.defer();
-        let prepared = Arc::new(CopyJob { snap: self.clone(), chunk }, GFP_KERNEL)
+        let prepared = Arc::new(CopyJob::single(self.clone(), chunk), GFP_KERNEL)
             .map_err(|_| ENOMEM)
             .and_then(|job| match self.kcopyd.lock().as_ref() {
                 // Not under the state lock: this may wait for kcopyd jobs,
@@ -540,42 +540,9 @@ impl SnapCore {
 
     /// Starts copying origin chunk `chunk` to COW chunk `new`.
     pub(crate) fn start_copy(self: &Arc<Self>, chunk: Chunk, new: Chunk) {
-        let _noio = NoIoScope::enter();
-        let Some((src, count)) = self.chunk.clip_extent(chunk, 1, self.origin_sectors()) else {
-            // Nothing of the origin lies in this chunk: nothing to copy.
-            self.copy_done(chunk, true);
-            return;
-        };
-        let Some(dst) = self.chunk.chunk_to_sector(new) else {
-            self.copy_done(chunk, false);
-            return;
-        };
-        let job = match Arc::new(CopyJob { snap: self.clone(), chunk }, GFP_KERNEL) {
-            Ok(job) => job,
-            Err(_) => {
-                self.copy_done(chunk, false);
-                return;
-            }
-        };
-        let kc = self.kcopyd.lock();
-        let started = match kc.as_ref() {
-            // SAFETY: By the type invariant both devices stay open until
-            // `shutdown`, which destroys this client (waiting for the job)
-            // before returning.
-            Some(kc) => unsafe {
-                kc.copy(
-                    &Region::new(self.origin, src, count),
-                    &[Region::new(self.cow, dst, count)],
-                    CopyFlags::default(),
-                    job,
-                )
-            },
-            None => Err(ENODEV),
-        };
-        drop(kc);
-        if started.is_err() {
-            self.copy_done(chunk, false);
-        }
+        let mut group = CopyGroup::new();
+        group.add(self, chunk, new);
+        group.start();
     }
 
     /// A copy finished: mark it and let the worker commit it in order.
@@ -1206,15 +1173,127 @@ impl CopyCallback for ZeroJob {
     }
 }
 
-/// Context of one kcopyd copy.
+/// Context of one kcopyd copy: the snapshots (and their origin chunks)
+/// whose pending exceptions it fills.
 struct CopyJob {
-    snap: Arc<SnapCore>,
-    chunk: Chunk,
+    members: [Option<(Arc<SnapCore>, Chunk)>; MAX_COPY_DESTS],
+}
+
+impl CopyJob {
+    fn single(snap: Arc<SnapCore>, chunk: Chunk) -> Self {
+        let mut members: [Option<(Arc<SnapCore>, Chunk)>; MAX_COPY_DESTS] = Default::default();
+        if let Some(slot) = members.first_mut() {
+            *slot = Some((snap, chunk));
+        }
+        Self { members }
+    }
 }
 
 impl CopyCallback for CopyJob {
     fn copy_done(this: Arc<Self>, read_err: bool, write_err: u64) {
-        let ok = !read_err && write_err == 0;
-        this.snap.copy_done(this.chunk, ok);
+        for (i, member) in this.members.iter().enumerate() {
+            if let Some((snap, chunk)) = member {
+                // Destination `i` is member `i` (see `CopyGroup::start`).
+                let ok = !read_err && write_err & (1u64 << i) == 0;
+                snap.copy_done(*chunk, ok);
+            }
+        }
+    }
+}
+
+/// Destinations of one kcopyd job (`DM_KCOPYD_MAX_REGIONS`).
+const MAX_COPY_DESTS: usize = 8;
+
+/// One origin chunk that several snapshots of the same chunk size need
+/// copied: it is read once and written to every COW in one kcopyd job.
+/// Upstream starts one job, and so one origin read, per snapshot.
+pub(crate) struct CopyGroup {
+    members: [Option<(Arc<SnapCore>, Chunk, Chunk)>; MAX_COPY_DESTS],
+    len: usize,
+}
+
+impl CopyGroup {
+    /// An empty group.
+    pub(crate) fn new() -> Self {
+        Self { members: Default::default(), len: 0 }
+    }
+
+    /// Adds `snap`'s new exception `chunk -> new` (from
+    /// [`SnapCore::origin_cow`]). A snapshot that cannot share the job
+    /// (another chunk size, or the group is full) starts the group first.
+    pub(crate) fn add(&mut self, snap: &Arc<SnapCore>, chunk: Chunk, new: Chunk) {
+        let fits = match self.members.first() {
+            Some(Some((first, first_chunk, _))) => {
+                first.chunk.sectors() == snap.chunk.sectors() && *first_chunk == chunk && self.len < MAX_COPY_DESTS
+            }
+            _ => true,
+        };
+        if !fits {
+            self.start();
+        }
+        if let Some(slot) = self.members.get_mut(self.len) {
+            *slot = Some((snap.clone(), chunk, new));
+            self.len += 1;
+        } else {
+            // Cannot happen: a full group was started above.
+            snap.copy_done(chunk, false);
+        }
+    }
+
+    /// Starts the copy (if any) and empties the group.
+    pub(crate) fn start(&mut self) {
+        let _noio = NoIoScope::enter();
+        let mut members: [Option<(Arc<SnapCore>, Chunk, Chunk)>; MAX_COPY_DESTS] = Default::default();
+        core::mem::swap(&mut members, &mut self.members);
+        self.len = 0;
+        let Some(Some((first, chunk, _))) = members.first() else {
+            return;
+        };
+        let (first, chunk) = (first.clone(), *chunk);
+        let Some((src, count)) = first.chunk.clip_extent(chunk, 1, first.origin_sectors()) else {
+            // Nothing of the origin lies in this chunk: nothing to copy.
+            for (snap, chunk, _) in members.iter().flatten() {
+                snap.copy_done(*chunk, true);
+            }
+            return;
+        };
+        let mut dests = [Region::new(first.cow, 0, 0); MAX_COPY_DESTS];
+        let mut job = CopyJob { members: Default::default() };
+        let mut n = 0;
+        for (snap, chunk, new) in members.iter().flatten() {
+            match (snap.chunk.chunk_to_sector(*new), dests.get_mut(n), job.members.get_mut(n)) {
+                (Some(dst), Some(region), Some(slot)) => {
+                    *region = Region::new(snap.cow, dst, count);
+                    *slot = Some((snap.clone(), *chunk));
+                    n += 1;
+                }
+                _ => snap.copy_done(*chunk, false),
+            }
+        }
+        let Some(to) = dests.get(..n).filter(|d| !d.is_empty()) else {
+            return;
+        };
+        let Ok(job) = Arc::new(job, GFP_KERNEL) else {
+            for (snap, chunk, _) in members.iter().flatten() {
+                snap.copy_done(*chunk, false);
+            }
+            return;
+        };
+        let kc = first.kcopyd.lock();
+        let started = match kc.as_ref() {
+            // SAFETY: The origin and every destination COW stay open until
+            // the job's callback ran: each member's `shutdown` waits for its
+            // exception (completed by that callback), and the client's owner
+            // `first` destroys the client (waiting for the job) in its own
+            // `shutdown` (type invariant of `SnapCore`).
+            Some(kc) => unsafe { kc.copy(&Region::new(first.origin, src, count), to, CopyFlags::default(), job) },
+            None => Err(ENODEV),
+        };
+        drop(kc);
+        if started.is_err() {
+            for (snap, chunk, _) in members.iter().flatten() {
+                snap.copy_done(*chunk, false);
+            }
+        }
     }
 }

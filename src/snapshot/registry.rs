@@ -16,7 +16,7 @@ use kernel::sync::{Arc, Mutex};
 use crate::dm::{kvec, Bio, OwnedBio};
 use crate::pure::merge::CopyPlan;
 
-use super::core::SnapCore;
+use super::core::{CopyGroup, SnapCore};
 
 /// An origin write, either still in `map` or held and being retried.
 pub(crate) enum OriginBio<'a> {
@@ -148,11 +148,14 @@ impl OriginEntry {
         let sector = bio.sector();
         let mut bio = Some(bio);
         let list = self.snapshots.lock();
+        // Snapshots of one chunk size share one read of the origin chunk.
+        let mut group = CopyGroup::new();
         for snap in list.iter() {
             if let Some((chunk, new)) = snap.origin_cow(sector, &mut bio) {
-                snap.start_copy(chunk, new);
+                group.add(snap, chunk, new);
             }
         }
+        group.start();
         drop(list);
         match bio {
             Some(OriginBio::Owned(b)) => OriginOutcome::Proceed(Some(b)),
