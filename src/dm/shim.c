@@ -76,11 +76,6 @@ void dmsnap_workqueue_destroy(struct workqueue_struct *wq)
 	destroy_workqueue(wq);
 }
 
-void dmsnap_workqueue_flush(struct workqueue_struct *wq)
-{
-	flush_workqueue(wq);
-}
-
 static void dmsnap_full_write_end_io(struct bio *bio)
 {
 	struct dmsnap_full_write *fw = bio->bi_private;

@@ -38,7 +38,6 @@ unsigned int dmsnap_memalloc_noio_save(void);
 void dmsnap_memalloc_noio_restore(unsigned int flags);
 struct workqueue_struct *dmsnap_workqueue_create(void);
 void dmsnap_workqueue_destroy(struct workqueue_struct *wq);
-void dmsnap_workqueue_flush(struct workqueue_struct *wq);
 
 /*
  * A full-chunk snapshot write that does the work of the copy: its

@@ -92,15 +92,14 @@ pub(crate) fn queue() -> &'static Queue {
     unsafe { Queue::from_raw(wq) }
 }
 
-/// Waits until all work queued on the module's queue so far has run.
-pub(crate) fn flush_queue() {
-    let wq = WORKQUEUE.load(Ordering::Acquire);
-    if wq.is_null() {
-        return;
-    }
-    // SAFETY: The queue is live while the module is loaded (see `queue`);
+/// Waits until the last queued run of `work` has finished (`flush_work()`),
+/// without waiting for anything else on its queue. Process context only.
+pub(crate) fn flush_work<T: ?Sized, const ID: u64>(work: &kernel::workqueue::Work<T, ID>) {
+    // SAFETY: `work` is borrowed, so it points to a live, initialised item.
+    let raw = unsafe { kernel::workqueue::Work::raw_get(work) };
+    // SAFETY: `raw` is an initialised `work_struct`, valid for the call;
     // callers are in process context.
-    unsafe { dmb::dmsnap_workqueue_flush(wq) };
+    unsafe { bindings::flush_work(raw) };
 }
 
 /// Makes a `Send` value `Sync` by allowing access only through `&mut self`

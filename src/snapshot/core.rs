@@ -107,9 +107,10 @@ pub(crate) struct SnapState {
 ///
 /// # Invariants
 ///
-/// `origin`, `cow` and `state.ti` stay valid until [`SnapCore::shutdown`]
-/// returns: the owning target (`state.owner`) holds the two devices and
-/// calls `shutdown` in its destructor before releasing them. A handover
+/// `origin` and `cow` stay valid until [`SnapCore::shutdown`] returns: the
+/// owning target (`state.owner`) holds the two devices and calls `shutdown`
+/// in its destructor before releasing them. `state.ti`, if set, is the
+/// owner's live target: its destructor clears it in [`SnapCore::release`]. A handover
 /// moves ownership to a target holding the same two devices, and only
 /// while the old owner is suspended.
 #[pin_data]
@@ -630,6 +631,7 @@ impl SnapCore {
                 dm_err!("Cancelling snapshot handover.");
             }
             st.owner = 0;
+            st.ti = None;
             return true;
         }
         if st.waiting == Some(me) {
@@ -648,9 +650,10 @@ impl SnapCore {
         while self.in_flight.load(Ordering::Acquire) != 0 {
             dmsync::sleep_ms(1);
         }
-        // The worker may still be finishing the last batch (or a header
-        // write): wait for it.
-        dmsync::flush_queue();
+        // The commit worker may still be finishing the last batch (or a
+        // header write): wait for it, and only for it (not for a merge of
+        // another snapshot running on the same queue).
+        dmsync::flush_work(&self.work);
         drop(self.kcopyd.lock().take());
         drop(self.meta.lock().take());
     }
@@ -661,21 +664,23 @@ impl SnapCore {
         let _noio = NoIoScope::enter();
         loop {
             // Invalidation side effects first: header, then the event.
-            let (invalidated, ti) = {
-                let mut st = self.state.lock();
-                (core::mem::replace(&mut st.invalidated_pending_io, false), st.ti)
-            };
+            let invalidated = core::mem::replace(&mut self.state.lock().invalidated_pending_io, false);
             if invalidated {
                 if let Some(meta) = self.meta.lock().as_mut() {
                     if meta.write_header(false).is_err() {
                         dm_err!("write header failed");
                     }
                 }
-                if let Some(ti) = ti {
-                    // SAFETY: By the type invariant the target is alive until
-                    // `shutdown` returns, and `shutdown` waits for this worker.
+                // The event goes to the owner at this moment, under the
+                // state lock: a handover replaces `ti` and an owner's
+                // destructor clears it (`release`) under the same lock.
+                let st = self.state.lock();
+                if let Some(ti) = st.ti {
+                    // SAFETY: `ti` is the owner's target, alive while it is
+                    // stored here (see above and the type invariant).
                     unsafe { ti.table_event() };
                 }
+                drop(st);
             }
 
             let mut batch: KVec<(Chunk, Chunk, bool, Option<CommitSlot>)> = KVec::new();

@@ -103,12 +103,12 @@ impl Drop for Snapshot {
             // this function, in field order).
             self.entry.entry().remove(&self.core);
             self.core.shutdown();
-        } else {
-            // The store lives on in the target that took it over, which
-            // holds the same devices. Wait for a worker that may still be
-            // raising an event on this target.
-            crate::dm::sync::flush_queue();
         }
+        // Otherwise the store lives on in the target that took it over,
+        // which holds the same devices; no worker refers to this target
+        // any more (events go to `state.ti`, the new owner). In particular
+        // this must not wait for the merge, which lvconvert's removal of
+        // the old snapshot table would otherwise block on.
     }
 }
 
