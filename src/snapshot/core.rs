@@ -22,6 +22,7 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use kernel::bindings;
 use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::rbtree::RBTree;
@@ -29,6 +30,7 @@ use kernel::sync::{Arc, Mutex};
 use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_work};
 
+use crate::dm::dm_io::{DmIoClient, IoBuffer};
 use crate::dm::kcopyd::{CopyCallback, CopyFlags, KcopydClient, Region};
 use crate::dm::log::dm_err;
 use crate::dm::sync::{self as dmsync, Countdown, Exclusive, NoIoScope};
@@ -100,7 +102,42 @@ pub(crate) struct SnapState {
     /// Allocation order: sequence number -> chunk. Commits follow it.
     order: RBTree<u64, Chunk>,
     next_seq: u64,
+    /// Pending exceptions whose copy has not finished yet.
+    copying: u64,
+    /// Entries in `order`.
+    ordered: u64,
     pub(crate) cursor: Cursor,
+}
+
+impl SnapState {
+    /// Whether the commit worker should write a batch now
+    /// (`persistent_commit_exception()`'s rule): when no copy is running,
+    /// or when the finished copies fill the current area. Committing every
+    /// finished prefix at once would cost a flushed metadata write per few
+    /// chunks during a burst of first writes.
+    fn commit_due(&self) -> bool {
+        let room = match &self.cursor {
+            Cursor::Persistent(p) if self.valid && self.copying != 0 => {
+                p.geometry().exceptions_per_area().saturating_sub(p.current_committed())
+            }
+            _ => return true,
+        };
+        // Cheap test first: this runs on every copy completion.
+        if self.ordered.saturating_sub(self.copying) < u64::from(room) {
+            return false;
+        }
+        let mut finished = 0u32;
+        for (_, chunk) in self.order.iter() {
+            if finished >= room {
+                break;
+            }
+            match self.pending.get(chunk) {
+                Some(pe) if pe.copied.is_none() => break,
+                _ => finished += 1,
+            }
+        }
+        finished >= room
+    }
 }
 
 /// One snapshot's shared core.
@@ -187,6 +224,8 @@ impl SnapCore {
             pending: RBTree::new(),
             order: RBTree::new(),
             next_seq: 0,
+            copying: 0,
+            ordered: 0,
             cursor: parts.cursor,
         };
         Arc::pin_init(
@@ -286,6 +325,8 @@ impl SnapCore {
             return None;
         }
         st.next_seq += 1;
+        st.copying += 1;
+        st.ordered += 1;
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         Some(new)
     }
@@ -549,8 +590,12 @@ impl SnapCore {
     /// A copy finished: mark it and let the worker commit it in order.
     fn copy_done(self: &Arc<Self>, chunk: Chunk, ok: bool) {
         let mut st = self.state.lock();
+        let mut first = false;
         if let Some(pe) = st.pending.get_mut(&chunk) {
-            pe.copied = Some(ok);
+            first = pe.copied.replace(ok).is_none();
+        }
+        if first {
+            st.copying = st.copying.saturating_sub(1);
         }
         drop(st);
         self.kick();
@@ -687,14 +732,20 @@ impl SnapCore {
             let mut area: Option<(Chunk, Option<Chunk>)> = None;
             {
                 let mut st = self.state.lock();
+                if !st.commit_due() {
+                    // The last copy to finish kicks the worker again.
+                    return;
+                }
                 while let Some((seq, chunk)) = first(&mut st.order) {
                     let Some(pe) = st.pending.get(&chunk) else {
                         st.order.remove(&seq);
+                        st.ordered = st.ordered.saturating_sub(1);
                         continue;
                     };
                     let Some(copied) = pe.copied else { break };
                     let new = pe.new;
                     st.order.remove(&seq);
+                    st.ordered = st.ordered.saturating_sub(1);
                     let mut ok = copied && st.valid;
                     let mut slot = None;
                     if ok {
@@ -928,7 +979,11 @@ impl SnapCore {
         while self.in_flight.load(Ordering::Acquire) != 0 && !self.state.lock().merge_stop {
             dmsync::sleep_ms(1);
         }
-        while self.merge_batch() {}
+        // Large runs are copied through one bounce buffer with big dm-io
+        // requests; without it (no memory) kcopyd copies everything.
+        let mut copier = BounceCopier::new().ok();
+        while self.merge_batch(copier.as_mut()) {}
+        drop(copier);
         self.state.lock().merge_running = false;
     }
 
@@ -940,7 +995,7 @@ impl SnapCore {
     /// one COW flush commit the whole batch. Upstream copies and commits
     /// one linear run at a time, which for a randomly filled COW means a
     /// flush and a metadata write per chunk.
-    fn merge_batch(self: &Arc<Self>) -> bool {
+    fn merge_batch(self: &Arc<Self>, copier: Option<&mut BounceCopier>) -> bool {
         {
             let st = self.state.lock();
             if st.merge_stop || st.merge_failed {
@@ -989,7 +1044,7 @@ impl SnapCore {
                     }
                 }
             }
-            if !self.copy_back(&plans) {
+            if !self.copy_back(&plans, copier) {
                 self.merge_failed_now("Read error: shutting down merge.");
                 return false;
             }
@@ -1095,17 +1150,26 @@ impl SnapCore {
         buckets
     }
 
-    /// Copies the batch back to the origin, all copies in flight together;
-    /// whether every one succeeded.
-    fn copy_back(&self, plans: &[CopyPlan]) -> bool {
+    /// Copies the batch back to the origin; whether every copy succeeded.
+    ///
+    /// Small runs (a randomly filled COW) all go to kcopyd at once. Large
+    /// ones (a sequentially filled COW) go through `copier`, which moves up
+    /// to `BOUNCE_BYTES` per dm-io request while kcopyd's jobs run: kcopyd
+    /// splits every job into 64 KiB reads and writes, which caps the merge
+    /// far below the disks' copy bandwidth.
+    fn copy_back(&self, plans: &[CopyPlan], mut copier: Option<&mut BounceCopier>) -> bool {
         let Ok(done) = Countdown::new() else {
             return false;
         };
-        let mut started = true;
+        let bounce = |p: &CopyPlan| p.sectors >= BOUNCE_MIN_SECTORS;
+        let mut ok = true;
         let kc = self.kcopyd.lock();
         for plan in plans {
+            if copier.is_some() && bounce(plan) {
+                continue;
+            }
             let Some(kc) = kc.as_ref() else {
-                started = false;
+                ok = false;
                 break;
             };
             done.add();
@@ -1121,13 +1185,54 @@ impl SnapCore {
             };
             if r.is_err() {
                 done.done(false);
-                started = false;
+                ok = false;
                 break;
             }
         }
         drop(kc);
-        done.done(started);
+        if let Some(copier) = copier.as_mut() {
+            for plan in plans.iter().filter(|p| bounce(p)) {
+                if ok {
+                    ok = copier.copy(self.cow, self.origin, plan).is_ok();
+                }
+            }
+        }
+        done.done(ok);
         done.wait()
+    }
+}
+
+/// Copies through a bounce buffer with large synchronous dm-io requests
+/// (dm-io splits each into bios of up to 1 MiB, all in flight together).
+struct BounceCopier {
+    io: DmIoClient,
+    buf: IoBuffer,
+}
+
+/// Bytes moved per read and write of a [`BounceCopier`].
+const BOUNCE_BYTES: usize = 4 << 20;
+/// Runs of at least this many sectors (256 KiB) use the bounce copier.
+const BOUNCE_MIN_SECTORS: u64 = 512;
+
+impl BounceCopier {
+    fn new() -> Result<Self> {
+        Ok(Self { io: DmIoClient::new()?, buf: IoBuffer::new(BOUNCE_BYTES)? })
+    }
+
+    /// Copies `plan` from `from` to `to`. The devices must stay open during
+    /// the call (the merge worker's caller holds them).
+    fn copy(&mut self, from: BdevHandle, to: BdevHandle, plan: &CopyPlan) -> Result {
+        let step = (BOUNCE_BYTES / 512) as u64;
+        let mut done = 0;
+        while done < plan.sectors {
+            let n = (plan.sectors - done).min(step);
+            let read = Region::new(from, plan.src + done, n);
+            self.io.sync_io(&read, bindings::req_op_REQ_OP_READ, &mut self.buf)?;
+            let write = Region::new(to, plan.dest + done, n);
+            self.io.sync_io(&write, bindings::req_op_REQ_OP_WRITE, &mut self.buf)?;
+            done += n;
+        }
+        Ok(())
     }
 }
 
