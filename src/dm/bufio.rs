@@ -47,6 +47,20 @@ impl BufioClient {
         unsafe { dmb::dm_bufio_prefetch(self.c.as_ptr(), block, 1) };
     }
 
+    /// Starts reading every block of `blocks` in the background, submitted
+    /// under one block plug so the device sees them as one batch.
+    pub(crate) fn prefetch_batch(&self, blocks: impl Iterator<Item = u64>) {
+        let mut plug = core::mem::MaybeUninit::<kernel::bindings::blk_plug>::uninit();
+        // SAFETY: `plug` lives on this stack frame, does not move, and is
+        // finished below before the frame goes; blk_start_plug initialises it.
+        unsafe { kernel::bindings::blk_start_plug(plug.as_mut_ptr()) };
+        for block in blocks {
+            self.prefetch(block);
+        }
+        // SAFETY: The plug started above, on this task.
+        unsafe { kernel::bindings::blk_finish_plug(plug.as_mut_ptr()) };
+    }
+
     /// Reads `block` (waiting for it) and passes its contents to `f`.
     pub(crate) fn read<R>(&self, block: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let mut buffer: *mut dmb::dm_buffer = core::ptr::null_mut();
@@ -62,6 +76,15 @@ impl BufioClient {
         // SAFETY: `buffer` is the held buffer from the read; released once.
         unsafe { dmb::dm_bufio_release(buffer) };
         Ok(r)
+    }
+
+    /// Drops `block` from the cache if it is there and unused
+    /// (`dm_bufio_forget()`): a block read once frees its memory at once
+    /// instead of when the client goes.
+    pub(crate) fn forget(&self, block: u64) {
+        // SAFETY: By the invariant the client is live; no buffer of this
+        // client is held here (`read` releases before returning).
+        unsafe { dmb::dm_bufio_forget(self.c.as_ptr(), block) };
     }
 }
 

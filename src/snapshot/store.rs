@@ -23,7 +23,7 @@ use crate::pure::disk::{self, decode_header, DiskException, DiskHeader, Geometry
 use crate::pure::merge::{plan_batch_area, AreaSource, MergeError, MergeRun};
 use crate::pure::status::Usage;
 
-use super::table::ExceptionTable;
+use super::table::{BuildError, ExceptionTable, TableBuilder};
 
 /// The store type from the table line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,7 +241,7 @@ pub(crate) fn load(
     }
 
     let geom = Geometry::new(chunk);
-    let mut table = ExceptionTable::new(chunk.chunks_in(cow_sectors))
+    let table = ExceptionTable::new(chunk.chunks_in(cow_sectors))
         .map_err(|e| CtrError::new(e, c_str!("Unable to allocate hash table space")))?;
     if !header.valid {
         // As upstream: load the table with the snapshot invalid, without
@@ -256,22 +256,30 @@ pub(crate) fn load(
     // let one snapshot chunk overwrite another. One bit per COW chunk, only
     // while loading (entries past the device are rejected before this).
     let mut used = ChunkBitmap::new(cow_chunks);
-    // Areas are read through dm-bufio with the next PREFETCH_AREAS areas
-    // prefetched, so loading a large store is not one synchronous read
-    // after another.
+    // Exceptions are appended in disk order and sorted per bucket once all
+    // are read (a duplicate origin chunk is found then).
+    let mut builder = TableBuilder::new(table);
+    // Areas are read through dm-bufio, the next `window` areas in flight
+    // (submitted in batches), so loading a large store is not one
+    // synchronous read after another.
+    let window = prefetch_window(chunk.bytes());
+    let batch = (window / 4).max(1);
     // SAFETY: `cow` is held for the whole constructor; the client is
     // dropped before this function returns.
-    let bufio = unsafe { BufioClient::new(cow.handle(), chunk.bytes(), PREFETCH_AREAS + 1) }.map_err(read_failed)?;
+    let bufio = unsafe { BufioClient::new(cow.handle(), chunk.bytes(), window + 1) }.map_err(read_failed)?;
     let mut area: u64 = 0;
     let mut prefetched: u64 = 0;
     let state = loop {
         let location = geom.area_location(area).ok_or(read_failed(EINVAL))?;
-        while prefetched <= area + u64::from(PREFETCH_AREAS) {
-            match geom.area_location(prefetched) {
-                Some(l) if l < cow_chunks => bufio.prefetch(l),
-                _ => {}
-            }
-            prefetched += 1;
+        // Areas before `prefetched` have been submitted; top the window up
+        // once `batch` of them have been consumed.
+        if prefetched <= area + u64::from(window.saturating_sub(batch)) {
+            let upto = area + u64::from(window);
+            let from = prefetched;
+            prefetched = upto + 1;
+            bufio.prefetch_batch(
+                (from..=upto).filter_map(|a| geom.area_location(a)).filter(|l| *l < cow_chunks),
+            );
         }
         let progress = bufio
             .read(location, |bytes| {
@@ -280,16 +288,19 @@ pub(crate) fn load(
                     dst.copy_from_slice(bytes);
                 }
                 loader.feed(bytes, |old, new| {
-                    if table.lookup(old).is_some() {
-                        return Err(EUCLEAN_DUPLICATE);
-                    }
                     if used.test_and_set(new) {
                         return Err(EUCLEAN_SHARED);
                     }
-                    table.insert(old, new).map_err(|_| ENOMEM_MARK)
+                    builder.add(old, new).map_err(|e| match e {
+                        BuildError::Duplicate => EUCLEAN_DUPLICATE,
+                        BuildError::NoMem => ENOMEM_MARK,
+                    })
                 })
             })
             .map_err(read_failed)?;
+        // Read once: free the buffer now (as upstream), so the load never
+        // holds more than the prefetch window and the pages are reused.
+        bufio.forget(location);
         match progress {
             Ok(LoadProgress::NeedArea { area: next, .. }) => area = next,
             Ok(LoadProgress::Done(state)) => break state,
@@ -312,12 +323,32 @@ pub(crate) fn load(
             }
         }
     };
+    drop(used);
+    drop(bufio);
+    let table = match builder.finish() {
+        Ok(t) => t,
+        Err(BuildError::Duplicate) => {
+            dm_err!("Corrupt snapshot metadata: duplicate exception for one origin chunk");
+            return Err(read_failed(EINVAL));
+        }
+        Err(BuildError::NoMem) => return Err(read_failed(ENOMEM)),
+    };
     // The last area read is the current one: commits append to it.
     Ok(Loaded { chunk, cursor: Cursor::Persistent(state), valid: true, table, meta: Some(meta) })
 }
 
-/// Exception areas read ahead while loading (upstream: `DM_PREFETCH_CHUNKS`).
-const PREFETCH_AREAS: u32 = 12;
+/// Exception areas read ahead while loading. Upstream keeps 12
+/// (`DM_PREFETCH_CHUNKS`) whatever the chunk size; small areas are cheap,
+/// so up to [`PREFETCH_BYTES`] of them (at most 64) are kept in flight.
+/// With 4 KiB chunks (256 exceptions an area) that is 64 areas.
+const PREFETCH_MIN_AREAS: u32 = 12;
+const PREFETCH_MAX_AREAS: u32 = 64;
+const PREFETCH_BYTES: usize = 256 << 10;
+
+fn prefetch_window(chunk_bytes: usize) -> u32 {
+    let areas = PREFETCH_BYTES / chunk_bytes.max(1);
+    u32::try_from(areas).unwrap_or(PREFETCH_MAX_AREAS).clamp(PREFETCH_MIN_AREAS, PREFETCH_MAX_AREAS)
+}
 
 /// Marker errors of the load callback.
 const EUCLEAN_DUPLICATE: u8 = 1;
