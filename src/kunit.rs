@@ -795,7 +795,7 @@ mod pending_layer {
     use crate::dm::selftest;
     use crate::pure::alloc::TransientState;
     use crate::pure::chunk::ChunkSize;
-    use crate::snapshot::core::{CoreParts, SnapCore};
+    use crate::snapshot::core::{CopyGroup, CoreParts, NewRuns, SnapCore};
     use crate::snapshot::registry::EntryRef;
     use crate::snapshot::store::{Cursor, StoreKind};
     use crate::snapshot::table::ExceptionTable;
@@ -888,6 +888,39 @@ mod pending_layer {
         };
         kassert!(io.sync_io(&dev.region(0, 16), bindings::req_op_REQ_OP_READ, &mut back).is_ok());
         kassert!(back.as_slice() == buf.as_slice());
+
+        // A write over chunks 1010..1018: one run on COW chunks 2..10,
+        // copied by one job.
+        let mut runs = NewRuns::new();
+        core.origin_cow_range(8080, 8144, &mut None, &mut runs);
+        let got: [Option<(u64, u64, u32)>; 2] = {
+            let mut it = runs.iter().map(|r| (r.chunk, r.new, r.count));
+            [it.next(), it.next()]
+        };
+        kassert_eq!(got, [Some((1010, 2, 8)), None]);
+        let mut group = CopyGroup::new();
+        for run in runs.iter() {
+            group.add(&core, run);
+        }
+        group.start();
+        kassert!(wait_idle(&core));
+        kassert!((1010..1018).all(|c| core.lookup(c) == Some(2 + c - 1010)));
+        // Over 1009..1020 only the chunks without an exception are new,
+        // as runs of consecutive chunks.
+        let mut runs = NewRuns::new();
+        core.origin_cow_range(8072, 8160, &mut None, &mut runs);
+        let got: [Option<(u64, u64, u32)>; 3] = {
+            let mut it = runs.iter().map(|r| (r.chunk, r.new, r.count));
+            [it.next(), it.next(), it.next()]
+        };
+        kassert_eq!(got, [Some((1009, 10, 1)), Some((1018, 11, 2)), None]);
+        let mut group = CopyGroup::new();
+        for run in runs.iter() {
+            group.add(&core, run);
+        }
+        group.start();
+        kassert!(wait_idle(&core));
+        kassert_eq!(core.lookup(1019), Some(12));
         core.shutdown();
     }
 

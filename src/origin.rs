@@ -3,9 +3,9 @@
 //! The `snapshot-origin` target: `snapshot-origin <dev>`.
 //!
 //! Maps the origin device one to one. Reads pass straight through. A write
-//! is first cut at the smallest chunk size among the origin's snapshots,
-//! then every snapshot gets its copy of the chunk before the write may
-//! reach the origin (see [`crate::snapshot::registry::OriginEntry::write`]).
+//! is cut at 256 chunks of the smallest chunk size among the origin's
+//! snapshots, then every snapshot gets its copy of those chunks before the
+//! write may reach the origin (see [`crate::snapshot::registry::OriginEntry::write`]).
 
 use core::fmt::Write;
 use core::pin::Pin;
@@ -17,6 +17,10 @@ use kernel::str::CStr;
 
 use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, MapResult, Setup, StatusType, StatusWriter, Target, TargetOps};
 use crate::snapshot::registry::{EntryRef, OriginBio, OriginOutcome};
+
+/// Chunks (of the smallest size among the snapshots) one mapped origin
+/// write may span.
+const ORIGIN_WRITE_CHUNKS: u64 = 256;
 
 /// One `snapshot-origin` table entry.
 pub(crate) struct Origin {
@@ -58,10 +62,12 @@ impl TargetOps for Origin {
         let entry = self.entry.entry();
         entry.throttle();
         if let Some(min) = entry.min_chunk_sectors() {
-            // Cut the write at the next boundary of the smallest chunk, so it
-            // lies within one chunk of every snapshot.
+            // Upstream cuts every write at the smallest chunk size, so a
+            // 1 MiB write becomes 256 separate 4 KiB copy-outs. Here a write
+            // spans up to ORIGIN_WRITE_CHUNKS chunks, copied out in runs.
+            let span = u64::from(min).max(1) * ORIGIN_WRITE_CHUNKS;
             let sector = bio.sector();
-            let available = u64::from(min) - (sector & (u64::from(min) - 1));
+            let available = span - (sector % span);
             if u64::from(bio.sectors()) > available {
                 bio.accept_partial(available as u32);
             }

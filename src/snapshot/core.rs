@@ -61,6 +61,10 @@ struct Pending {
     /// A full-chunk snapshot write that replaced the copy; ended when the
     /// exception is committed.
     full_write: Option<FullWrite>,
+    /// Made for an origin write (which may be held on another chunk's
+    /// exception): snapshot reads of the chunk still going to the origin
+    /// must finish before the exception completes.
+    for_origin: bool,
 }
 
 /// Mutable state of a snapshot, under [`SnapCore::state`].
@@ -312,6 +316,7 @@ impl SnapCore {
             snapshot_bios: BioList::new(),
             origin_bios: BioList::new(),
             full_write: None,
+            for_origin: !from_snapshot_write,
         };
         let seq = st.next_seq;
         if st.pending.try_create_and_insert(chunk, pe, GFP_KERNEL).is_err() {
@@ -526,34 +531,68 @@ impl SnapCore {
         }
     }
 
-    /// One snapshot's part of an origin write (`__origin_write()`): if the
-    /// chunk at `sector` needs a copy, allocate it and return it for the
-    /// caller to start; hold `bio` on the first pending exception met.
+    /// One snapshot's part of an origin write of the chunk at `sector`:
+    /// [`Self::origin_cow_range`] for that chunk alone. Returns the new
+    /// exception (origin chunk, COW chunk) for the caller to start.
+    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))]
     pub(crate) fn origin_cow(self: &Arc<Self>, sector: u64, bio: &mut Option<OriginBio<'_>>) -> Option<(Chunk, Chunk)> {
-        let chunk = self.chunk.sector_to_chunk(sector);
+        let mut runs = NewRuns::new();
+        self.origin_cow_range(sector, sector.saturating_add(1), bio, &mut runs);
+        let first = runs.iter().next().map(|r| (r.chunk, r.new));
+        first
+    }
+
+    /// One snapshot's part of an origin write of sectors `start..end`
+    /// (`__origin_write()` for every chunk the write touches): allocates an
+    /// exception for each chunk that needs a copy and records it in `runs`
+    /// for the caller to start (outside this snapshot's lock); holds `bio`
+    /// on the first pending exception met. Stops early when `runs` is full;
+    /// the held bio comes back through here when that exception completes,
+    /// so the rest is done then.
+    pub(crate) fn origin_cow_range(
+        self: &Arc<Self>,
+        start: u64,
+        end: u64,
+        bio: &mut Option<OriginBio<'_>>,
+        runs: &mut NewRuns,
+    ) {
         let _noio = NoIoScope::enter();
         let mut st = self.state.lock();
         // A merging snapshot never gets new exceptions: its data is what
         // the origin is becoming.
-        if !st.valid || !st.active || st.merging || sector >= st.len || st.owner == 0 {
-            return None;
+        if !st.valid || !st.active || st.merging || st.owner == 0 {
+            return;
         }
-        if let Some(pe) = st.pending.get_mut(&chunk) {
-            if let Some(b) = bio.take() {
-                pe.origin_bios.push(b.into_owned());
-            }
-            return None;
+        let end = end.min(st.len);
+        if start >= end {
+            return;
         }
-        if st.table.lookup(chunk).is_some() {
-            return None;
-        }
-        let new = self.new_pending(&mut st, chunk, false)?;
-        if let Some(b) = bio.take() {
+        let first = self.chunk.sector_to_chunk(start);
+        let last = self.chunk.sector_to_chunk(end - 1);
+        for chunk in first..=last {
             if let Some(pe) = st.pending.get_mut(&chunk) {
-                pe.origin_bios.push(b.into_owned());
+                if let Some(b) = bio.take() {
+                    pe.origin_bios.push(b.into_owned());
+                }
+                continue;
             }
+            if st.table.lookup(chunk).is_some() {
+                continue;
+            }
+            if runs.is_full() {
+                break;
+            }
+            // `None`: the store is full and the snapshot now invalid.
+            let Some(new) = self.new_pending(&mut st, chunk, false) else {
+                break;
+            };
+            if let Some(b) = bio.take() {
+                if let Some(pe) = st.pending.get_mut(&chunk) {
+                    pe.origin_bios.push(b.into_owned());
+                }
+            }
+            runs.push(chunk, new);
         }
-        Some((chunk, new))
     }
 
     /// Activates a core built without a target (KUnit).
@@ -574,28 +613,40 @@ impl SnapCore {
         self.state.lock().table.lookup(chunk)
     }
 
-    /// Whether the chunk at origin `sector` has a copy in flight.
-    pub(crate) fn copy_pending(&self, sector: u64) -> bool {
-        let chunk = self.chunk.sector_to_chunk(sector);
-        self.state.lock().pending.get(&chunk).is_some()
+    /// Whether a chunk of origin sectors `start..end` has a copy in flight.
+    pub(crate) fn copy_pending_in(&self, start: u64, end: u64) -> bool {
+        if start >= end {
+            return false;
+        }
+        let first = self.chunk.sector_to_chunk(start);
+        let last = self.chunk.sector_to_chunk(end - 1);
+        let st = self.state.lock();
+        (first..=last).any(|c| st.pending.get(&c).is_some())
     }
 
     /// Starts copying origin chunk `chunk` to COW chunk `new`.
     pub(crate) fn start_copy(self: &Arc<Self>, chunk: Chunk, new: Chunk) {
         let mut group = CopyGroup::new();
-        group.add(self, chunk, new);
+        group.add(self, NewRun { chunk, new, count: 1 });
         group.start();
     }
 
     /// A copy finished: mark it and let the worker commit it in order.
     fn copy_done(self: &Arc<Self>, chunk: Chunk, ok: bool) {
+        self.copies_done(chunk, 1, ok);
+    }
+
+    /// The copy of origin chunks `chunk .. chunk + count` finished.
+    fn copies_done(self: &Arc<Self>, chunk: Chunk, count: u32, ok: bool) {
         let mut st = self.state.lock();
-        let mut first = false;
-        if let Some(pe) = st.pending.get_mut(&chunk) {
-            first = pe.copied.replace(ok).is_none();
-        }
-        if first {
-            st.copying = st.copying.saturating_sub(1);
+        for c in chunk..chunk.saturating_add(u64::from(count)) {
+            let mut first = false;
+            if let Some(pe) = st.pending.get_mut(&c) {
+                first = pe.copied.replace(ok).is_none();
+            }
+            if first {
+                st.copying = st.copying.saturating_sub(1);
+            }
         }
         drop(st);
         self.kick();
@@ -844,9 +895,11 @@ impl SnapCore {
         }
         let snapshot_bios = pe.snapshot_bios.take();
         let mut origin_bios = pe.origin_bios.take();
-        if !origin_bios.is_empty() {
+        if !origin_bios.is_empty() || pe.for_origin {
             // Snapshot reads of this chunk sent to the origin before the
-            // exception existed must finish before the origin changes.
+            // exception existed must finish before the origin changes (the
+            // write may be held on another chunk, and proceed once that one
+            // completes).
             if let Some(counter) = self.tracked.get(Self::track_bucket(chunk)) {
                 while counter.load(Ordering::Acquire) != 0 {
                     dmsync::sleep_ms(1);
@@ -1286,14 +1339,15 @@ impl CopyCallback for ZeroJob {
 /// Context of one kcopyd copy: the snapshots (and their origin chunks)
 /// whose pending exceptions it fills.
 struct CopyJob {
-    members: [Option<(Arc<SnapCore>, Chunk)>; MAX_COPY_DESTS],
+    /// Per destination: the snapshot, its first origin chunk and count.
+    members: [Option<(Arc<SnapCore>, Chunk, u32)>; MAX_COPY_DESTS],
 }
 
 impl CopyJob {
     fn single(snap: Arc<SnapCore>, chunk: Chunk) -> Self {
-        let mut members: [Option<(Arc<SnapCore>, Chunk)>; MAX_COPY_DESTS] = Default::default();
+        let mut members: [Option<(Arc<SnapCore>, Chunk, u32)>; MAX_COPY_DESTS] = Default::default();
         if let Some(slot) = members.first_mut() {
-            *slot = Some((snap, chunk));
+            *slot = Some((snap, chunk, 1));
         }
         Self { members }
     }
@@ -1302,10 +1356,10 @@ impl CopyJob {
 impl CopyCallback for CopyJob {
     fn copy_done(this: Arc<Self>, read_err: bool, write_err: u64) {
         for (i, member) in this.members.iter().enumerate() {
-            if let Some((snap, chunk)) = member {
+            if let Some((snap, chunk, count)) = member {
                 // Destination `i` is member `i` (see `CopyGroup::start`).
                 let ok = !read_err && write_err & (1u64 << i) == 0;
-                snap.copy_done(*chunk, ok);
+                snap.copies_done(*chunk, *count, ok);
             }
         }
     }
@@ -1314,11 +1368,75 @@ impl CopyCallback for CopyJob {
 /// Destinations of one kcopyd job (`DM_KCOPYD_MAX_REGIONS`).
 const MAX_COPY_DESTS: usize = 8;
 
-/// One origin chunk that several snapshots of the same chunk size need
-/// copied: it is read once and written to every COW in one kcopyd job.
-/// Upstream starts one job, and so one origin read, per snapshot.
+/// Runs of new exceptions one origin write makes in one snapshot.
+const MAX_NEW_RUNS: usize = 8;
+
+/// New exceptions for consecutive origin chunks `chunk ..` on consecutive
+/// COW chunks `new ..`: one copy.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct NewRun {
+    /// First origin chunk.
+    pub(crate) chunk: Chunk,
+    /// First COW chunk.
+    pub(crate) new: Chunk,
+    /// Chunks in the run.
+    pub(crate) count: u32,
+}
+
+/// The new exceptions of one origin write in one snapshot
+/// ([`SnapCore::origin_cow_range`]), at most `MAX_NEW_RUNS` runs.
+pub(crate) struct NewRuns {
+    runs: [NewRun; MAX_NEW_RUNS],
+    len: usize,
+}
+
+impl NewRuns {
+    /// No runs.
+    pub(crate) fn new() -> Self {
+        Self { runs: [NewRun::default(); MAX_NEW_RUNS], len: 0 }
+    }
+
+    /// The runs.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = NewRun> + '_ {
+        self.runs.iter().take(self.len).copied()
+    }
+
+    fn is_full(&self) -> bool {
+        self.len >= MAX_NEW_RUNS
+    }
+
+    /// If full, the first origin sector after the last run (where a
+    /// further [`SnapCore::origin_cow_range`] call carries on).
+    pub(crate) fn resume_sector(&self, chunk: ChunkSize) -> Option<u64> {
+        if !self.is_full() {
+            return None;
+        }
+        let last = self.runs.get(self.len.checked_sub(1)?)?;
+        chunk.chunk_to_sector(last.chunk.checked_add(u64::from(last.count))?)
+    }
+
+    /// Adds `chunk -> new`, extending the last run if it continues it.
+    fn push(&mut self, chunk: Chunk, new: Chunk) {
+        if let Some(last) = self.len.checked_sub(1).and_then(|i| self.runs.get_mut(i)) {
+            let k = u64::from(last.count);
+            if last.chunk + k == chunk && last.new + k == new && last.count < u32::MAX {
+                last.count += 1;
+                return;
+            }
+        }
+        if let Some(slot) = self.runs.get_mut(self.len) {
+            *slot = NewRun { chunk, new, count: 1 };
+            self.len += 1;
+        }
+    }
+}
+
+/// Copies that several snapshots of the same chunk size need of the same
+/// origin chunks: the origin is read once and written to every COW in one
+/// kcopyd job. Upstream starts one job, and so one origin read, per
+/// snapshot and chunk.
 pub(crate) struct CopyGroup {
-    members: [Option<(Arc<SnapCore>, Chunk, Chunk)>; MAX_COPY_DESTS],
+    members: [Option<(Arc<SnapCore>, NewRun)>; MAX_COPY_DESTS],
     len: usize,
 }
 
@@ -1328,13 +1446,17 @@ impl CopyGroup {
         Self { members: Default::default(), len: 0 }
     }
 
-    /// Adds `snap`'s new exception `chunk -> new` (from
-    /// [`SnapCore::origin_cow`]). A snapshot that cannot share the job
-    /// (another chunk size, or the group is full) starts the group first.
-    pub(crate) fn add(&mut self, snap: &Arc<SnapCore>, chunk: Chunk, new: Chunk) {
+    /// Adds `snap`'s new exceptions `run` (from
+    /// [`SnapCore::origin_cow_range`]). A run that cannot share the job
+    /// (other chunks or chunk size, or the group is full) starts the group
+    /// first.
+    pub(crate) fn add(&mut self, snap: &Arc<SnapCore>, run: NewRun) {
         let fits = match self.members.first() {
-            Some(Some((first, first_chunk, _))) => {
-                first.chunk.sectors() == snap.chunk.sectors() && *first_chunk == chunk && self.len < MAX_COPY_DESTS
+            Some(Some((first, r))) => {
+                first.chunk.sectors() == snap.chunk.sectors()
+                    && r.chunk == run.chunk
+                    && r.count == run.count
+                    && self.len < MAX_COPY_DESTS
             }
             _ => true,
         };
@@ -1342,68 +1464,68 @@ impl CopyGroup {
             self.start();
         }
         if let Some(slot) = self.members.get_mut(self.len) {
-            *slot = Some((snap.clone(), chunk, new));
+            *slot = Some((snap.clone(), run));
             self.len += 1;
         } else {
             // Cannot happen: a full group was started above.
-            snap.copy_done(chunk, false);
+            snap.copies_done(run.chunk, run.count, false);
         }
     }
 
     /// Starts the copy (if any) and empties the group.
     pub(crate) fn start(&mut self) {
         let _noio = NoIoScope::enter();
-        let mut members: [Option<(Arc<SnapCore>, Chunk, Chunk)>; MAX_COPY_DESTS] = Default::default();
+        let mut members: [Option<(Arc<SnapCore>, NewRun)>; MAX_COPY_DESTS] = Default::default();
         core::mem::swap(&mut members, &mut self.members);
         self.len = 0;
-        let Some(Some((first, chunk, _))) = members.first() else {
+        let fail_all = |members: &[Option<(Arc<SnapCore>, NewRun)>], ok: bool| {
+            for (snap, run) in members.iter().flatten() {
+                snap.copies_done(run.chunk, run.count, ok);
+            }
+        };
+        let Some(Some((first, run))) = members.first() else {
             return;
         };
-        let (first, chunk) = (first.clone(), *chunk);
-        let Some((src, count)) = first.chunk.clip_extent(chunk, 1, first.origin_sectors()) else {
-            // Nothing of the origin lies in this chunk: nothing to copy.
-            for (snap, chunk, _) in members.iter().flatten() {
-                snap.copy_done(*chunk, true);
-            }
+        let (first, run) = (first.clone(), *run);
+        let Some((src, sectors)) = first.chunk.clip_extent(run.chunk, u64::from(run.count), first.origin_sectors())
+        else {
+            // Nothing of the origin lies in these chunks: nothing to copy.
+            fail_all(&members, true);
             return;
         };
         let mut dests = [Region::new(first.cow, 0, 0); MAX_COPY_DESTS];
         let mut job = CopyJob { members: Default::default() };
         let mut n = 0;
-        for (snap, chunk, new) in members.iter().flatten() {
-            match (snap.chunk.chunk_to_sector(*new), dests.get_mut(n), job.members.get_mut(n)) {
+        for (snap, run) in members.iter().flatten() {
+            match (snap.chunk.chunk_to_sector(run.new), dests.get_mut(n), job.members.get_mut(n)) {
                 (Some(dst), Some(region), Some(slot)) => {
-                    *region = Region::new(snap.cow, dst, count);
-                    *slot = Some((snap.clone(), *chunk));
+                    *region = Region::new(snap.cow, dst, sectors);
+                    *slot = Some((snap.clone(), run.chunk, run.count));
                     n += 1;
                 }
-                _ => snap.copy_done(*chunk, false),
+                _ => snap.copies_done(run.chunk, run.count, false),
             }
         }
         let Some(to) = dests.get(..n).filter(|d| !d.is_empty()) else {
             return;
         };
         let Ok(job) = Arc::new(job, GFP_KERNEL) else {
-            for (snap, chunk, _) in members.iter().flatten() {
-                snap.copy_done(*chunk, false);
-            }
+            fail_all(&members, false);
             return;
         };
         let kc = first.kcopyd.lock();
         let started = match kc.as_ref() {
             // SAFETY: The origin and every destination COW stay open until
             // the job's callback ran: each member's `shutdown` waits for its
-            // exception (completed by that callback), and the client's owner
+            // exceptions (completed by that callback), and the client's owner
             // `first` destroys the client (waiting for the job) in its own
             // `shutdown` (type invariant of `SnapCore`).
-            Some(kc) => unsafe { kc.copy(&Region::new(first.origin, src, count), to, CopyFlags::default(), job) },
+            Some(kc) => unsafe { kc.copy(&Region::new(first.origin, src, sectors), to, CopyFlags::default(), job) },
             None => Err(ENODEV),
         };
         drop(kc);
         if started.is_err() {
-            for (snap, chunk, _) in members.iter().flatten() {
-                snap.copy_done(*chunk, false);
-            }
+            fail_all(&members, false);
         }
     }
 }

@@ -16,7 +16,7 @@ use kernel::sync::{Arc, Mutex};
 use crate::dm::{kvec, Bio, OwnedBio};
 use crate::pure::merge::CopyPlan;
 
-use super::core::{CopyGroup, SnapCore};
+use super::core::{CopyGroup, NewRuns, SnapCore};
 
 /// An origin write, either still in `map` or held and being retried.
 pub(crate) enum OriginBio<'a> {
@@ -31,6 +31,13 @@ impl OriginBio<'_> {
         match self {
             Self::Mapping(b) => b.sector(),
             Self::Owned(b) => b.view().sector(),
+        }
+    }
+
+    fn sectors(&self) -> u32 {
+        match self {
+            Self::Mapping(b) => b.sectors(),
+            Self::Owned(b) => b.view().sectors(),
         }
     }
 
@@ -139,24 +146,19 @@ impl OriginEntry {
         }
     }
 
-    /// Makes sure every snapshot of the origin holds its copy of the chunk
-    /// `bio` writes before the write reaches the origin (`do_origin()`).
+    /// Makes sure every snapshot of the origin holds its copy of every
+    /// chunk `bio` writes before the write reaches the origin
+    /// (`do_origin()`, for a write that may span several chunks).
     ///
-    /// New copies start at once; the bio waits on (at most) one pending
-    /// exception and is passed here again when that one completes.
+    /// New copies start at once, one kcopyd job per run of consecutive
+    /// chunks, shared by the snapshots that need the same run; the bio
+    /// waits on (at most) one pending exception and is passed here again
+    /// when that one completes.
     pub(crate) fn write(&self, bio: OriginBio<'_>) -> OriginOutcome {
-        let sector = bio.sector();
+        let start = bio.sector();
+        let end = start.saturating_add(u64::from(bio.sectors()).max(1));
         let mut bio = Some(bio);
-        let list = self.snapshots.lock();
-        // Snapshots of one chunk size share one read of the origin chunk.
-        let mut group = CopyGroup::new();
-        for snap in list.iter() {
-            if let Some((chunk, new)) = snap.origin_cow(sector, &mut bio) {
-                group.add(snap, chunk, new);
-            }
-        }
-        group.start();
-        drop(list);
+        self.copy_out(start, end, &mut bio);
         match bio {
             Some(OriginBio::Owned(b)) => OriginOutcome::Proceed(Some(b)),
             Some(OriginBio::Mapping(_)) => OriginOutcome::Proceed(None),
@@ -164,32 +166,49 @@ impl OriginEntry {
         }
     }
 
+    /// Starts the copies every snapshot needs before sectors `start..end`
+    /// of the origin change, holding `bio` (if any) on a pending exception.
+    /// Returns whether anything is still being copied for that range.
+    fn copy_out(&self, start: u64, end: u64, bio: &mut Option<OriginBio<'_>>) -> bool {
+        let mut busy = false;
+        let list = self.snapshots.lock();
+        let mut group = CopyGroup::new();
+        for snap in list.iter() {
+            // More runs than one `NewRuns` holds: go on with the rest.
+            let mut from = start;
+            loop {
+                let mut runs = NewRuns::new();
+                let held = bio.is_some();
+                snap.origin_cow_range(from, end, bio, &mut runs);
+                busy |= held && bio.is_none();
+                for run in runs.iter() {
+                    group.add(snap, run);
+                    busy = true;
+                }
+                match runs.resume_sector(snap.chunk_size()) {
+                    Some(next) if next > from && next < end => from = next,
+                    _ => break,
+                }
+            }
+        }
+        group.start();
+        drop(list);
+        busy
+    }
+
     /// Makes every snapshot of the origin copy out the chunks of the
     /// origin `extents` (sector ranges), and waits until they have
     /// (`origin_write_extent()`, used by the merge before it overwrites the
-    /// origin). All copies are started before the first wait. Steps by the
-    /// smallest chunk size.
+    /// origin). All copies are started before the first wait.
     pub(crate) fn prepare_extents(&self, extents: &[CopyPlan]) {
-        let step = u64::from(self.min_chunk_sectors().unwrap_or(1).max(1));
         loop {
             let mut busy = false;
             for extent in extents {
                 let end = extent.dest.saturating_add(extent.sectors);
-                let mut sector = extent.dest - (extent.dest % step);
-                while sector < end {
-                    let list = self.snapshots.lock();
-                    for snap in list.iter() {
-                        let mut none: Option<OriginBio<'_>> = None;
-                        if let Some((chunk, new)) = snap.origin_cow(sector, &mut none) {
-                            snap.start_copy(chunk, new);
-                            busy = true;
-                        } else if snap.copy_pending(sector) {
-                            busy = true;
-                        }
-                    }
-                    drop(list);
-                    sector += step;
-                }
+                busy |= self.copy_out(extent.dest, end, &mut None);
+                let list = self.snapshots.lock();
+                busy |= list.iter().any(|s| s.copy_pending_in(extent.dest, end));
+                drop(list);
             }
             if !busy {
                 return;
