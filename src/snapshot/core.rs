@@ -1035,20 +1035,21 @@ impl SnapCore {
         // Large runs are copied through one bounce buffer with big dm-io
         // requests; without it (no memory) kcopyd copies everything.
         let mut copier = BounceCopier::new().ok();
-        while self.merge_batch(copier.as_mut()) {}
+        let mut budget = MergeBudget::new(self.chunk);
+        while self.merge_batch(copier.as_mut(), &mut budget) {}
         drop(copier);
         self.state.lock().merge_running = false;
     }
 
     /// One batch; `false` when the merge is done, stopped or failed.
     ///
-    /// A batch is every run from the tail of the list up to
-    /// `MERGE_BATCH_BYTES` (spanning areas if need be). All its copies are
+    /// A batch is every run from the tail of the list up to `budget`
+    /// (spanning areas if need be; see [`MergeBudget`]). All its copies are
     /// in flight together; then one origin flush, the metadata writes and
     /// one COW flush commit the whole batch. Upstream copies and commits
     /// one linear run at a time, which for a randomly filled COW means a
     /// flush and a metadata write per chunk.
-    fn merge_batch(self: &Arc<Self>, copier: Option<&mut BounceCopier>) -> bool {
+    fn merge_batch(self: &Arc<Self>, copier: Option<&mut BounceCopier>, budget: &mut MergeBudget) -> bool {
         {
             let st = self.state.lock();
             if st.merge_stop || st.merge_failed {
@@ -1060,7 +1061,7 @@ impl SnapCore {
                 return false;
             }
         }
-        let mut batch = match self.plan_merge_batch() {
+        let mut batch = match self.plan_merge_batch(budget.chunks) {
             Ok(Some(batch)) => batch,
             Ok(None) => return false,
             Err(why) => {
@@ -1146,6 +1147,7 @@ impl SnapCore {
         if !committed || !removed {
             self.merge_failed_now("Corrupt exception store: shutting down merge");
         }
+        budget.adapt(!queued.is_empty());
         // These writes target merged chunks: the origin holds them now, and
         // the other snapshots already have their copies.
         while let Some(bio) = queued.pop() {
@@ -1156,8 +1158,7 @@ impl SnapCore {
 
     /// Plans the next batch from the cursor, reading the previous area
     /// first if the current one is empty. `None` when nothing is left.
-    fn plan_merge_batch(&self) -> Result<Option<MergeBatch>, &'static str> {
-        let budget = (MERGE_BATCH_BYTES / self.chunk.bytes().max(1)).max(1) as u64;
+    fn plan_merge_batch(&self, budget: u64) -> Result<Option<MergeBatch>, &'static str> {
         let mut meta_guard = self.meta.lock();
         let Some(meta) = meta_guard.as_mut() else {
             return Ok(None);
@@ -1289,8 +1290,35 @@ impl BounceCopier {
     }
 }
 
-/// Data merged per batch: one origin flush and one commit per batch.
+/// Most data merged per batch: one origin flush and one commit per batch.
 const MERGE_BATCH_BYTES: usize = 16 << 20;
+/// Least data merged per batch, and the first batch's size.
+const MERGE_BATCH_MIN_BYTES: usize = 256 << 10;
+
+/// The size of the next merge batch, in chunks. Writes to a batch's chunks
+/// wait for the whole batch, so the size adapts: it doubles after a batch
+/// no write waited for, up to `MERGE_BATCH_BYTES`, and drops to a quarter
+/// (at least `MERGE_BATCH_MIN_BYTES`) after one that held writes back.
+struct MergeBudget {
+    chunks: u64,
+    min: u64,
+    max: u64,
+}
+
+impl MergeBudget {
+    fn new(chunk: ChunkSize) -> Self {
+        let per = chunk.bytes().max(1);
+        let min = (MERGE_BATCH_MIN_BYTES / per).max(1) as u64;
+        let max = (MERGE_BATCH_BYTES / per).max(1) as u64;
+        Self { chunks: min, min, max }
+    }
+
+    /// After a batch: `waited` if writes were held back by it.
+    fn adapt(&mut self, waited: bool) {
+        self.chunks = if waited { self.chunks / 4 } else { self.chunks.saturating_mul(2) };
+        self.chunks = self.chunks.clamp(self.min, self.max);
+    }
+}
 
 impl WorkItem<1> for SnapCore {
     type Pointer = Arc<SnapCore>;
