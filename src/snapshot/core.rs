@@ -1084,12 +1084,13 @@ impl SnapCore {
         }
         window.sort_unstable_by_key(|r| r.first_old());
 
+        // Other snapshots copy these origin chunks out first (nothing to do
+        // without copies).
+        self.entry.prepare_extents(&plans);
+        // From now on writes to the window wait.
+        let buckets = Self::window_buckets(&window);
+        self.state.lock().merge_window = window;
         if !plans.is_empty() {
-            // Other snapshots copy these origin chunks out first.
-            self.entry.prepare_extents(&plans);
-            // From now on writes to the window wait.
-            let buckets = Self::window_buckets(&window);
-            self.state.lock().merge_window = window;
             // Writes already sent to the COW copies of the window finish.
             for (b, counter) in self.tracked.iter().enumerate() {
                 if buckets & (1u64 << b) != 0 {
@@ -1109,8 +1110,6 @@ impl SnapCore {
                 self.merge_failed_now("Flush after merge failed: shutting down merge");
                 return false;
             }
-        } else {
-            self.state.lock().merge_window = window;
         }
 
         // Shrink the on-disk list and make that durable before any write to
