@@ -34,7 +34,7 @@ case $profile in
     ORIGIN_PATTERNS="randwrite:4096 write:262144" QDS="1 32"
     SNAPS="0 1 2 4" CHUNKS="8 32 128" QD1_CHUNKS="8"
     SNAPIO_PATTERNS="randread:4096 read:262144 randwrite:4096 write:262144" SNAPIO_CHUNKS="8 128"
-    MERGE_MB=128 MERGE_RAND_MB=16 MERGE_CHUNK=8 ACT_N=1048576 PER=3600 ;;
+    MERGE_MB=256 MERGE_RAND_MB=16 MERGE_CHUNK=8 ACT_N=1048576 PER=3600 ;;
   *) echo "usage: $0 quick|full" >&2; exit 2 ;;
 esac
 LINEAR_PATTERNS="randwrite:4096 write:262144 randread:4096 read:262144"

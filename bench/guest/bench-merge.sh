@@ -5,9 +5,26 @@
 # MERGE_RAND_MB of them); then
 # LVM's lvconvert --merge table sequence. Time from loading snapshot-merge
 # until the status says used == metadata. With load=fio, a fio job (4 KiB
-# random writes, queue depth 1) runs on the merging device during the merge
-# and its latencies are reported.
+# random writes, queue depth 1) runs on the merging device during the merge;
+# from its per-I/O latency log, the I/Os that completed while the merge ran
+# give the write throughput and latency percentiles during the merge.
 . /tests/bench-lib.sh
+
+# window_stats LOG T1 TB META: fio's latency log (ms since fio started,
+# latency ns, ...) holds one line per I/O. fio starts while the device is
+# suspended, so its first I/O completes just after the resume: from there,
+# the I/Os that completed within the merge's duration (T1 - TB, in us) are
+# counted and their latencies ranked. The first I/O (which waited for the
+# resume) is left out.
+window_stats() {
+  awk -F, -v w="$(( ($2 - $3) / 1000 ))" 'NR == 1 { t0 = $1; next } $1 <= t0 + w { print $2 }' "$1" \
+    | sort -n > /tmp/fl.sorted
+  awk -v w="$(( ($2 - $3) / 1000 ))" -v meta="$4" '{ a[NR] = $1 } END {
+      n = NR; if (n == 0) { printf "BENCHERR %s} fio: no I/O completed during the merge\n", meta; exit }
+      i50 = int(n * 0.5 + 0.999999); i99 = int(n * 0.99 + 0.999999)
+      printf "BENCH %s,\"ios\":%d,\"window_s\":%.3f,\"bw_mib\":%.4f,\"p50_us\":%.1f,\"p99_us\":%.1f}\n", \
+        meta, n, w / 1000, n * 4096 / 1048576 / (w / 1000), a[i50] / 1000, a[i99] / 1000 }' /tmp/fl.sorted
+}
 for layout in seq rand; do
   # A random COW merges chunk by chunk (slow): it gets MERGE_RAND_MB.
   mb=$MERGE_MB; [ $layout = rand ] && mb=$MERGE_RAND_MB
@@ -35,9 +52,9 @@ for layout in seq rand; do
         if [ $load = fio ]; then
           # Started while the device is suspended, so that its I/O begins
           # with the merge; the 2 s it gets to start up are not counted.
-          rm -f /tmp/fio.json
+          rm -f /tmp/fio.json /tmp/fl_*.log
           fio --name=b --direct=1 --ioengine=libaio --iodepth=1 --rw=randwrite --bs=4k \
-            --random_generator=lfsr --randrepeat=1 --percentile_list=50:99 \
+            --random_generator=lfsr --randrepeat=1 --write_lat_log=/tmp/fl --log_avg_msec=0 \
             --size="${mb}M" --time_based --runtime=600 --filename=/dev/mapper/base \
             --output-format=json --output=/tmp/fio.json > /tmp/fio.err 2>&1 &
           fpid=$!
@@ -59,8 +76,8 @@ for layout in seq rand; do
             n=$((n + 1)); sleep 0.5
           done
           wait "$fpid" || true
-          if [ -s /tmp/fio.json ]; then
-            printf 'BENCHFIO %s}\t' "$m"; tr -d '\n' < /tmp/fio.json; echo
+          if [ -s /tmp/fl_lat.1.log ]; then
+            window_stats /tmp/fl_lat.1.log "$t1" "$tb" "$(echo "$m" | sed 's/"test":"merge"/"test":"merge_load"/')"
           else
             echo "BENCHERR $m} fio: $(head -c 300 /tmp/fio.err | tr '\n' ' ')"
           fi
