@@ -262,7 +262,7 @@ mod io_layer {
     use kernel::sync::Arc;
 
     use crate::dm::bindings::DMSNAP_REQ_FUA;
-    use crate::dm::dm_io::{DmIoClient, IoBuffer, IoCallback};
+    use crate::dm::dm_io::{DmIoClient, IoBuffer, IoCountdown};
     use crate::dm::kcopyd::{CopyCallback, CopyFlags, KcopydClient, Region};
     use crate::dm::selftest;
 
@@ -305,13 +305,6 @@ mod io_layer {
         fn copy_done(this: Arc<Self>, read_err: bool, write_err: u64) {
             this.read_err.store(read_err, Ordering::Relaxed);
             this.errors.store(write_err, Ordering::Relaxed);
-            this.done.store(true, Ordering::Release);
-        }
-    }
-
-    impl IoCallback for Done {
-        fn io_done(this: Arc<Self>, error_bits: u64) {
-            this.errors.store(error_bits, Ordering::Relaxed);
             this.done.store(true, Ordering::Release);
         }
     }
@@ -377,19 +370,38 @@ mod io_layer {
         let r = unsafe { kc.copy(&dev.region(0, 8), &many, CopyFlags::default(), unused) };
         kassert!(r.is_err());
 
-        // dm-io: asynchronous write, completion through the callback.
+        // dm-io: asynchronous writes from two offsets of one buffer, in
+        // flight together and counted by an `IoCountdown`: the buffer's
+        // halves land swapped.
         fill(buf.as_mut_slice(), 99);
-        let Some(done) = Done::new() else {
+        let half = SECTORS / 2;
+        let half_bytes = (half * 512) as usize;
+        let Ok(count) = IoCountdown::new() else {
             kassert!(false);
             return;
         };
-        // SAFETY: `buf` and `dev` outlive the request: we wait for it below
-        // before touching or dropping either.
-        let r = unsafe { io.async_io(&dev.region(8192, SECTORS), WRITE, &mut buf, done.clone()) };
-        kassert!(r.is_ok());
-        kassert_eq!(done.wait(), Some((false, 0)));
+        // SAFETY: `buf` and `dev` outlive the requests: we wait for them
+        // below before touching or dropping either.
+        let r1 = unsafe { io.start(&dev.region(8192, half), WRITE, &mut buf, half_bytes, &count) };
+        // SAFETY: As above.
+        let r2 = unsafe { io.start(&dev.region(8192 + half, half), WRITE, &mut buf, 0, &count) };
+        kassert!(r1.is_ok() && r2.is_ok());
+        kassert!(count.wait());
         let back = read_back(&io, &dev.region(8192, SECTORS));
-        kassert!(back.as_ref().is_some_and(|b| matches(b.as_slice(), 99)));
+        let b = back.as_ref().map(|b| b.as_slice());
+        let src = buf.as_slice();
+        kassert!(b.is_some_and(|b| b.get(..half_bytes) == src.get(half_bytes..half_bytes * 2)
+            && b.get(half_bytes..half_bytes * 2) == src.get(..half_bytes)));
+        // A request past the end of the buffer is refused and counts as a
+        // failure.
+        let Ok(count) = IoCountdown::new() else {
+            kassert!(false);
+            return;
+        };
+        // SAFETY: As above (and nothing is submitted).
+        let r = unsafe { io.start(&dev.region(8192, SECTORS), WRITE, &mut buf, 512, &count) };
+        kassert!(r.is_err());
+        kassert!(!count.wait());
 
         // kcopyd: zeroing.
         let Some(done) = Done::new() else {
@@ -921,6 +933,41 @@ mod pending_layer {
         group.start();
         kassert!(wait_idle(&core));
         kassert_eq!(core.lookup(1019), Some(12));
+
+        // Copies of scattered chunks started back to back are gathered
+        // (one buffer, the consecutive COW chunks written together): each
+        // COW chunk must hold its own origin chunk.
+        let Ok(mut one) = IoBuffer::new(4096) else {
+            kassert!(false);
+            return;
+        };
+        let order = [7u64, 0, 3, 6, 1, 5, 2, 4];
+        for i in order {
+            fill(one.as_mut_slice(), 100 + i as u8);
+            let at = dev.region((2000 + 3 * i) * 8, 8);
+            kassert!(io.sync_io(&at, bindings::req_op_REQ_OP_WRITE, &mut one).is_ok());
+        }
+        let mut started = [(0u64, 0u64); 8];
+        for (slot, i) in started.iter_mut().zip(order) {
+            match core.origin_cow((2000 + 3 * i) * 8, &mut None) {
+                Some(pair) => *slot = pair,
+                None => kassert!(false),
+            }
+        }
+        for (c, n) in started {
+            core.start_copy(c, n);
+        }
+        kassert!(wait_idle(&core));
+        for (i, (c, n)) in order.iter().zip(started) {
+            kassert_eq!(core.lookup(c), Some(n));
+            fill(one.as_mut_slice(), 100 + *i as u8);
+            let Ok(mut got) = IoBuffer::new(4096) else {
+                kassert!(false);
+                return;
+            };
+            kassert!(io.sync_io(&dev.region(n * 8, 8), bindings::req_op_REQ_OP_READ, &mut got).is_ok());
+            kassert!(got.as_slice() == one.as_slice());
+        }
         core.shutdown();
     }
 

@@ -9,14 +9,16 @@
 //! [`IoCallback::io_done`] exactly once.
 
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use kernel::alloc::allocator::Vmalloc;
 use kernel::alloc::Vec;
+use kernel::bindings;
 use kernel::error::from_err_ptr;
 use kernel::ffi::{c_ulong, c_void};
 use kernel::prelude::*;
 use kernel::sync::Arc;
-use kernel::types::ForeignOwnable;
+use kernel::types::{ForeignOwnable, Opaque};
 
 use super::bindings as dmb;
 use super::kcopyd::Region;
@@ -44,14 +46,77 @@ impl IoBuffer {
         &mut self.data
     }
 
-    fn memory(&mut self) -> dmb::dm_io_memory {
+    /// dm-io memory for `bytes` bytes from byte `offset`, if they lie in
+    /// the buffer.
+    fn memory_at(&mut self, offset: usize, bytes: u64) -> Option<dmb::dm_io_memory> {
+        let end = offset.checked_add(usize::try_from(bytes).ok()?)?;
+        let slice = self.data.get_mut(offset..end)?;
         // SAFETY: All-zero is a valid `dm_io_memory` (a null union pointer);
         // every field that matters is set below.
         let mut mem: dmb::dm_io_memory = unsafe { core::mem::zeroed() };
         mem.type_ = dmb::dm_io_mem_type_DM_IO_VMA;
+        // dm-io only uses `offset` for page lists; a VMA buffer starts at
+        // the pointer.
         mem.offset = 0;
-        mem.ptr.vma = self.data.as_mut_ptr().cast();
-        mem
+        mem.ptr.vma = slice.as_mut_ptr().cast();
+        Some(mem)
+    }
+
+}
+
+/// Counts the asynchronous requests of one batch ([`DmIoClient::start`]);
+/// the issuer waits for all of them with [`IoCountdown::wait`].
+///
+/// # Invariants
+///
+/// `count` is an initialised `atomic_t`: one for the issuer plus one per
+/// request still in flight.
+pub(crate) struct IoCountdown {
+    count: Opaque<bindings::atomic_t>,
+    failed: AtomicBool,
+}
+
+// SAFETY: The counter is only touched through the kernel's atomic
+// operations (in the shim), which are safe from any thread.
+unsafe impl Send for IoCountdown {}
+// SAFETY: As above.
+unsafe impl Sync for IoCountdown {}
+
+impl IoCountdown {
+    /// A countdown holding the issuer's count.
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        let this = Arc::new(
+            Self { count: Opaque::new(bindings::atomic_t { counter: 0 }), failed: AtomicBool::new(false) },
+            GFP_KERNEL,
+        )?;
+        // SAFETY: `count` is valid memory owned by `this`.
+        // INVARIANT: initialised to the issuer's one count.
+        unsafe { dmb::dmsnap_iocount_init(this.count.get()) };
+        Ok(this)
+    }
+
+    fn put(&self, ok: bool) {
+        if !ok {
+            self.failed.store(true, Ordering::Release);
+        }
+        // SAFETY: `count` is initialised (type invariant); the kernel's
+        // atomics may be used from any context.
+        unsafe { dmb::dmsnap_iocount_put(self.count.get()) };
+    }
+
+    /// Drops the issuer's count and waits (process context) until every
+    /// request has completed; whether all of them succeeded.
+    pub(crate) fn wait(&self) -> bool {
+        self.put(true);
+        // SAFETY: As in `put`; waiting sleeps, which callers may do.
+        unsafe { dmb::dmsnap_iocount_wait(self.count.get()) };
+        !self.failed.load(Ordering::Acquire)
+    }
+}
+
+impl IoCallback for IoCountdown {
+    fn io_done(this: Arc<Self>, error_bits: u64) {
+        this.put(error_bits == 0);
     }
 }
 
@@ -98,10 +163,8 @@ impl DmIoClient {
     /// `DmDev` the region was built from guarantees.
     pub(crate) fn sync_io(&self, region: &Region, opf: u32, buf: &mut IoBuffer) -> Result {
         let bytes = region.raw.count.checked_mul(512).ok_or(EINVAL)?;
-        if bytes > buf.data.len() as u64 {
-            return Err(EINVAL);
-        }
-        let mut req = self.request(opf, buf.memory(), dmb::dm_io_notify::default());
+        let mem = buf.memory_at(0, bytes).ok_or(EINVAL)?;
+        let mut req = self.request(opf, mem, dmb::dm_io_notify::default());
         let mut region = region.raw;
         let mut error_bits: c_ulong = 0;
         // SAFETY: `req` has no callback, so dm-io completes it before
@@ -117,29 +180,55 @@ impl DmIoClient {
         Ok(())
     }
 
-    /// Starts reading or writing `buf` at `region`; `T::io_done` runs when
-    /// it completes.
+    /// Starts reading or writing `region` from or to `buf`, from byte
+    /// `offset` of the buffer, counted in `countdown` (which the request
+    /// drops when it completes; a request that cannot start counts as
+    /// failed).
     ///
     /// # Safety
     ///
-    /// The memory of `buf` must stay valid and untouched until the callback
-    /// runs (keep the buffer in `context`), and the region's device must stay
-    /// open until then.
-    #[allow(dead_code)]
-    pub(crate) unsafe fn async_io<T: IoCallback>(
+    /// The bytes of `buf` the request uses must stay valid and untouched
+    /// until it completes (wait for `countdown`), and the region's device
+    /// must stay open until then.
+    pub(crate) unsafe fn start(
         &self,
         region: &Region,
         opf: u32,
         buf: &mut IoBuffer,
+        offset: usize,
+        countdown: &Arc<IoCountdown>,
+    ) -> Result {
+        // SAFETY: `countdown` is initialised (type invariant).
+        unsafe { dmb::dmsnap_iocount_get(countdown.count.get()) };
+        // SAFETY: The caller's guarantees are passed on.
+        let r = unsafe { self.async_io(region, opf, buf, offset, countdown.clone()) };
+        if r.is_err() {
+            countdown.put(false);
+        }
+        r
+    }
+
+    /// Starts reading or writing `region` from byte `offset` of `buf`;
+    /// `T::io_done` runs when it completes.
+    ///
+    /// # Safety
+    ///
+    /// The bytes of `buf` the request uses must stay valid and untouched
+    /// until the callback runs, and the region's device must stay open
+    /// until then.
+    unsafe fn async_io<T: IoCallback>(
+        &self,
+        region: &Region,
+        opf: u32,
+        buf: &mut IoBuffer,
+        offset: usize,
         context: Arc<T>,
     ) -> Result {
         let bytes = region.raw.count.checked_mul(512).ok_or(EINVAL)?;
-        if bytes > buf.data.len() as u64 {
-            return Err(EINVAL);
-        }
+        let mem = buf.memory_at(offset, bytes).ok_or(EINVAL)?;
         let ctx = context.into_foreign() as *mut c_void;
         let notify = dmb::dm_io_notify { fn_: Some(io_notify::<T>), context: ctx };
-        let mut req = self.request(opf, buf.memory(), notify);
+        let mut req = self.request(opf, mem, notify);
         let mut region = region.raw;
         // SAFETY: `req` is fully initialised; buffer and device validity until
         // completion are the caller's guarantees; `ctx` is released exactly

@@ -27,6 +27,13 @@ pub(crate) struct Region {
     pub(super) raw: dmb::dm_io_region,
 }
 
+// SAFETY: A region is a device pointer and two numbers, like `BdevHandle`:
+// every use that submits I/O through it is `unsafe` and requires the device
+// to be open.
+unsafe impl Send for Region {}
+// SAFETY: As above.
+unsafe impl Sync for Region {}
+
 impl Region {
     /// `count` sectors of the device behind `dev`, starting at `sector`.
     pub(crate) fn new(dev: BdevHandle, sector: u64, count: u64) -> Self {
@@ -36,6 +43,28 @@ impl Region {
     pub(super) fn from_bdev(bdev: *mut bindings::block_device, sector: u64, count: u64) -> Self {
         Self { raw: dmb::dm_io_region { bdev, sector, count } }
     }
+
+    /// The device.
+    pub(crate) fn dev(&self) -> BdevHandle {
+        BdevHandle(self.raw.bdev)
+    }
+
+    /// First sector.
+    pub(crate) fn sector(&self) -> u64 {
+        self.raw.sector
+    }
+
+    /// Length in sectors.
+    pub(crate) fn count(&self) -> u64 {
+        self.raw.count
+    }
+}
+
+/// The `snapshot_copy_throttle` module parameter: the percentage of time
+/// kcopyd may spend copying (100, the default, means no limit).
+pub(crate) fn copy_throttle_pct() -> u32 {
+    // SAFETY: No preconditions; reads the parameter once.
+    unsafe { dmb::dmsnap_copy_throttle_pct() }
 }
 
 /// Options of a copy (`DM_KCOPYD_*`).

@@ -21,3 +21,8 @@ pub(crate) fn remove<T>(v: &mut KVec<T>, i: usize) -> Option<T> {
     v.as_mut_slice().get_mut(i..)?.rotate_left(1);
     pop(v)
 }
+
+/// Drops every element, keeping the capacity (`Vec::clear`).
+pub(crate) fn clear<T>(v: &mut KVec<T>) {
+    while pop(v).is_some() {}
+}

@@ -6,6 +6,7 @@
 #include <linux/file.h>
 #include <linux/module.h>
 #include <linux/sched/mm.h>
+#include <linux/wait_bit.h>
 #include <linux/slab.h>
 #include <linux/workqueue.h>
 #include <kunit/test.h>
@@ -31,6 +32,36 @@ unsigned int dmsnap_param_cow_threshold(void)
 struct dm_kcopyd_throttle *dmsnap_kcopyd_throttle(void)
 {
 	return &dm_kcopyd_throttle;
+}
+
+unsigned int dmsnap_copy_throttle_pct(void)
+{
+	return READ_ONCE(dm_kcopyd_throttle.throttle);
+}
+
+/*
+ * A count of requests in flight, dropped from any context (bio completion)
+ * and waited for in process context.
+ */
+void dmsnap_iocount_init(atomic_t *count)
+{
+	atomic_set(count, 1);
+}
+
+void dmsnap_iocount_get(atomic_t *count)
+{
+	atomic_inc(count);
+}
+
+void dmsnap_iocount_put(atomic_t *count)
+{
+	if (atomic_dec_and_test(count))
+		wake_up_var(count);
+}
+
+void dmsnap_iocount_wait(atomic_t *count)
+{
+	wait_var_event(count, !atomic_read(count));
 }
 
 void dmsnap_bio_set_dev(struct bio *bio, struct block_device *bdev)

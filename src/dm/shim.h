@@ -54,6 +54,12 @@ void dmsnap_full_write_finish(struct bio *bio, struct dmsnap_full_write *fw, boo
 
 unsigned int dmsnap_param_cow_threshold(void);
 struct dm_kcopyd_throttle *dmsnap_kcopyd_throttle(void);
+unsigned int dmsnap_copy_throttle_pct(void);
+
+void dmsnap_iocount_init(atomic_t *count);
+void dmsnap_iocount_get(atomic_t *count);
+void dmsnap_iocount_put(atomic_t *count);
+void dmsnap_iocount_wait(atomic_t *count);
 
 #if IS_ENABLED(CONFIG_KUNIT)
 /* KUnit self-tests only: the scratch device named by kunit_scratch_dev. */

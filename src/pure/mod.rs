@@ -14,11 +14,13 @@
 //!   merge cursors.
 //! - [`runs`]: consecutive-chunk runs for the exception table.
 //! - [`merge`]: choosing the next linear run(s) to merge.
+//! - [`gather`]: joining the pieces of gathered copies into large requests.
 //! - [`status`]: the INFO status values.
 
 pub mod alloc;
 pub mod chunk;
 pub mod disk;
+pub mod gather;
 pub mod merge;
 pub mod runs;
 pub mod status;

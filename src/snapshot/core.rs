@@ -1393,7 +1393,7 @@ impl CopyCallback for CopyJob {
 }
 
 /// Destinations of one kcopyd job (`DM_KCOPYD_MAX_REGIONS`).
-const MAX_COPY_DESTS: usize = 8;
+pub(crate) const MAX_COPY_DESTS: usize = 8;
 
 /// Runs of new exceptions one origin write makes in one snapshot.
 const MAX_NEW_RUNS: usize = 8;
@@ -1499,7 +1499,8 @@ impl CopyGroup {
         }
     }
 
-    /// Starts the copy (if any) and empties the group.
+    /// Starts the copy (if any) and empties the group: small copies go to
+    /// the origin's [`Gatherer`](super::gather::Gatherer), the rest straight to kcopyd.
     pub(crate) fn start(&mut self) {
         let _noio = NoIoScope::enter();
         let mut members: [Option<(Arc<SnapCore>, NewRun)>; MAX_COPY_DESTS] = Default::default();
@@ -1533,26 +1534,62 @@ impl CopyGroup {
                 _ => snap.copies_done(run.chunk, run.count, false),
             }
         }
-        let Some(to) = dests.get(..n).filter(|d| !d.is_empty()) else {
+        if n == 0 {
             return;
-        };
+        }
         let Ok(job) = Arc::new(job, GFP_KERNEL) else {
             fail_all(&members, false);
             return;
         };
-        let kc = first.kcopyd.lock();
+        let copy = OriginCopy { src: Region::new(first.origin, src, sectors), dests, ndests: n, job, first };
+        let gatherer = copy.first.entry.gatherer().clone();
+        gatherer.submit(copy);
+    }
+}
+
+/// A copy of a run of origin chunks to up to [`MAX_COPY_DESTS`] COWs,
+/// ready to start ([`CopyGroup::start`]).
+pub(crate) struct OriginCopy {
+    src: Region,
+    dests: [Region; MAX_COPY_DESTS],
+    ndests: usize,
+    job: Arc<CopyJob>,
+    /// The snapshot whose kcopyd client copies it if it goes to kcopyd
+    /// (also the first member of `job`).
+    first: Arc<SnapCore>,
+}
+
+impl OriginCopy {
+    /// The origin sectors to copy.
+    pub(crate) fn source(&self) -> &Region {
+        &self.src
+    }
+
+    /// Where they go, one region per COW.
+    pub(crate) fn dests(&self) -> &[Region] {
+        self.dests.get(..self.ndests).unwrap_or(&[])
+    }
+
+    /// Copies with kcopyd, which reports errors per destination.
+    pub(crate) fn start_kcopyd(self) {
+        let kc = self.first.kcopyd.lock();
         let started = match kc.as_ref() {
             // SAFETY: The origin and every destination COW stay open until
             // the job's callback ran: each member's `shutdown` waits for its
             // exceptions (completed by that callback), and the client's owner
             // `first` destroys the client (waiting for the job) in its own
             // `shutdown` (type invariant of `SnapCore`).
-            Some(kc) => unsafe { kc.copy(&Region::new(first.origin, src, sectors), to, CopyFlags::default(), job) },
+            Some(kc) => unsafe { kc.copy(&self.src, self.dests(), CopyFlags::default(), self.job.clone()) },
             None => Err(ENODEV),
         };
         drop(kc);
         if started.is_err() {
-            fail_all(&members, false);
+            CopyJob::copy_done(self.job, true, 0);
         }
+    }
+
+    /// The copy was done (by the gatherer) without an error.
+    pub(crate) fn finished(self) {
+        CopyJob::copy_done(self.job, false, 0);
     }
 }

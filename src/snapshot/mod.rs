@@ -4,6 +4,7 @@
 //! exception table, pending exceptions and the exception stores.
 
 pub(crate) mod core;
+pub(crate) mod gather;
 pub(crate) mod registry;
 pub(crate) mod store;
 pub(crate) mod table;

@@ -17,6 +17,7 @@ use crate::dm::{kvec, Bio, OwnedBio};
 use crate::pure::merge::CopyPlan;
 
 use super::core::{CopyGroup, NewRuns, SnapCore};
+use super::gather::Gatherer;
 
 /// An origin write, either still in `map` or held and being retried.
 pub(crate) enum OriginBio<'a> {
@@ -69,9 +70,16 @@ pub(crate) struct OriginEntry {
     /// Snapshots, largest chunk size first (upstream's order).
     #[pin]
     snapshots: Mutex<KVec<Arc<SnapCore>>>,
+    /// Copies out of this origin, gathered into batches.
+    gather: Arc<Gatherer>,
 }
 
 impl OriginEntry {
+    /// The copy-out queue of this origin.
+    pub(crate) fn gatherer(&self) -> &Arc<Gatherer> {
+        &self.gather
+    }
+
     /// Registers a snapshot of this origin.
     pub(crate) fn add(&self, snap: Arc<SnapCore>) -> Result {
         let mut list = self.snapshots.lock();
@@ -150,8 +158,9 @@ impl OriginEntry {
     /// chunk `bio` writes before the write reaches the origin
     /// (`do_origin()`, for a write that may span several chunks).
     ///
-    /// New copies start at once, one kcopyd job per run of consecutive
-    /// chunks, shared by the snapshots that need the same run; the bio
+    /// New copies start at once, one copy per run of consecutive chunks,
+    /// shared by the snapshots that need the same run (gathered with other
+    /// small copies, see [`Gatherer`]); the bio
     /// waits on (at most) one pending exception and is passed here again
     /// when that one completes.
     pub(crate) fn write(&self, bio: OriginBio<'_>) -> OriginOutcome {
@@ -298,11 +307,13 @@ impl EntryRef {
                 return Ok(Self { entry: entry.clone() });
             }
         }
+        let gather = Gatherer::new()?;
         let entry = Arc::pin_init(
             pin_init!(OriginEntry {
                 devt,
                 live_origins: core::sync::atomic::AtomicUsize::new(0),
                 snapshots <- new_mutex!(KVec::new()),
+                gather,
             }),
             GFP_KERNEL,
         )?;
