@@ -2,8 +2,6 @@
 //! Joining gathered copy pieces keeps every sector's place on its device
 //! and in the buffer, and leaves nothing joinable.
 
-use std::collections::BTreeSet;
-
 use dmsnap_core::pure::gather::{join_adjacent, Piece};
 use proptest::prelude::*;
 
