@@ -33,7 +33,7 @@ fio_run() {
   meta=$1; shift
   rm -f /tmp/fio.json
   if fio --name=b --direct=1 --ioengine=libaio --randrepeat=1 --random_generator=lfsr \
-      --percentile_list=50:99 --output-format=json --output=/tmp/fio.json "$@" > /tmp/fio.err 2>&1; then
+      --percentile_list=50:99 --lat_percentiles=1 --output-format=json --output=/tmp/fio.json "$@" > /tmp/fio.err 2>&1; then
     printf 'BENCHFIO %s}\t' "$meta"; tr -d '\n' < /tmp/fio.json; echo
   else
     echo "BENCHERR $meta} fio failed: $(head -c 300 /tmp/fio.err | tr '\n' ' ')"
