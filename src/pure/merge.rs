@@ -362,3 +362,51 @@ pub fn runs_contain(runs: &[MergeRun], chunk: Chunk) -> bool {
         None => false,
     }
 }
+
+/// Merge batch sizing: how the next batch's size (in chunks) follows the
+/// last batch. Writes to a batch's chunks wait for the whole batch, so the
+/// size trades merge throughput for the latency of those writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchSizing {
+    /// Smallest batch.
+    pub min: u64,
+    /// Largest batch.
+    pub max: u64,
+    /// How long a batch may take while writes wait for it, in µs.
+    pub wait_target_us: u64,
+}
+
+/// What the last batch did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Its size in chunks.
+    pub chunks: u64,
+    /// How long it took, copies and commit, in µs.
+    pub took_us: u64,
+    /// Whether a write waited for it.
+    pub waited: bool,
+    /// Whether no write waited for any batch for a while (the origin is
+    /// calm): only then may batches grow.
+    pub calm: bool,
+}
+
+impl BatchSizing {
+    /// The next batch's size after `last`:
+    /// - a write waited: at most half the last size, and no more than
+    ///   what fits in `wait_target_us` at the last batch's speed;
+    /// - the origin is calm: twice the last size;
+    /// - otherwise (writes waited recently): the same size.
+    ///
+    /// Always within `min..=max` (`min` wins if they cross).
+    pub fn next(&self, last: BatchOutcome) -> u64 {
+        let next = if last.waited {
+            let fit = last.chunks.saturating_mul(self.wait_target_us) / last.took_us.max(1);
+            (last.chunks / 2).min(fit)
+        } else if last.calm {
+            last.chunks.saturating_mul(2)
+        } else {
+            last.chunks
+        };
+        next.min(self.max).max(self.min)
+    }
+}

@@ -27,10 +27,11 @@ use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::rbtree::RBTree;
 use kernel::sync::{Arc, Mutex};
+use kernel::time::{ktime_ms_delta, Ktime};
 use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_work};
 
-use crate::dm::dm_io::{DmIoClient, IoBuffer};
+use crate::dm::dm_io::{DmIoClient, IoBuffer, IoCountdown};
 use crate::dm::kcopyd::{CopyCallback, CopyFlags, KcopydClient, Region};
 use crate::dm::log::dm_err;
 use crate::dm::sync::{self as dmsync, Countdown, Exclusive, NoIoScope};
@@ -38,7 +39,7 @@ use crate::dm::bio::FullWrite;
 use crate::dm::{BdevHandle, Bio, BioList, BioOp, MapResult, OwnedBio, TargetHandle};
 
 use crate::pure::alloc::{CommitSlot, MergeStep};
-use crate::pure::merge::{runs_contain, CopyPlan, MergeRun};
+use crate::pure::merge::{runs_contain, BatchOutcome, BatchSizing, CopyPlan, MergeRun};
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::status::{InfoStatus, Usage};
 
@@ -1061,6 +1062,7 @@ impl SnapCore {
                 return false;
             }
         }
+        budget.start();
         let mut batch = match self.plan_merge_batch(budget.chunks) {
             Ok(Some(batch)) => batch,
             Ok(None) => return false,
@@ -1146,7 +1148,8 @@ impl SnapCore {
         if !committed || !removed {
             self.merge_failed_now("Corrupt exception store: shutting down merge");
         }
-        budget.adapt(!queued.is_empty());
+        let merged = batch.runs.iter().map(|r| u64::from(r.count())).sum();
+        budget.adapt(merged, !queued.is_empty());
         // These writes target merged chunks: the origin holds them now, and
         // the other snapshots already have their copies.
         while let Some(bio) = queued.pop() {
@@ -1244,10 +1247,8 @@ impl SnapCore {
         }
         drop(kc);
         if let Some(copier) = copier.as_mut() {
-            for plan in plans.iter().filter(|p| bounce(p)) {
-                if ok {
-                    ok = copier.copy(self.cow, self.origin, plan).is_ok();
-                }
+            if ok {
+                ok = copier.copy(self.cow, self.origin, plans.iter().filter(|p| bounce(p))).is_ok();
             }
         }
         done.done(ok);
@@ -1255,35 +1256,65 @@ impl SnapCore {
     }
 }
 
-/// Copies through a bounce buffer with large synchronous dm-io requests
-/// (dm-io splits each into bios of up to 1 MiB, all in flight together).
+/// Copies through two bounce buffers with large dm-io requests (dm-io
+/// splits each into bios of up to 1 MiB, all in flight together): step
+/// `i + 1` is read into one buffer while step `i` is written from the
+/// other, so a copy moves at about the slower device's speed rather than
+/// at half of it (read, then write).
 struct BounceCopier {
     io: DmIoClient,
-    buf: IoBuffer,
+    bufs: [IoBuffer; 2],
 }
 
-/// Bytes moved per read and write of a [`BounceCopier`].
-const BOUNCE_BYTES: usize = 4 << 20;
+/// Bytes of one step (each of the two buffers).
+const BOUNCE_BYTES: usize = 2 << 20;
 /// Runs of at least this many sectors (256 KiB) use the bounce copier.
 const BOUNCE_MIN_SECTORS: u64 = 512;
 
 impl BounceCopier {
     fn new() -> Result<Self> {
-        Ok(Self { io: DmIoClient::new()?, buf: IoBuffer::new(BOUNCE_BYTES)? })
+        Ok(Self { io: DmIoClient::new()?, bufs: [IoBuffer::new(BOUNCE_BYTES)?, IoBuffer::new(BOUNCE_BYTES)?] })
     }
 
-    /// Copies `plan` from `from` to `to`. The devices must stay open during
-    /// the call (the merge worker's caller holds them).
-    fn copy(&mut self, from: BdevHandle, to: BdevHandle, plan: &CopyPlan) -> Result {
+    /// Copies every plan from `from` to `to`. The devices must stay open
+    /// during the call (the merge worker's caller holds them).
+    fn copy<'a>(&mut self, from: BdevHandle, to: BdevHandle, plans: impl Iterator<Item = &'a CopyPlan>) -> Result {
         let step = (BOUNCE_BYTES / 512) as u64;
-        let mut done = 0;
-        while done < plan.sectors {
-            let n = (plan.sectors - done).min(step);
-            let read = Region::new(from, plan.src + done, n);
-            self.io.sync_io(&read, bindings::req_op_REQ_OP_READ, &mut self.buf)?;
-            let write = Region::new(to, plan.dest + done, n);
-            self.io.sync_io(&write, bindings::req_op_REQ_OP_WRITE, &mut self.buf)?;
-            done += n;
+        let [b0, b1] = &mut self.bufs;
+        // The step read last (its destination and the buffer holding it).
+        let mut pending: Option<(Region, bool)> = None;
+        let mut into_b1 = false;
+        for plan in plans {
+            let mut done = 0;
+            while done < plan.sectors {
+                let n = (plan.sectors - done).min(step);
+                let countdown = IoCountdown::new()?;
+                let (read_buf, write_buf) = if into_b1 { (&mut *b1, &mut *b0) } else { (&mut *b0, &mut *b1) };
+                // SAFETY: `countdown.wait()` below returns once both
+                // requests completed, so both buffers (borrowed here)
+                // outlive them; the devices are held (see above).
+                let mut r = unsafe {
+                    self.io.start(&Region::new(from, plan.src + done, n), bindings::req_op_REQ_OP_READ, read_buf, 0, &countdown)
+                };
+                if let Some((dest, _)) = pending.take() {
+                    // SAFETY: As above; the previous step's buffer is the
+                    // one not being read into.
+                    let w = unsafe { self.io.start(&dest, bindings::req_op_REQ_OP_WRITE, write_buf, 0, &countdown) };
+                    r = r.and(w);
+                }
+                let ok = countdown.wait();
+                r?;
+                if !ok {
+                    return Err(EIO);
+                }
+                pending = Some((Region::new(to, plan.dest + done, n), into_b1));
+                into_b1 = !into_b1;
+                done += n;
+            }
+        }
+        if let Some((dest, in_b1)) = pending {
+            let buf = if in_b1 { b1 } else { b0 };
+            self.io.sync_io(&dest, bindings::req_op_REQ_OP_WRITE, buf)?;
         }
         Ok(())
     }
@@ -1291,17 +1322,24 @@ impl BounceCopier {
 
 /// Most data merged per batch: one origin flush and one commit per batch.
 const MERGE_BATCH_BYTES: usize = 16 << 20;
-/// Least data merged per batch, and the first batch's size.
-const MERGE_BATCH_MIN_BYTES: usize = 256 << 10;
+/// The first batch's size.
+const MERGE_BATCH_START_BYTES: usize = 256 << 10;
+/// Least data merged per batch (one chunk if chunks are larger).
+const MERGE_BATCH_MIN_BYTES: usize = 32 << 10;
+/// How long a batch may take while writes wait for it.
+const MERGE_WAIT_TARGET_US: u64 = 5000;
+/// Batches grow again only once no write waited for this long.
+const MERGE_CALM_MS: i64 = 1000;
 
-/// The size of the next merge batch, in chunks. Writes to a batch's chunks
-/// wait for the whole batch, so the size adapts: it doubles after a batch
-/// no write waited for, up to `MERGE_BATCH_BYTES`, and drops to a quarter
-/// (at least `MERGE_BATCH_MIN_BYTES`) after one that held writes back.
+/// The size of the next merge batch, in chunks ([`BatchSizing`]): it
+/// grows while no write waits, and when one does it drops to what the
+/// merge moves in `MERGE_WAIT_TARGET_US`, staying there until the origin
+/// has been calm for `MERGE_CALM_MS`.
 struct MergeBudget {
     chunks: u64,
-    min: u64,
-    max: u64,
+    sizing: BatchSizing,
+    started: Ktime,
+    last_wait: Option<Ktime>,
 }
 
 impl MergeBudget {
@@ -1309,13 +1347,26 @@ impl MergeBudget {
         let per = chunk.bytes().max(1);
         let min = (MERGE_BATCH_MIN_BYTES / per).max(1) as u64;
         let max = (MERGE_BATCH_BYTES / per).max(1) as u64;
-        Self { chunks: min, min, max }
+        let start = (MERGE_BATCH_START_BYTES / per).max(1) as u64;
+        let sizing = BatchSizing { min, max, wait_target_us: MERGE_WAIT_TARGET_US };
+        Self { chunks: start.clamp(min, max), sizing, started: Ktime::ktime_get(), last_wait: None }
     }
 
-    /// After a batch: `waited` if writes were held back by it.
-    fn adapt(&mut self, waited: bool) {
-        self.chunks = if waited { self.chunks / 4 } else { self.chunks.saturating_mul(2) };
-        self.chunks = self.chunks.clamp(self.min, self.max);
+    /// A batch starts.
+    fn start(&mut self) {
+        self.started = Ktime::ktime_get();
+    }
+
+    /// The batch of `chunks` chunks is done: `waited` if writes were held
+    /// back by it.
+    fn adapt(&mut self, chunks: u64, waited: bool) {
+        let now = Ktime::ktime_get();
+        if waited {
+            self.last_wait = Some(now);
+        }
+        let calm = self.last_wait.map_or(true, |t| ktime_ms_delta(now, t) >= MERGE_CALM_MS);
+        let took_us = u64::try_from(now.to_ns().saturating_sub(self.started.to_ns()) / 1000).unwrap_or(0);
+        self.chunks = self.sizing.next(BatchOutcome { chunks, took_us, waited, calm });
     }
 }
 
