@@ -71,9 +71,18 @@ done
   for v in $vars; do printf '%s="%s"\n' "$v" "${!v}"; done
 } > "$tree/tests/vm/bench-env.sh"
 
-# tsc=reliable (VM_APPEND above): under TCG the kernel's clocksource
-# watchdog marks the TSC unstable and falls back to jiffies, which would
-# quantize every fio latency to 4 ms.
+# The guest's clock. The test kernel has no ACPI, so no HPET or PM timer to
+# calibrate the TSC against, and PIT calibration fails under TCG: the guest
+# would fall back to jiffies and every fio latency and timer would be
+# quantized to 4 ms. Under TCG the guest TSC is the host's, so the host's TSC
+# frequency is passed in (tsc_early_khz), and tsc=reliable keeps the
+# clocksource watchdog from dropping it.
+tsc_khz=$(dmesg 2>/dev/null | sed -n 's/.*tsc: Detected \([0-9]*\)\.\([0-9]\{3\}\).* MHz.*/\1\2/p' | head -1)
+if [ -z "$tsc_khz" ] && grep -qw constant_tsc /proc/cpuinfo; then
+  tsc_khz=$(awk -F: '/^cpu MHz/ { printf "%d", $2 * 1000; exit }' /proc/cpuinfo)
+fi
+clock_append="tsc=reliable${tsc_khz:+ tsc_early_khz=$tsc_khz}"
+[ -n "$tsc_khz" ] || echo "bench: host TSC frequency unknown: guest timings will be quantized to 4 ms" >&2
 # Disks (sparse): vda origin (also the activation origin: ACT_N chunks),
 # vdb four COW slices, vdc/vdd the prebuilt activation COWs.
 act_mb=$(( (ACT_N / 256 + 2) * 257 * 4 / 1024 + 4 ))
@@ -95,16 +104,17 @@ echo "bench: profile $profile, module $ko, $(nproc) host CPUs, load $load0, $oth
 start=$(date +%s)
 set +e
 VM_DISK_DIR=$disks VM_DISKS="${vda_mb}M ${vdb_mb}M ${act_mb}M ${act_mb}M" SCENARIO_TIMEOUT=$PER \
-  VM_MEM=${VM_MEM:-1536} VM_QUIET=${VM_QUIET:-1} VM_APPEND="tsc=reliable ${VM_APPEND:-}" \
+  VM_MEM=${VM_MEM:-1536} VM_QUIET=${VM_QUIET:-1} VM_APPEND="$clock_append ${VM_APPEND:-}" \
   bash "$tree/scripts/vm/run.sh" "$kdir" "$work/module.ko" "$work/vm" $scen
 vrc=$?
 set -e
 secs=$(( $(date +%s) - start ))
+clock=$(sed -n 's/.*clocksource: Switched to clocksource \([a-z0-9_-]*\).*/\1/p' "$work/vm/console.log" | tail -1)
 rm -rf "$disks"
 stamp=$(date -u +%Y%m%d-%H%M)
 python3 "$here/bench/report.py" "$work/vm/results.log" \
   --profile "$profile" --out "$results/$profile-$stamp" --secs "$secs" \
   --module "$kosum" --git "$(git -C "$here" describe --always --dirty 2>/dev/null || echo unknown)" \
-  --host-load "$load0" --note "Other QEMU processes on the host when the run started: ${others:-0} (other VMs make the figures noisier)." --params "$(for v in $vars; do printf '%s=%s;' "$v" "${!v}"; done)"
+  --host-load "$load0" --note "Other QEMU processes on the host when the run started: ${others:-0} (other VMs make the figures noisier). Guest clocksource: ${clock:-unknown} (jiffies would quantize timings to 4 ms)." --params "$(for v in $vars; do printf '%s=%s;' "$v" "${!v}"; done)"
 echo "bench: $profile done in ${secs}s (vm exit $vrc): $results/$profile-$stamp.{json,md,svg}"
 [ "$vrc" = 0 ]

@@ -197,39 +197,29 @@ fn tail_edge_cases() {
 }
 
 mod batch_sizing {
-    use dmsnap_core::pure::merge::{BatchOutcome, BatchSizing};
+    use dmsnap_core::pure::merge::{BatchLimit, BatchSizing};
     use proptest::prelude::*;
 
-    const S: BatchSizing = BatchSizing { min: 8, max: 4096, wait_target_us: 5000 };
-
-    fn out(chunks: u64, took_us: u64, waited: bool, calm: bool) -> BatchOutcome {
-        BatchOutcome { chunks, took_us, waited, calm }
-    }
+    const S: BatchSizing = BatchSizing { min: 8, max: 4096, busy_chunks: 256, busy_runs: 8 };
 
     #[test]
-    fn grows_only_when_calm_and_shrinks_to_the_target_when_writes_wait() {
-        assert_eq!(S.next(out(64, 1000, false, true)), 128);
-        assert_eq!(S.next(out(4096, 1000, false, true)), 4096);
-        // Writes waited a moment ago: hold.
-        assert_eq!(S.next(out(64, 1000, false, false)), 64);
-        // 4096 chunks in 100 ms: 5 ms fit 204 chunks.
-        assert_eq!(S.next(out(4096, 100_000, true, false)), 204);
-        // Fast batch: at least halved anyway.
-        assert_eq!(S.next(out(64, 100, true, false)), 32);
-        assert_eq!(S.next(out(8, 100_000, true, false)), 8);
-        assert_eq!(S.next(out(0, 0, true, false)), 8);
+    fn grows_while_calm_and_is_held_small_while_writes_wait() {
+        assert_eq!(S.next(64, true), BatchLimit { chunks: 128, runs: None });
+        assert_eq!(S.next(4096, true), BatchLimit { chunks: 4096, runs: None });
+        assert_eq!(S.next(4096, false), BatchLimit { chunks: 256, runs: Some(8) });
+        // Calm again: grows from the busy size.
+        assert_eq!(S.next(256, true), BatchLimit { chunks: 512, runs: None });
+        assert_eq!(S.next(0, true).chunks, 8);
     }
 
     proptest! {
         #[test]
-        fn always_within_bounds(chunks in 0u64..1 << 40, took in 0u64..1 << 40, waited: bool, calm: bool) {
-            let n = S.next(out(chunks, took, waited, calm));
-            prop_assert!((S.min..=S.max).contains(&n));
-            if waited && chunks >= 2 * S.min {
-                prop_assert!(n <= chunks / 2);
-            }
-            if !waited && (S.min..=S.max).contains(&chunks) {
-                prop_assert!(n >= chunks);
+        fn always_within_bounds(last in 0u64..1 << 40, calm: bool) {
+            let n = S.next(last, calm);
+            prop_assert!((S.min..=S.max).contains(&n.chunks));
+            prop_assert_eq!(n.runs.is_some(), !calm);
+            if calm && (S.min..=S.max).contains(&last) {
+                prop_assert!(n.chunks >= last);
             }
         }
     }

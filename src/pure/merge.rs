@@ -363,50 +363,43 @@ pub fn runs_contain(runs: &[MergeRun], chunk: Chunk) -> bool {
     }
 }
 
-/// Merge batch sizing: how the next batch's size (in chunks) follows the
-/// last batch. Writes to a batch's chunks wait for the whole batch, so the
-/// size trades merge throughput for the latency of those writes.
+/// Merge batch sizing. Writes to a batch's chunks wait for the whole
+/// batch, so its size trades merge throughput for the latency of those
+/// writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchSizing {
-    /// Smallest batch.
+    /// Smallest batch, in chunks.
     pub min: u64,
-    /// Largest batch.
+    /// Largest batch, in chunks.
     pub max: u64,
-    /// How long a batch may take while writes wait for it, in µs.
-    pub wait_target_us: u64,
+    /// Largest batch while writes wait for batches, in chunks.
+    pub busy_chunks: u64,
+    /// Most runs of consecutive chunks in a batch while writes wait for
+    /// batches (upstream merges one run at a time).
+    pub busy_runs: u32,
 }
 
-/// What the last batch did.
+/// The limits of the next batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BatchOutcome {
-    /// Its size in chunks.
+pub struct BatchLimit {
+    /// Chunks at most.
     pub chunks: u64,
-    /// How long it took, copies and commit, in µs.
-    pub took_us: u64,
-    /// Whether a write waited for it.
-    pub waited: bool,
-    /// Whether no write waited for any batch for a while (the origin is
-    /// calm): only then may batches grow.
-    pub calm: bool,
+    /// Runs at most, if limited.
+    pub runs: Option<u32>,
 }
 
 impl BatchSizing {
-    /// The next batch's size after `last`:
-    /// - a write waited: at most half the last size, and no more than
-    ///   what fits in `wait_target_us` at the last batch's speed;
-    /// - the origin is calm: twice the last size;
-    /// - otherwise (writes waited recently): the same size.
-    ///
-    /// Always within `min..=max` (`min` wins if they cross).
-    pub fn next(&self, last: BatchOutcome) -> u64 {
-        let next = if last.waited {
-            let fit = last.chunks.saturating_mul(self.wait_target_us) / last.took_us.max(1);
-            (last.chunks / 2).min(fit)
-        } else if last.calm {
-            last.chunks.saturating_mul(2)
+    /// The next batch's limits after one of `last_chunks` chunks: while
+    /// the origin is `calm` (no write waited for a batch for a while) twice
+    /// as many chunks and any number of runs; otherwise at most
+    /// `busy_chunks` and `busy_runs`. Chunks always within `min..=max`
+    /// (`min` wins if they cross).
+    pub fn next(&self, last_chunks: u64, calm: bool) -> BatchLimit {
+        let (chunks, runs) = if calm {
+            (last_chunks.saturating_mul(2), None)
         } else {
-            last.chunks
+            (self.busy_chunks, Some(self.busy_runs.max(1)))
         };
-        next.min(self.max).max(self.min)
+        BatchLimit { chunks: chunks.min(self.max).max(self.min), runs }
     }
 }

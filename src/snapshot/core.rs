@@ -39,7 +39,7 @@ use crate::dm::bio::FullWrite;
 use crate::dm::{BdevHandle, Bio, BioList, BioOp, MapResult, OwnedBio, TargetHandle};
 
 use crate::pure::alloc::{CommitSlot, MergeStep};
-use crate::pure::merge::{runs_contain, BatchOutcome, BatchSizing, CopyPlan, MergeRun};
+use crate::pure::merge::{runs_contain, BatchLimit, BatchSizing, CopyPlan, MergeRun};
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::status::{InfoStatus, Usage};
 
@@ -1062,8 +1062,7 @@ impl SnapCore {
                 return false;
             }
         }
-        budget.start();
-        let mut batch = match self.plan_merge_batch(budget.chunks) {
+        let mut batch = match self.plan_merge_batch(budget.limit) {
             Ok(Some(batch)) => batch,
             Ok(None) => return false,
             Err(why) => {
@@ -1160,7 +1159,7 @@ impl SnapCore {
 
     /// Plans the next batch from the cursor, reading the previous area
     /// first if the current one is empty. `None` when nothing is left.
-    fn plan_merge_batch(&self, budget: u64) -> Result<Option<MergeBatch>, &'static str> {
+    fn plan_merge_batch(&self, limit: BatchLimit) -> Result<Option<MergeBatch>, &'static str> {
         let mut meta_guard = self.meta.lock();
         let Some(meta) = meta_guard.as_mut() else {
             return Ok(None);
@@ -1186,7 +1185,8 @@ impl SnapCore {
                     }
                 }
                 MergeStep::Ready => {
-                    return meta.plan_merge_batch(&p, budget).map(Some).map_err(|e| e.message());
+                    let max_runs = limit.runs.map_or(usize::MAX, |r| r as usize);
+                    return meta.plan_merge_batch(&p, limit.chunks, max_runs).map(Some).map_err(|e| e.message());
                 }
             }
         }
@@ -1326,19 +1326,20 @@ const MERGE_BATCH_BYTES: usize = 16 << 20;
 const MERGE_BATCH_START_BYTES: usize = 256 << 10;
 /// Least data merged per batch (one chunk if chunks are larger).
 const MERGE_BATCH_MIN_BYTES: usize = 32 << 10;
-/// How long a batch may take while writes wait for it.
-const MERGE_WAIT_TARGET_US: u64 = 5000;
+/// Largest batch while writes wait for batches.
+const MERGE_BUSY_BYTES: usize = 1 << 20;
+/// Most runs in a batch while writes wait for batches.
+const MERGE_BUSY_RUNS: u32 = 8;
 /// Batches grow again only once no write waited for this long.
 const MERGE_CALM_MS: i64 = 1000;
 
-/// The size of the next merge batch, in chunks ([`BatchSizing`]): it
-/// grows while no write waits, and when one does it drops to what the
-/// merge moves in `MERGE_WAIT_TARGET_US`, staying there until the origin
-/// has been calm for `MERGE_CALM_MS`.
+/// The limits of the next merge batch ([`BatchSizing`]): batches grow
+/// while no write waits for them; once one does, they stay at
+/// `MERGE_BUSY_BYTES` and `MERGE_BUSY_RUNS` until the origin has been calm
+/// for `MERGE_CALM_MS`.
 struct MergeBudget {
-    chunks: u64,
+    limit: BatchLimit,
     sizing: BatchSizing,
-    started: Ktime,
     last_wait: Option<Ktime>,
 }
 
@@ -1348,13 +1349,10 @@ impl MergeBudget {
         let min = (MERGE_BATCH_MIN_BYTES / per).max(1) as u64;
         let max = (MERGE_BATCH_BYTES / per).max(1) as u64;
         let start = (MERGE_BATCH_START_BYTES / per).max(1) as u64;
-        let sizing = BatchSizing { min, max, wait_target_us: MERGE_WAIT_TARGET_US };
-        Self { chunks: start.clamp(min, max), sizing, started: Ktime::ktime_get(), last_wait: None }
-    }
-
-    /// A batch starts.
-    fn start(&mut self) {
-        self.started = Ktime::ktime_get();
+        let busy_chunks = (MERGE_BUSY_BYTES / per).max(1) as u64;
+        let sizing = BatchSizing { min, max, busy_chunks, busy_runs: MERGE_BUSY_RUNS };
+        let limit = BatchLimit { chunks: start.clamp(min, max), runs: None };
+        Self { limit, sizing, last_wait: None }
     }
 
     /// The batch of `chunks` chunks is done: `waited` if writes were held
@@ -1365,8 +1363,7 @@ impl MergeBudget {
             self.last_wait = Some(now);
         }
         let calm = self.last_wait.map_or(true, |t| ktime_ms_delta(now, t) >= MERGE_CALM_MS);
-        let took_us = u64::try_from(now.to_ns().saturating_sub(self.started.to_ns()) / 1000).unwrap_or(0);
-        self.chunks = self.sizing.next(BatchOutcome { chunks, took_us, waited, calm });
+        self.limit = self.sizing.next(chunks, calm);
     }
 }
 

@@ -521,7 +521,13 @@ impl MetadataIo {
     /// chunks skip the metadata chunk between areas), but a batch takes
     /// the earlier areas too while it has budget, so a sequentially filled
     /// COW merges in large copies with one commit per batch.
-    pub(crate) fn plan_merge_batch(&mut self, p: &PersistentState, budget: u64) -> Result<MergeBatch, MergePlanError> {
+    pub(crate) fn plan_merge_batch(
+        &mut self,
+        p: &PersistentState,
+        budget: u64,
+        max_runs: usize,
+    ) -> Result<MergeBatch, MergePlanError> {
+        let max_runs = max_runs.max(1);
         let geom = p.geometry();
         let limit = core::num::NonZeroU32::new(u32::try_from(budget).unwrap_or(u32::MAX).max(1))
             .unwrap_or(core::num::NonZeroU32::MIN);
@@ -531,6 +537,9 @@ impl MetadataIo {
         let committed = p.current_committed();
         let src = AreaSource::new(geom, self.area.as_slice());
         let taken = plan_batch_area(&src, committed as usize, limit, budget, |run| {
+            if runs.len() >= max_runs {
+                return false;
+            }
             let ok = runs.push(run, GFP_KERNEL).is_ok();
             oom |= !ok;
             ok
@@ -541,7 +550,13 @@ impl MetadataIo {
         let mut earlier: KVec<EarlierArea> = KVec::new();
         let epa = geom.exceptions_per_area();
         // Earlier areas are full; go on while this one is used up.
-        while end.1 == 0 && end.0 > 0 && budget > 0 && earlier.len() + 1 < MERGE_BATCH_AREAS && !oom {
+        while end.1 == 0
+            && end.0 > 0
+            && budget > 0
+            && runs.len() < max_runs
+            && earlier.len() + 1 < MERGE_BATCH_AREAS
+            && !oom
+        {
             let area = end.0 - 1;
             let location = geom.area_location(area).ok_or(MergePlanError::Corrupt)?;
             let mut buf = IoBuffer::new(self.chunk.bytes()).map_err(|_| MergePlanError::NoMemory)?;
@@ -551,6 +566,9 @@ impl MetadataIo {
                 .map_err(|_| MergePlanError::Read)?;
             let src = AreaSource::new(geom, buf.as_slice());
             let taken = plan_batch_area(&src, epa as usize, limit, budget, |run| {
+                if runs.len() >= max_runs {
+                    return false;
+                }
                 let ok = runs.push(run, GFP_KERNEL).is_ok();
                 oom |= !ok;
                 ok
