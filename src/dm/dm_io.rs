@@ -83,7 +83,10 @@ unsafe impl Send for IoCountdown {}
 unsafe impl Sync for IoCountdown {}
 
 impl IoCountdown {
-    /// A countdown holding the issuer's count.
+    /// A countdown holding the issuer's count. Allocates with
+    /// `GFP_KERNEL`: callers in the I/O path hold a [`NoIoScope`].
+    ///
+    /// [`NoIoScope`]: crate::dm::sync::NoIoScope
     pub(crate) fn new() -> Result<Arc<Self>> {
         let this = Arc::new(
             Self { count: Opaque::new(bindings::atomic_t { counter: 0 }), failed: AtomicBool::new(false) },
@@ -105,8 +108,9 @@ impl IoCountdown {
     }
 
     /// Drops the issuer's count and waits (process context) until every
-    /// request has completed; whether all of them succeeded.
-    pub(crate) fn wait(&self) -> bool {
+    /// request has completed; whether all of them succeeded. Consumes the
+    /// issuer's handle, so no request can be started after it.
+    pub(crate) fn wait(self: Arc<Self>) -> bool {
         self.put(true);
         // SAFETY: As in `put`; waiting sleeps, which callers may do.
         unsafe { dmb::dmsnap_iocount_wait(self.count.get()) };

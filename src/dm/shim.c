@@ -55,13 +55,18 @@ void dmsnap_iocount_get(atomic_t *count)
 
 void dmsnap_iocount_put(atomic_t *count)
 {
-	if (atomic_dec_and_test(count))
+	/* Fully ordered: what the caller stored before is seen by the waiter. */
+	int left = atomic_dec_return(count);
+
+	WARN_ON_ONCE(left < 0);
+	if (left == 0)
 		wake_up_var(count);
 }
 
 void dmsnap_iocount_wait(atomic_t *count)
 {
-	wait_var_event(count, !atomic_read(count));
+	/* Acquire: pairs with the put, so the waiter sees the requests' results. */
+	wait_var_event(count, !atomic_read_acquire(count));
 }
 
 void dmsnap_bio_set_dev(struct bio *bio, struct block_device *bdev)

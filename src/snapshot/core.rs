@@ -1363,7 +1363,9 @@ impl MergeBudget {
             self.last_wait = Some(now);
         }
         let calm = self.last_wait.map_or(true, |t| ktime_ms_delta(now, t) >= MERGE_CALM_MS);
-        self.limit = self.sizing.next(chunks, calm);
+        // A batch cut short (end of the list, run limit) does not shrink
+        // the next one.
+        self.limit = self.sizing.next(chunks.max(self.limit.chunks), calm);
     }
 }
 

@@ -41,6 +41,9 @@ const GATHER_BYTES: usize = 1 << 20;
 const GATHER_MAX_SECTORS: u64 = 128;
 /// Copies per batch at most.
 const GATHER_MAX_COPIES: usize = 256;
+/// Most copies waiting for the worker; more go to kcopyd (bounds the
+/// queue's allocation on the map path).
+const GATHER_MAX_QUEUED: usize = 4 * GATHER_MAX_COPIES;
 
 /// Copies waiting for the worker.
 struct Queue {
@@ -94,14 +97,16 @@ impl Gatherer {
 
     /// Queues `copy` for the worker, or starts it with kcopyd if it is not
     /// to be gathered (see the module documentation). Called from `map`
-    /// (in a NOIO scope) and from workers; never waits for I/O.
+    /// and from workers, always in a [`NoIoScope`] (so `GFP_KERNEL` here
+    /// means `GFP_NOIO`); never waits for I/O, but kcopyd may wait for its
+    /// mempool.
     pub(crate) fn submit(self: &Arc<Self>, copy: OriginCopy) {
         if copy.source().count() > GATHER_MAX_SECTORS || copy_throttle_pct() < 100 {
             copy.start_kcopyd();
             return;
         }
         let mut q = self.queue.lock();
-        if q.copies.reserve(1, GFP_KERNEL).is_err() {
+        if q.copies.len() >= GATHER_MAX_QUEUED || q.copies.reserve(1, GFP_KERNEL).is_err() {
             drop(q);
             copy.start_kcopyd();
             return;
