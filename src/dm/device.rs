@@ -117,7 +117,7 @@ pub(super) fn get_device_error(ret: i32) -> Error {
 ///
 /// Building one is safe; every use that submits I/O through it is `unsafe`
 /// and requires that the `DmDev` it came from is still held.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BdevHandle(pub(super) *mut bindings::block_device);
 
 impl BdevHandle {

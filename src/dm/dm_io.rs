@@ -61,7 +61,6 @@ impl IoBuffer {
         mem.ptr.vma = slice.as_mut_ptr().cast();
         Some(mem)
     }
-
 }
 
 /// Counts the asynchronous requests of one batch ([`DmIoClient::start`]);

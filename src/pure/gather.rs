@@ -58,7 +58,6 @@ pub fn join_adjacent<D: Copy + Eq>(pieces: &mut [Piece<D>]) -> usize {
     len
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
