@@ -14,10 +14,18 @@
 # bench/report.py turns results.log into bench/results/PROFILE-DATE.{json,md,svg}
 # (medians, spreads, ratios this/upstream).
 #
-# Environment: BENCH_KO (module to measure; default ./dm-snapshot-rs.ko,
-# built if missing; copied first), BENCH_OUT (work directory, default
-# out/bench), BENCH_RESULTS (default bench/results), and any profile
-# variable below as BENCH_<NAME> (e.g. BENCH_REPS=5, BENCH_SNAPS="0 1").
+# The VM runs the bench kernel (KERNEL_FLAVOR=bench: the test kernel without
+# lockdep, debug objects and KUnit, see kernel/bench.config), and both
+# modules are built for it: upstream's with the kernel, this one from
+# BENCH_SRC (default: this work tree; any checkout of the project, for A/B
+# runs of two versions) into the work directory.
+#
+# Environment: BENCH_SRC (see above), BENCH_KO (a module already built for
+# the bench kernel: measured instead of building BENCH_SRC), BENCH_KERNEL
+# (bench, or test to measure on the debugging test kernel), BENCH_OUT (work
+# directory, default out/bench), BENCH_RESULTS (default bench/results), and
+# any profile variable below as BENCH_<NAME> (e.g. BENCH_REPS=5,
+# BENCH_SNAPS="0 1").
 # Only the reporting step: bench/report.py out/bench/vm/results.log ...
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,12 +54,25 @@ done
 
 work=${BENCH_OUT:-$here/out/bench}
 results=${BENCH_RESULTS:-$here/bench/results}
-kdir=$(bash "$here/scripts/kernel.sh")
+kflavor=${BENCH_KERNEL:-bench}
+kdir=$(KERNEL_FLAVOR=$kflavor bash "$here/scripts/kernel.sh")
 mkdir -p "$work" "$results"
-ko=${BENCH_KO:-$here/dm-snapshot-rs.ko}
-if [ -z "${BENCH_KO:-}" ] && [ ! -f "$ko" ]; then bash "$here/scripts/build-module.sh" >&2; fi
-cp "$ko" "$work/module.ko"
+src=${BENCH_SRC:-$here}
+if [ -n "${BENCH_KO:-}" ]; then
+  ko=$BENCH_KO
+  cp "$ko" "$work/module.ko"
+else
+  # Build a copy of the sources (the work tree's own build is for the test
+  # kernel and is left alone).
+  ko="$src (built for the $kflavor kernel)"
+  rm -rf "$work/build"; mkdir -p "$work/build"
+  (cd "$src" && cp --parents Kbuild $(find src -name '*.rs' -o -name '*.c' -o -name '*.h' | grep -v bindings_generated) "$work/build/")
+  make -s -C "$kdir" M="$work/build" -j"$(nproc)" modules >"$work/build.log" 2>&1 ||
+    { cat "$work/build.log" >&2; echo "bench: module build failed" >&2; exit 1; }
+  cp "$work/build/dm-snapshot-rs.ko" "$work/module.ko"
+fi
 kosum=$(md5sum "$work/module.ko" | cut -c1-12)
+srcrev=$(git -C "$src" describe --always --dirty 2>/dev/null || echo unknown)
 
 # A shadow source tree whose tests/vm holds lib.sh and the bench scripts
 # only (mkinitramfs.sh copies tests/vm/*.sh; init runs the ones named).
@@ -71,7 +92,7 @@ done
   for v in $vars; do printf '%s="%s"\n' "$v" "${!v}"; done
 } > "$tree/tests/vm/bench-env.sh"
 
-# The guest's clock. The test kernel has no ACPI, so no HPET or PM timer to
+# The guest's clock. The kernels have no ACPI, so no HPET or PM timer to
 # calibrate the TSC against, and PIT calibration fails under TCG: the guest
 # would fall back to jiffies and every fio latency and timer would be
 # quantized to 4 ms. Under TCG the guest TSC is the host's, so the host's TSC
@@ -100,7 +121,7 @@ scen="bench-limits bench-origin bench-snapio bench-merge bench-activate"
 [ -z "${BENCH_SCENARIOS:-}" ] || scen=$BENCH_SCENARIOS
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 others=$(pgrep -c qemu-system || true)
-echo "bench: profile $profile, module $ko, $(nproc) host CPUs, load $load0, $others other QEMU processes"
+echo "bench: profile $profile, module $ko, $kflavor kernel, $(nproc) host CPUs, load $load0, $others other QEMU processes"
 start=$(date +%s)
 set +e
 VM_DISK_DIR=$disks VM_DISKS="${vda_mb}M ${vdb_mb}M ${act_mb}M ${act_mb}M" SCENARIO_TIMEOUT=$PER \
@@ -114,7 +135,7 @@ rm -rf "$disks"
 stamp=$(date -u +%Y%m%d-%H%M)
 python3 "$here/bench/report.py" "$work/vm/results.log" \
   --profile "$profile" --out "$results/$profile-$stamp" --secs "$secs" \
-  --module "$kosum" --git "$(git -C "$here" describe --always --dirty 2>/dev/null || echo unknown)" \
+  --module "$kosum" --git "$srcrev" --kernel "$kflavor" \
   --host-load "$load0" --note "Other QEMU processes on the host when the run started: ${others:-0} (other VMs make the figures noisier). Guest clocksource: ${clock:-unknown} (jiffies would quantize timings to 4 ms)." --params "$(for v in $vars; do printf '%s=%s;' "$v" "${!v}"; done)"
 echo "bench: $profile done in ${secs}s (vm exit $vrc): $results/$profile-$stamp.{json,md,svg}"
 [ "$vrc" = 0 ]

@@ -7,9 +7,26 @@
 # /var/cache/dm-snapshot-rs), keyed by the linux-source package version, the
 # config fragment's hash, and the rustc/bindgen versions (Rust metadata is
 # compiler-specific). Prints the build directory (KDIR) on stdout.
+#
+# KERNEL_FLAVOR=test (default) builds from kernel/dm-snapshot-rs.config (lock
+# and memory debugging, KUnit); KERNEL_FLAVOR=bench replaces that
+# fragment's lines with kernel/bench.config's (no debugging: what
+# scripts/bench.sh measures on).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-frag="$here/kernel/dm-snapshot-rs.config"
+flavor=${KERNEL_FLAVOR:-test}
+frag=$(mktemp)
+trap 'rm -f "$frag"' EXIT
+case $flavor in
+  test) cp "$here/kernel/dm-snapshot-rs.config" "$frag" ;;
+  bench)
+    # The effective fragment: the test fragment's lines for every symbol
+    # bench.config does not set, then bench.config's lines.
+    syms=$(sed -n 's/^\(CONFIG_[A-Za-z0-9_]*\)=.*/\1/p' "$here/kernel/bench.config")
+    { grep -v -x -E "($(echo $syms | tr ' ' '|'))=.*" "$here/kernel/dm-snapshot-rs.config" || true
+      grep '^CONFIG_' "$here/kernel/bench.config"; } > "$frag" ;;
+  *) echo "kernel: unknown KERNEL_FLAVOR $flavor (test or bench)" >&2; exit 2 ;;
+esac
 cache=${DMSNAP_CACHE:-/var/cache/dm-snapshot-rs}
 tarball=/usr/src/linux-source-6.12.tar.xz
 jobs=${JOBS:-$(nproc)}
@@ -21,6 +38,7 @@ pkgver=$(dpkg-query -W -f='${Version}' linux-source-6.12)
 toolver=$(rustc --version; bindgen --version; gcc --version | head -1)
 key=$( { echo "$pkgver"; cat "$frag"; echo "$toolver"; } | sha256sum | cut -c1-16)
 kdir="$cache/linux-$pkgver-$key"
+[ "$flavor" = test ] || kdir="$cache/linux-$pkgver-$flavor-$key"
 stamp="$kdir/.dm-snapshot-rs-built"
 
 if [ -f "$stamp" ]; then
@@ -28,7 +46,7 @@ if [ -f "$stamp" ]; then
   exit 0
 fi
 
-log "building $pkgver (key $key) in $kdir; this takes a while on a cold cache"
+log "building $pkgver, $flavor flavor (key $key) in $kdir; this takes a while on a cold cache"
 rm -rf "$kdir"
 mkdir -p "$kdir"
 tar -xf "$tarball" -C "$kdir" --strip-components=1

@@ -27,14 +27,20 @@ now_us() {
   dmesg | sed -n 's/^\[ *\([0-9]*\)\.\([0-9]*\)\] benchclock$/\1\2/p' | tail -1
 }
 
+# disk_flushes: flush requests the virtual disks completed so far (field 19
+# of /proc/diskstats; the block layer sends one flush for all the PREFLUSH
+# and FUA requests pending at the time, so this counts real device flushes).
+disk_flushes() { awk '$3 ~ /^vd[a-z]$/ { n += $19 } END { print n + 0 }' /proc/diskstats; }
+
 # fio_run META ARG...: one fio run; prints its JSON (one line) after META
-# (a JSON object missing its closing brace).
+# (a JSON object missing its closing brace), with the disk flushes it caused.
 fio_run() {
   meta=$1; shift
   rm -f /tmp/fio.json
+  flushes0=$(disk_flushes)
   if fio --name=b --direct=1 --ioengine=libaio --randrepeat=1 --random_generator=lfsr \
       --percentile_list=50:99 --lat_percentiles=1 --output-format=json --output=/tmp/fio.json "$@" > /tmp/fio.err 2>&1; then
-    printf 'BENCHFIO %s}\t' "$meta"; tr -d '\n' < /tmp/fio.json; echo
+    printf 'BENCHFIO %s,"disk_flushes":%d}\t' "$meta" $(($(disk_flushes) - flushes0)); tr -d '\n' < /tmp/fio.json; echo
   else
     echo "BENCHERR $meta} fio failed: $(head -c 300 /tmp/fio.err | tr '\n' ' ')"
   fi

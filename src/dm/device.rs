@@ -156,6 +156,17 @@ impl BdevHandle {
         // SAFETY: The device is open (caller).
         kernel::error::to_result(unsafe { dmb::dmsnap_bdev_flush(self.0) })
     }
+
+    /// Whether the device supports FUA writes natively; without it the block
+    /// layer turns a FUA write into a write and a flush (`bdev_fua()`).
+    ///
+    /// # Safety
+    ///
+    /// The `DmDev` this handle came from must still be held.
+    pub(crate) unsafe fn has_fua(self) -> bool {
+        // SAFETY: The device is open (caller).
+        unsafe { dmb::dmsnap_bdev_fua(self.0) }
+    }
 }
 
 impl DmDev {

@@ -154,6 +154,11 @@ int dmsnap_bdev_flush(struct block_device *bdev)
 	return blkdev_issue_flush(bdev);
 }
 
+bool dmsnap_bdev_fua(struct block_device *bdev)
+{
+	return bdev_fua(bdev);
+}
+
 unsigned int dmsnap_bdev_logical_block_size(struct block_device *bdev)
 {
 	return bdev_logical_block_size(bdev);

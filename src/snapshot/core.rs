@@ -50,6 +50,10 @@ use super::table::ExceptionTable;
 /// Buckets of the in-flight snapshot-read counters.
 const TRACK_BUCKETS: usize = 64;
 
+/// One exception of a commit batch: origin chunk, COW chunk, whether its
+/// copy succeeded (and the store is valid), and its slot in the area.
+type CommitEntry = (Chunk, Chunk, bool, Option<CommitSlot>);
+
 /// An exception whose copy is in flight or not yet committed.
 struct Pending {
     new: Chunk,
@@ -757,9 +761,22 @@ impl SnapCore {
 
     /// The commit worker: commits finished copies in allocation order, in
     /// batches, then completes them.
+    ///
+    /// Each batch's area is written with PREFLUSH, which makes the data
+    /// copies durable before it. On a COW without native FUA (the block
+    /// layer would follow a FUA write with a flush of its own) the area is
+    /// written without FUA and the batch completes after the next flush: the
+    /// PREFLUSH of the batch that follows, or one explicit flush when no
+    /// batch follows. Back-to-back batches then cost one flush each, not
+    /// two, and no exception completes (releasing the origin writes held on
+    /// it) before its area is durable.
     fn commit(self: &Arc<Self>) {
         let _noio = NoIoScope::enter();
-        loop {
+        // SAFETY: By the type invariant the COW is held.
+        let fold_fua = !unsafe { self.cow.has_fua() };
+        // The last batch written, awaiting the flush that makes it durable.
+        let mut unflushed: Option<KVec<CommitEntry>> = None;
+        'batches: loop {
             // Invalidation side effects first: header, then the event.
             let invalidated = core::mem::replace(&mut self.state.lock().invalidated_pending_io, false);
             if invalidated {
@@ -780,13 +797,13 @@ impl SnapCore {
                 drop(st);
             }
 
-            let mut batch: KVec<(Chunk, Chunk, bool, Option<CommitSlot>)> = KVec::new();
+            let mut batch: KVec<CommitEntry> = KVec::new();
             let mut area: Option<(Chunk, Option<Chunk>)> = None;
             {
                 let mut st = self.state.lock();
                 if !st.commit_due() {
                     // The last copy to finish kicks the worker again.
-                    return;
+                    break 'batches;
                 }
                 while let Some((seq, chunk)) = first(&mut st.order) {
                     let Some(pe) = st.pending.get(&chunk) else {
@@ -833,11 +850,12 @@ impl SnapCore {
                 }
             }
             if batch.is_empty() && !invalidated {
-                return;
+                break 'batches;
             }
 
-            // Make the batch durable: one PREFLUSH|FUA area write.
+            // Write the batch's area (see above for when it is durable).
             let mut durable = true;
+            let mut awaits_flush = false;
             if let Some((location, zero_next)) = area {
                 let mut meta = self.meta.lock();
                 match meta.as_mut() {
@@ -849,9 +867,10 @@ impl SnapCore {
                                 }
                             }
                         }
-                        if durable && meta.write_area(location, zero_next).is_err() {
+                        if durable && meta.write_area(location, zero_next, !fold_fua).is_err() {
                             durable = false;
                         }
+                        awaits_flush = durable && fold_fua;
                         if zero_next.is_some() {
                             if let Cursor::Persistent(p) = &mut self.state.lock().cursor {
                                 p.advance_area();
@@ -868,9 +887,39 @@ impl SnapCore {
                 }
             }
 
-            for (chunk, new, ok, _) in batch.into_iter() {
-                self.complete(chunk, new, ok && durable);
+            // The previous batch is durable once this area write (its
+            // PREFLUSH) succeeded; otherwise flush for it now.
+            if let Some(prev) = unflushed.take() {
+                let flushed = awaits_flush || self.flush_cow();
+                self.complete_batch(prev, flushed);
             }
+            if awaits_flush {
+                unflushed = Some(batch);
+            } else {
+                self.complete_batch(batch, durable);
+            }
+        }
+        if let Some(last) = unflushed.take() {
+            let flushed = self.flush_cow();
+            self.complete_batch(last, flushed);
+        }
+    }
+
+    /// Flushes the COW; `false` (and the snapshot invalidated) on error.
+    fn flush_cow(self: &Arc<Self>) -> bool {
+        // SAFETY: By the type invariant the COW is held.
+        if unsafe { self.cow.flush() }.is_ok() {
+            return true;
+        }
+        let mut st = self.state.lock();
+        self.invalidate(&mut st, "Error reading/writing");
+        false
+    }
+
+    /// Completes a committed batch; `durable`: its area write is durable.
+    fn complete_batch(self: &Arc<Self>, batch: KVec<CommitEntry>, durable: bool) {
+        for (chunk, new, ok, _) in batch.into_iter() {
+            self.complete(chunk, new, ok && durable);
         }
     }
 
@@ -1552,6 +1601,9 @@ impl CopyGroup {
     /// Starts the copy (if any) and empties the group: small copies go to
     /// the origin's [`Gatherer`](super::gather::Gatherer), the rest straight to kcopyd.
     pub(crate) fn start(&mut self) {
+        if self.len == 0 {
+            return;
+        }
         let _noio = NoIoScope::enter();
         let mut members: [Option<(Arc<SnapCore>, NewRun)>; MAX_COPY_DESTS] = Default::default();
         core::mem::swap(&mut members, &mut self.members);

@@ -142,14 +142,16 @@ impl OriginEntry {
     }
 
     /// Waits while any snapshot of this origin has too many copies in
-    /// flight (`do_origin()` with `limit`). The entry lock is dropped while
-    /// sleeping.
-    pub(crate) fn throttle(&self) {
+    /// flight (`do_origin()` with `limit`), then returns the smallest chunk
+    /// size among the snapshots, in sectors (origin writes are split at
+    /// it), if there is any. The entry lock is dropped while sleeping.
+    pub(crate) fn throttle(&self) -> Option<u32> {
         loop {
-            let busy = self.snapshots.lock().iter().any(|s| s.over_cow_threshold());
-            if !busy {
-                return;
+            let list = self.snapshots.lock();
+            if !list.iter().any(|s| s.over_cow_threshold()) {
+                return list.iter().map(|s| s.chunk_size().sectors()).min();
             }
+            drop(list);
             crate::dm::sync::sleep_ms(1);
         }
     }

@@ -443,16 +443,21 @@ impl MetadataIo {
         disk::write_entry(geom, self.area.as_mut_slice(), index, DiskException { old, new }).map_err(|_| EINVAL)
     }
 
-    /// Makes the area buffer durable at `location` (`area_io()` with
-    /// PREFLUSH|FUA): the flush orders the COW data copied before it, FUA
-    /// the metadata itself. If the area is full, `zero_next` names the next
-    /// area, which is zeroed first so a reader finds its terminator.
-    pub(crate) fn write_area(&mut self, location: Chunk, zero_next: Option<Chunk>) -> Result {
+    /// Writes the area buffer at `location` with PREFLUSH (`area_io()`):
+    /// the flush makes the COW data copied before it durable first. With
+    /// `fua` the area itself is durable on return; without, only after the
+    /// next flush of the COW (the caller's business). If the area is full,
+    /// `zero_next` names the next area, which is zeroed first so a reader
+    /// finds its terminator.
+    pub(crate) fn write_area(&mut self, location: Chunk, zero_next: Option<Chunk>, fua: bool) -> Result {
         if let Some(next) = zero_next {
             self.write_zero_chunk(next)?;
         }
         let region = self.region(location)?;
-        let op = bindings::req_op_REQ_OP_WRITE | DMSNAP_REQ_PREFLUSH | DMSNAP_REQ_FUA | DMSNAP_REQ_SYNC;
+        let mut op = bindings::req_op_REQ_OP_WRITE | DMSNAP_REQ_PREFLUSH | DMSNAP_REQ_SYNC;
+        if fua {
+            op |= DMSNAP_REQ_FUA;
+        }
         self.io.sync_io(&region, op, &mut self.area)
     }
 
