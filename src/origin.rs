@@ -60,7 +60,7 @@ impl TargetOps for Origin {
             return MapResult::Remapped;
         }
         let entry = self.entry.entry();
-        if let Some(min) = entry.throttle() {
+        if let Some(min) = entry.throttle_min_chunk() {
             // Upstream cuts every write at the smallest chunk size, so a
             // 1 MiB write becomes 256 separate 4 KiB copy-outs. Here a write
             // spans up to ORIGIN_WRITE_CHUNKS chunks, copied out in runs.

@@ -157,8 +157,9 @@ impl BdevHandle {
         kernel::error::to_result(unsafe { dmb::dmsnap_bdev_flush(self.0) })
     }
 
-    /// Whether the device supports FUA writes natively; without it the block
-    /// layer turns a FUA write into a write and a flush (`bdev_fua()`).
+    /// Whether the device advertises FUA (`bdev_fua()`); without it the block
+    /// layer turns a FUA write into a write and a flush. A dm device has it
+    /// if a device below it does (or a target asks for it).
     ///
     /// # Safety
     ///

@@ -10,8 +10,9 @@
 //! 2. kcopyd copies the origin chunk to the COW chunk ([`SnapCore::start_copy`]).
 //! 3. The completion marks the copy done and kicks the commit worker.
 //! 4. The worker commits finished copies in allocation order, batched: one
-//!    metadata write with PREFLUSH|FUA makes the data copies and the new
-//!    entries durable together.
+//!    metadata write with PREFLUSH (and FUA, or a later flush on a COW
+//!    without native FUA; see [`SnapCore::commit`]) makes the data copies
+//!    and the new entries durable together.
 //! 5. Only then are the exceptions added to the table and the held bios
 //!    released: snapshot writes go to the COW copy, origin writes are run
 //!    through the origin's snapshots again and then reach the origin.
@@ -766,14 +767,13 @@ impl SnapCore {
     /// copies durable before it. On a COW without native FUA (the block
     /// layer would follow a FUA write with a flush of its own) the area is
     /// written without FUA and the batch completes after the next flush: the
-    /// PREFLUSH of the batch that follows, or one explicit flush when no
-    /// batch follows. Back-to-back batches then cost one flush each, not
-    /// two, and no exception completes (releasing the origin writes held on
-    /// it) before its area is durable.
+    /// PREFLUSH of the batch that follows in the same run, or one explicit
+    /// flush at the end of the run. Batches found due one after another (a
+    /// stream of copy-outs filling areas) then cost one flush each, not two;
+    /// a lone batch costs the same two as before. No exception completes
+    /// (releasing the origin writes held on it) before its area is durable.
     fn commit(self: &Arc<Self>) {
         let _noio = NoIoScope::enter();
-        // SAFETY: By the type invariant the COW is held.
-        let fold_fua = !unsafe { self.cow.has_fua() };
         // The last batch written, awaiting the flush that makes it durable.
         let mut unflushed: Option<KVec<CommitEntry>> = None;
         'batches: loop {
@@ -860,6 +860,12 @@ impl SnapCore {
                 let mut meta = self.meta.lock();
                 match meta.as_mut() {
                     Some(meta) => {
+                        // Asked here, with `meta` present: a worker run
+                        // after `shutdown` (a late kick) finds it gone and
+                        // touches no device.
+                        // SAFETY: `meta` is only dropped by `shutdown`, while
+                        // the COW is still held (type invariant).
+                        let fold_fua = !unsafe { self.cow.has_fua() };
                         for (chunk, new, ok, slot) in batch.iter() {
                             if let (true, Some(slot)) = (*ok, slot) {
                                 if meta.set_entry(slot.index, *chunk, *new).is_err() {
@@ -907,10 +913,13 @@ impl SnapCore {
 
     /// Flushes the COW; `false` (and the snapshot invalidated) on error.
     fn flush_cow(self: &Arc<Self>) -> bool {
-        // SAFETY: By the type invariant the COW is held.
-        if unsafe { self.cow.flush() }.is_ok() {
+        let meta = self.meta.lock();
+        // SAFETY: `meta` is only dropped by `shutdown`, while the COW is
+        // still held (type invariant); held here, it keeps the COW open.
+        if meta.is_some() && unsafe { self.cow.flush() }.is_ok() {
             return true;
         }
+        drop(meta);
         let mut st = self.state.lock();
         self.invalidate(&mut st, "Error reading/writing");
         false

@@ -145,7 +145,7 @@ impl OriginEntry {
     /// flight (`do_origin()` with `limit`), then returns the smallest chunk
     /// size among the snapshots, in sectors (origin writes are split at
     /// it), if there is any. The entry lock is dropped while sleeping.
-    pub(crate) fn throttle(&self) -> Option<u32> {
+    pub(crate) fn throttle_min_chunk(&self) -> Option<u32> {
         loop {
             let list = self.snapshots.lock();
             if !list.iter().any(|s| s.over_cow_threshold()) {
