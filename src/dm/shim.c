@@ -159,6 +159,28 @@ bool dmsnap_bdev_fua(struct block_device *bdev)
 	return bdev_fua(bdev);
 }
 
+#if IS_ENABLED(CONFIG_KUNIT)
+/*
+ * Test kernels only: commit as on a COW without native FUA even where the
+ * COW has it (dm-log-writes advertises FUA, and the crash replay test must
+ * see the folded commits that virtio and most SATA disks get).
+ */
+static bool test_commit_fold;
+module_param(test_commit_fold, bool, 0644);
+MODULE_PARM_DESC(test_commit_fold,
+		 "KUnit kernels only: commit without FUA as if no COW had it (default: off)");
+
+bool dmsnap_test_commit_fold(void)
+{
+	return READ_ONCE(test_commit_fold);
+}
+#else
+bool dmsnap_test_commit_fold(void)
+{
+	return false;
+}
+#endif
+
 unsigned int dmsnap_bdev_logical_block_size(struct block_device *bdev)
 {
 	return bdev_logical_block_size(bdev);

@@ -865,7 +865,9 @@ impl SnapCore {
                         // touches no device.
                         // SAFETY: `meta` is only dropped by `shutdown`, while
                         // the COW is still held (type invariant).
-                        let fold_fua = !unsafe { self.cow.has_fua() };
+                        let fold_fua = !unsafe { self.cow.has_fua() }
+                            // SAFETY: Reads a module parameter; no preconditions.
+                            || unsafe { crate::dm::bindings::dmsnap_test_commit_fold() };
                         for (chunk, new, ok, slot) in batch.iter() {
                             if let (true, Some(slot)) = (*ok, slot) {
                                 if meta.set_entry(slot.index, *chunk, *new).is_err() {
