@@ -72,7 +72,9 @@ else
   cp "$work/build/dm-snapshot-rs.ko" "$work/module.ko"
 fi
 kosum=$(md5sum "$work/module.ko" | cut -c1-12)
-srcrev=$(git -C "$src" describe --always --dirty 2>/dev/null || echo unknown)
+# The report's revision: BENCH_SRC's, or "prebuilt PATH" for BENCH_KO.
+srcrev="prebuilt ${BENCH_KO:-}"
+[ -n "${BENCH_KO:-}" ] || srcrev=$(git -C "$src" describe --always --dirty 2>/dev/null || echo unknown)
 
 # A shadow source tree whose tests/vm holds lib.sh and the bench scripts
 # only (mkinitramfs.sh copies tests/vm/*.sh; init runs the ones named).
