@@ -22,6 +22,7 @@ use kernel::types::{ForeignOwnable, Opaque};
 
 use super::bindings as dmb;
 use super::kcopyd::Region;
+use super::BdevHandle;
 
 /// A vmalloc-backed, zero-initialised I/O buffer.
 pub(crate) struct IoBuffer {
@@ -211,6 +212,30 @@ impl DmIoClient {
         r
     }
 
+    /// Starts an empty flush (`REQ_PREFLUSH`) of `dev`, counted in
+    /// `countdown`: once it completes, every write to `dev` that completed
+    /// before the call is durable.
+    ///
+    /// # Safety
+    ///
+    /// `dev` must stay open until the flush completes (wait for
+    /// `countdown`).
+    pub(crate) unsafe fn start_flush(&self, dev: BdevHandle, countdown: &Arc<IoCountdown>) -> Result {
+        // SAFETY: All-zero is a valid `dm_io_memory`: kernel memory at a
+        // null address, which dm-io never touches for an empty region.
+        let mut mem: dmb::dm_io_memory = unsafe { core::mem::zeroed() };
+        mem.type_ = dmb::dm_io_mem_type_DM_IO_KMEM;
+        let opf = bindings::req_op_REQ_OP_WRITE | dmb::DMSNAP_REQ_PREFLUSH | dmb::DMSNAP_REQ_SYNC;
+        // SAFETY: `countdown` is initialised (type invariant).
+        unsafe { dmb::dmsnap_iocount_get(countdown.count.get()) };
+        // SAFETY: No memory is used; the device stays open (caller).
+        let r = unsafe { self.async_io_mem(&Region::new(dev, 0, 0), opf, mem, countdown.clone()) };
+        if r.is_err() {
+            countdown.put(false);
+        }
+        r
+    }
+
     /// Starts reading or writing `region` from byte `offset` of `buf`;
     /// `T::io_done` runs when it completes.
     ///
@@ -229,6 +254,26 @@ impl DmIoClient {
     ) -> Result {
         let bytes = region.raw.count.checked_mul(512).ok_or(EINVAL)?;
         let mem = buf.memory_at(offset, bytes).ok_or(EINVAL)?;
+        // SAFETY: The caller's guarantees are passed on; `mem` covers
+        // `region` (checked above).
+        unsafe { self.async_io_mem(region, opf, mem, context) }
+    }
+
+    /// Starts the request for `region` with memory `mem`; `T::io_done`
+    /// runs when it completes.
+    ///
+    /// # Safety
+    ///
+    /// `mem` must describe at least `region`'s bytes, valid and untouched
+    /// until the callback runs, and the region's device must stay open
+    /// until then.
+    unsafe fn async_io_mem<T: IoCallback>(
+        &self,
+        region: &Region,
+        opf: u32,
+        mem: dmb::dm_io_memory,
+        context: Arc<T>,
+    ) -> Result {
         let ctx = context.into_foreign() as *mut c_void;
         let notify = dmb::dm_io_notify { fn_: Some(io_notify::<T>), context: ctx };
         let mut req = self.request(opf, mem, notify);

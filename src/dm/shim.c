@@ -174,8 +174,28 @@ bool dmsnap_test_commit_fold(void)
 {
 	return READ_ONCE(test_commit_fold);
 }
+
+/*
+ * The merge pipelines batches only while no write waits for them; this
+ * makes it pipeline always, so that the tests' writes during a merge meet
+ * two batches in the window.
+ */
+static bool test_merge_pipeline;
+module_param(test_merge_pipeline, bool, 0644);
+MODULE_PARM_DESC(test_merge_pipeline,
+		 "KUnit kernels only: pipeline merge batches even while writes wait (default: off)");
+
+bool dmsnap_test_merge_pipeline(void)
+{
+	return READ_ONCE(test_merge_pipeline);
+}
 #else
 bool dmsnap_test_commit_fold(void)
+{
+	return false;
+}
+
+bool dmsnap_test_merge_pipeline(void)
 {
 	return false;
 }

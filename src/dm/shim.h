@@ -32,6 +32,7 @@ sector_t dmsnap_bdev_nr_sectors(struct block_device *bdev);
 int dmsnap_bdev_flush(struct block_device *bdev);
 bool dmsnap_bdev_fua(struct block_device *bdev);
 bool dmsnap_test_commit_fold(void);
+bool dmsnap_test_merge_pipeline(void);
 unsigned int dmsnap_bdev_logical_block_size(struct block_device *bdev);
 
 void dmsnap_bio_io_error(struct bio *bio);

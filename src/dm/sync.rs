@@ -42,6 +42,15 @@ pub(crate) fn sleep_ms(ms: u32) {
     unsafe { bindings::msleep(ms) };
 }
 
+/// Sleeps for `us` to `2 * us` microseconds (an hrtimer, not jiffies: a
+/// short poll does not turn into a 4-8 ms sleep at HZ=250). Must not be
+/// called in atomic context.
+pub(crate) fn sleep_us(us: u32) {
+    let min = us as kernel::ffi::c_ulong;
+    // SAFETY: Callers are in process context (documented requirement).
+    unsafe { bindings::usleep_range_state(min, min.saturating_mul(2), bindings::TASK_UNINTERRUPTIBLE) };
+}
+
 static WORKQUEUE: AtomicPtr<bindings::workqueue_struct> = AtomicPtr::new(core::ptr::null_mut());
 
 /// The module's `WQ_MEM_RECLAIM` work queue (upstream's `ksnapd`), created

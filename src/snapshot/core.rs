@@ -39,13 +39,13 @@ use crate::dm::sync::{self as dmsync, Countdown, Exclusive, NoIoScope};
 use crate::dm::bio::FullWrite;
 use crate::dm::{BdevHandle, Bio, BioList, BioOp, MapResult, OwnedBio, TargetHandle};
 
-use crate::pure::alloc::{CommitSlot, MergeStep};
+use crate::pure::alloc::CommitSlot;
 use crate::pure::merge::{runs_contain, BatchLimit, BatchSizing, CopyPlan, MergeRun};
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::status::{InfoStatus, Usage};
 
 use super::registry::{OriginBio, OriginEntry, OriginOutcome};
-use super::store::{Cursor, MergeBatch, MetadataIo, StoreKind};
+use super::store::{Cursor, MergeBatch, MergePlanner, MetadataIo, StoreKind};
 use super::table::ExceptionTable;
 
 /// Buckets of the in-flight snapshot-read counters.
@@ -101,6 +101,9 @@ pub(crate) struct SnapState {
     /// The runs being copied back by the current merge batch, sorted by
     /// origin chunk (empty between batches).
     merge_window: KVec<MergeRun>,
+    /// The generation (0 or 1) of `SnapCore::tracked` that new tracked
+    /// bios count in; each merge batch flips it as it sets its window.
+    track_gen: usize,
     /// Writes to the merge window, already pointed at the origin, waiting
     /// for the window to be merged.
     merge_queue: BioList,
@@ -179,7 +182,9 @@ pub(crate) struct SnapCore {
     work: Work<SnapCore>,
     #[pin]
     merge_work: Work<SnapCore, 1>,
-    tracked: [AtomicU32; TRACK_BUCKETS],
+    /// Tracked bios in flight, by generation (`SnapState::track_gen`) and
+    /// origin chunk bucket: `[generation * TRACK_BUCKETS + bucket]`.
+    tracked: [AtomicU32; 2 * TRACK_BUCKETS],
     /// Exceptions allocated and not yet completed (for `shutdown`).
     in_flight: AtomicU64,
 }
@@ -228,6 +233,7 @@ impl SnapCore {
             merge_running: false,
             merge_stop: false,
             merge_window: KVec::new(),
+            track_gen: 0,
             merge_queue: BioList::new(),
             invalidated_pending_io: false,
             table: parts.table,
@@ -279,6 +285,21 @@ impl SnapCore {
 
     fn track_bucket(chunk: Chunk) -> usize {
         (chunk as usize) % TRACK_BUCKETS
+    }
+
+    /// Waits (process context) until no tracked bio of generation `gen`
+    /// in the buckets of `buckets` (a bit per bucket) is in flight.
+    fn wait_tracked(&self, gen: usize, buckets: u64) {
+        let Some(counters) = self.tracked.get(gen * TRACK_BUCKETS..(gen + 1) * TRACK_BUCKETS) else {
+            return;
+        };
+        for (b, counter) in counters.iter().enumerate() {
+            if buckets & (1u64 << b) != 0 {
+                while counter.load(Ordering::Acquire) != 0 {
+                    dmsync::sleep_us(100);
+                }
+            }
+        }
     }
 
     /// Marks the snapshot invalid (`__invalidate_snapshot()`); the worker
@@ -387,7 +408,7 @@ impl SnapCore {
         if discard && self.discard_passdown_origin && bio.target_bio_nr() != 0 {
             // The second discard clone frees space in the origin, without
             // copying anything out first (that would defeat its purpose).
-            self.track(bio, slot, chunk);
+            self.track(bio, slot, chunk, st.track_gen);
             drop(st);
             // SAFETY: By the type invariant the origin device is held.
             unsafe { bio.set_bdev(self.origin) };
@@ -413,7 +434,7 @@ impl SnapCore {
         if !write {
             // The origin still holds this chunk's snapshot data: any origin
             // write to it is held until this read is done (see `complete`).
-            self.track(bio, slot, chunk);
+            self.track(bio, slot, chunk, st.track_gen);
             drop(st);
             // SAFETY: By the type invariant the origin device is held.
             unsafe { bio.set_bdev(self.origin) };
@@ -489,10 +510,11 @@ impl SnapCore {
         submit.submit();
     }
 
-    /// Counts `bio` as in flight against origin chunk `chunk` until
-    /// `end_io` (`track_chunk()`).
-    fn track(&self, _bio: &Bio, slot: Option<&AtomicU64>, chunk: Chunk) {
-        let b = Self::track_bucket(chunk);
+    /// Counts `bio` as in flight against origin chunk `chunk`, in
+    /// generation `gen` (the current one: the caller holds the state
+    /// lock), until `end_io` (`track_chunk()`).
+    fn track(&self, _bio: &Bio, slot: Option<&AtomicU64>, chunk: Chunk, gen: usize) {
+        let b = gen * TRACK_BUCKETS + Self::track_bucket(chunk);
         if let (Some(slot), Some(counter)) = (slot, self.tracked.get(b)) {
             counter.fetch_add(1, Ordering::AcqRel);
             slot.store(b as u64 + 1, Ordering::Relaxed);
@@ -961,11 +983,9 @@ impl SnapCore {
             // exception existed must finish before the origin changes (the
             // write may be held on another chunk, and proceed once that one
             // completes).
-            if let Some(counter) = self.tracked.get(Self::track_bucket(chunk)) {
-                while counter.load(Ordering::Acquire) != 0 {
-                    dmsync::sleep_ms(1);
-                }
-            }
+            let bucket = 1u64 << Self::track_bucket(chunk);
+            self.wait_tracked(0, bucket);
+            self.wait_tracked(1, bucket);
         }
         let mut snapshot_bios = snapshot_bios;
         while let Some(bio) = snapshot_bios.pop() {
@@ -1020,7 +1040,7 @@ impl SnapCore {
                 }
                 if write {
                     // The merge waits for writes to chunks it copies.
-                    self.track(bio, bio.per_bio_u64(ti), chunk);
+                    self.track(bio, bio.per_bio_u64(ti), chunk, st.track_gen);
                 }
                 drop(st);
                 self.remap_to_cow(bio, new, sector);
@@ -1086,6 +1106,11 @@ impl SnapCore {
     /// The merge worker: copies the exceptions back to the origin, newest
     /// first, a batch at a time, until the store is empty
     /// (`snapshot_merge_next_chunks()` and `merge_callback()`).
+    ///
+    /// Pipelined while no write waits for the merge: batch `i + 1` is
+    /// planned and copied while the origin flush of batch `i` runs, and
+    /// batch `i` is committed right after. Once writes wait, each batch is
+    /// committed as soon as it is copied.
     fn merge(self: &Arc<Self>) {
         let _noio = NoIoScope::enter();
         // Copies started before the snapshot became merging still commit
@@ -1097,94 +1122,208 @@ impl SnapCore {
         // requests; without it (no memory) kcopyd copies everything.
         let mut copier = BounceCopier::new().ok();
         let mut budget = MergeBudget::new(self.chunk);
-        while self.merge_batch(copier.as_mut(), &mut budget) {}
+        let mut planner = self.merge_planner();
+        // The batch copied last, not committed yet.
+        let mut copied: Option<CopiedBatch> = None;
+        let mut failed = None;
+        while let Some(p) = planner.as_mut() {
+            let mut next = match self.open_merge_batch(p, &budget, copied.as_ref()) {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(why) => {
+                    failed = Some(why);
+                    break;
+                }
+            };
+            let copy_ok = next.plans.is_empty() || self.copy_back(&next.plans, copier.as_mut());
+            if let Some(prev) = copied.take() {
+                if !self.finish_merge_batch(prev, next.window.take(), &mut budget) {
+                    // Failed: the writes held for `next` were failed too.
+                    return self.merge_stopped();
+                }
+            }
+            if !copy_ok {
+                self.merge_failed_now("Read error: shutting down merge.");
+                return self.merge_stopped();
+            }
+            let done = self.start_origin_flush(next, copier.as_ref().map(|c| &c.io));
+            // SAFETY: Reads a module parameter.
+            let always = unsafe { crate::dm::bindings::dmsnap_test_merge_pipeline() };
+            if budget.limit.runs.is_some() && !always {
+                // Writes wait for batches: commit this one now.
+                if !self.finish_merge_batch(done, None, &mut budget) {
+                    return self.merge_stopped();
+                }
+            } else {
+                copied = Some(done);
+            }
+        }
+        // The writes held for the last copied batch go (even if the next
+        // one could not be planned).
+        if let Some(prev) = copied.take() {
+            self.finish_merge_batch(prev, None, &mut budget);
+        }
+        if let Some(why) = failed {
+            self.merge_failed_now(why);
+        }
         drop(copier);
+        self.merge_stopped();
+    }
+
+    /// The merge worker is done (it may be queued again).
+    fn merge_stopped(&self) {
         self.state.lock().merge_running = false;
     }
 
-    /// One batch; `false` when the merge is done, stopped or failed.
-    ///
-    /// A batch is every run from the tail of the list up to `budget`
-    /// (spanning areas if need be; see [`MergeBudget`]). All its copies are
-    /// in flight together; then one origin flush, the metadata writes and
-    /// one COW flush commit the whole batch. Upstream copies and commits
-    /// one linear run at a time, which for a randomly filled COW means a
-    /// flush and a metadata write per chunk.
-    fn merge_batch(self: &Arc<Self>, copier: Option<&mut BounceCopier>, budget: &mut MergeBudget) -> bool {
+    /// A planner from the committed state; `None` if there is nothing to
+    /// plan (a transient store, no metadata client) or it failed.
+    fn merge_planner(&self) -> Option<MergePlanner> {
+        let meta_guard = self.meta.lock();
+        let meta = meta_guard.as_ref()?;
+        let p = match &self.state.lock().cursor {
+            Cursor::Persistent(p) => *p,
+            Cursor::Transient(_) => return None,
+        };
+        match meta.merge_planner(p) {
+            Ok(planner) => Some(planner),
+            Err(e) => {
+                drop(meta_guard);
+                self.merge_failed_now(e.message());
+                None
+            }
+        }
+    }
+
+    /// Plans the next batch and makes writes to its chunks wait: `None`
+    /// when the merge is done or stopped, the message it fails with if it
+    /// cannot go on. `copied`, the batch copied before (not yet
+    /// committed), keeps its chunks in the window.
+    fn open_merge_batch(
+        &self,
+        planner: &mut MergePlanner,
+        budget: &MergeBudget,
+        copied: Option<&CopiedBatch>,
+    ) -> Result<Option<OpenBatch>, &'static str> {
         {
             let st = self.state.lock();
             if st.merge_stop || st.merge_failed {
-                return false;
+                return Ok(None);
             }
             if !st.valid {
                 drop(st);
                 dm_err!("Snapshot is invalid: can't merge");
-                return false;
+                return Ok(None);
             }
         }
-        let mut batch = match self.plan_merge_batch(budget.limit) {
-            Ok(Some(batch)) => batch,
-            Ok(None) => return false,
-            Err(why) => {
-                self.merge_failed_now(why);
-                return false;
+        let planned = match self.meta.lock().as_mut() {
+            Some(meta) => {
+                let max_runs = budget.limit.runs.map_or(usize::MAX, |r| r as usize);
+                meta.plan_merge_batch(planner, budget.limit.chunks, max_runs)
             }
+            None => return Ok(None),
+        };
+        let batch = match planned {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e.message()),
         };
 
-        // The copies, and the window they cover (sorted for lookups).
+        // The copies, and the window they cover (sorted for lookups); with
+        // a copied batch still in the window, the union of both.
         let origin_sectors = self.origin_sectors();
         let mut plans: KVec<CopyPlan> = KVec::new();
         let mut window: KVec<MergeRun> = KVec::new();
+        let mut union: KVec<MergeRun> = KVec::new();
+        let mut ok = true;
         for run in batch.runs.iter() {
-            let ok = window.push(*run, GFP_KERNEL).is_ok()
+            ok &= window.push(*run, GFP_KERNEL).is_ok()
                 && run.copy_plan(self.chunk, origin_sectors).map_or(true, |p| plans.push(p, GFP_KERNEL).is_ok());
-            if !ok {
-                self.merge_failed_now("Out of memory: shutting down merge");
-                return false;
+        }
+        if let Some(prev) = copied {
+            for run in Iterator::chain(prev.open.batch.runs.iter(), batch.runs.iter()) {
+                ok &= union.push(*run, GFP_KERNEL).is_ok();
             }
         }
+        if !ok {
+            return Err("Out of memory: shutting down merge");
+        }
         window.sort_unstable_by_key(|r| r.first_old());
+        union.sort_unstable_by_key(|r| r.first_old());
 
         // Other snapshots copy these origin chunks out first (nothing to do
         // without copies).
         self.entry.prepare_extents(&plans);
-        // From now on writes to the window wait.
         let buckets = Self::window_buckets(&window);
-        self.state.lock().merge_window = window;
+        // Writes to the COW copies tracked in the other generation were
+        // sent before the previous batch set its window; none are added.
+        let gen = self.state.lock().track_gen;
+        self.wait_tracked(1 - gen, u64::MAX);
+        // From now on writes to the window wait, and the others count in
+        // the other generation: `gen`'s counters only go down.
+        let window = {
+            let mut st = self.state.lock();
+            st.track_gen = 1 - gen;
+            if copied.is_some() {
+                st.merge_window = union;
+                Some(window)
+            } else {
+                st.merge_window = window;
+                None
+            }
+        };
         if !plans.is_empty() {
-            // Writes already sent to the COW copies of the window finish.
-            for (b, counter) in self.tracked.iter().enumerate() {
-                if buckets & (1u64 << b) != 0 {
-                    while counter.load(Ordering::Acquire) != 0 {
-                        dmsync::sleep_ms(1);
-                    }
-                }
+            // Writes already sent to the COW copies of the window finish
+            // (upstream's `__check_for_conflicting_io()`): only those
+            // sent before the window was set, so a steady stream of writes
+            // elsewhere cannot hold the merge up.
+            self.wait_tracked(gen, buckets);
+        }
+        Ok(Some(OpenBatch { batch, plans, window }))
+    }
+
+    /// Starts, with `io`, the origin flush that must precede `open`'s
+    /// commit. `io` must outlive the returned batch.
+    fn start_origin_flush(&self, open: OpenBatch, io: Option<&DmIoClient>) -> CopiedBatch {
+        let mut flush = None;
+        if let (false, Some(io), Ok(countdown)) = (open.plans.is_empty(), io, IoCountdown::new()) {
+            // SAFETY: By the type invariant the origin stays open until
+            // `shutdown`, which stops the merge first; the flush is waited
+            // for before the batch is gone (`PendingFlush`).
+            if unsafe { io.start_flush(self.origin, &countdown) }.is_ok() {
+                flush = Some(PendingFlush(Some(countdown)));
+            } else {
+                // Not started: the commit flushes synchronously.
+                let _ = countdown.wait();
             }
-            if !self.copy_back(&plans, copier) {
-                self.merge_failed_now("Read error: shutting down merge.");
-                return false;
-            }
+        }
+        CopiedBatch { open, flush }
+    }
+
+    /// Commits a copied batch: waits for its origin flush, shrinks the
+    /// on-disk list and makes that durable before any write to its chunks
+    /// reaches the origin (an entry that came back after a crash would
+    /// merge its old data over such a write), then releases the writes
+    /// held for it. `next_window`, the window of the batch copied after
+    /// it, stays in place. `false` if the merge failed.
+    fn finish_merge_batch(&self, copied: CopiedBatch, next_window: Option<KVec<MergeRun>>, budget: &mut MergeBudget) -> bool {
+        let CopiedBatch { open, flush } = copied;
+        let mut batch = open.batch;
+        if !open.plans.is_empty() {
             // The origin must hold the data before the exceptions go (the
             // 2021 merge data-loss fix).
             // SAFETY: By the type invariant the origin is held.
-            if unsafe { self.origin.flush() }.is_err() {
+            let flushed = flush.is_some_and(PendingFlush::wait) || unsafe { self.origin.flush() }.is_ok();
+            if !flushed {
                 self.merge_failed_now("Flush after merge failed: shutting down merge");
                 return false;
             }
         }
 
-        // Shrink the on-disk list and make that durable before any write to
-        // the window reaches the origin: an entry that came back after a
-        // crash would merge its old data over such a write.
         let mut meta_guard = self.meta.lock();
         let Some(meta) = meta_guard.as_mut() else {
             return false;
         };
-        let p = match &self.state.lock().cursor {
-            Cursor::Persistent(p) => *p,
-            Cursor::Transient(_) => return false,
-        };
-        let written = meta.commit_merge_batch(&p, &mut batch).is_ok()
+        let written = meta.commit_merge_batch(&mut batch).is_ok()
             // SAFETY: By the type invariant the COW is held.
             && unsafe { self.cow.flush() }.is_ok();
         drop(meta_guard);
@@ -1201,55 +1340,30 @@ impl SnapCore {
         for run in batch.runs.iter() {
             removed &= st.table.remove_range(run.first_old(), u64::from(run.count())).is_ok();
         }
-        st.merge_window = KVec::new();
+        st.merge_window = next_window.unwrap_or_default();
+        // Writes held for this batch go; those for the next one stay.
         let mut queued = st.merge_queue.take();
+        let mut released = BioList::new();
+        while let Some(bio) = queued.pop() {
+            let chunk = self.chunk.sector_to_chunk(bio.view().sector());
+            if runs_contain(&st.merge_window, chunk) {
+                st.merge_queue.push(bio);
+            } else {
+                released.push(bio);
+            }
+        }
         drop(st);
         if !committed || !removed {
             self.merge_failed_now("Corrupt exception store: shutting down merge");
         }
         let merged = batch.runs.iter().map(|r| u64::from(r.count())).sum();
-        budget.adapt(merged, !queued.is_empty());
+        budget.adapt(merged, !released.is_empty());
         // These writes target merged chunks: the origin holds them now, and
         // the other snapshots already have their copies.
-        while let Some(bio) = queued.pop() {
+        while let Some(bio) = released.pop() {
             bio.submit();
         }
         committed && removed
-    }
-
-    /// Plans the next batch from the cursor, reading the previous area
-    /// first if the current one is empty. `None` when nothing is left.
-    fn plan_merge_batch(&self, limit: BatchLimit) -> Result<Option<MergeBatch>, &'static str> {
-        let mut meta_guard = self.meta.lock();
-        let Some(meta) = meta_guard.as_mut() else {
-            return Ok(None);
-        };
-        loop {
-            // Only this worker moves a merging store's cursor (no new
-            // exceptions while merging), so a copy of it stays current.
-            let p = match &self.state.lock().cursor {
-                Cursor::Persistent(p) => *p,
-                Cursor::Transient(_) => return Ok(None),
-            };
-            match p.merge_step() {
-                MergeStep::Finished => return Ok(None),
-                MergeStep::ReadPreviousArea { location, .. } => {
-                    if meta.read_chunk(location).is_err() {
-                        return Err("Read error in exception store: shutting down merge");
-                    }
-                    let mut st = self.state.lock();
-                    if let Cursor::Persistent(p) = &mut st.cursor {
-                        if p.enter_previous_area().is_err() {
-                            return Err("Corrupt exception store: shutting down merge");
-                        }
-                    }
-                }
-                MergeStep::Ready => {
-                    let max_runs = limit.runs.map_or(usize::MAX, |r| r as usize);
-                    return meta.plan_merge_batch(&p, limit.chunks, max_runs).map(Some).map_err(|e| e.message());
-                }
-            }
-        }
     }
 
     /// The tracked-write buckets the origin chunks of `window` hash to.
@@ -1313,6 +1427,43 @@ impl SnapCore {
         }
         done.done(ok);
         done.wait()
+    }
+}
+
+/// A planned merge batch whose chunks are in the window.
+struct OpenBatch {
+    batch: MergeBatch,
+    /// Its copies (runs past the origin's end have none).
+    plans: KVec<CopyPlan>,
+    /// Its own window, sorted, while the window holds the union with the
+    /// batch before it (installed when that one is committed).
+    window: Option<KVec<MergeRun>>,
+}
+
+/// A merge batch copied back to the origin, not yet committed.
+struct CopiedBatch {
+    open: OpenBatch,
+    /// The origin flush started after the copies (`None`: flush
+    /// synchronously at the commit).
+    flush: Option<PendingFlush>,
+}
+
+/// A flush in flight. Dropping it waits for it: the device and the dm-io
+/// client it uses must outlive it.
+struct PendingFlush(Option<Arc<IoCountdown>>);
+
+impl PendingFlush {
+    /// Waits; whether the flush succeeded.
+    fn wait(mut self) -> bool {
+        self.0.take().is_some_and(IoCountdown::wait)
+    }
+}
+
+impl Drop for PendingFlush {
+    fn drop(&mut self) {
+        if let Some(countdown) = self.0.take() {
+            let _ = countdown.wait();
+        }
     }
 }
 

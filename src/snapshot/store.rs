@@ -13,11 +13,11 @@ use kernel::prelude::*;
 
 use crate::dm::bindings::{DMSNAP_REQ_FUA, DMSNAP_REQ_PREFLUSH, DMSNAP_REQ_SYNC};
 use crate::dm::bufio::BufioClient;
-use crate::dm::dm_io::{DmIoClient, IoBuffer};
+use crate::dm::dm_io::{DmIoClient, IoBuffer, IoCountdown};
 use crate::dm::kcopyd::Region;
 use crate::dm::log::{dm_err, dm_warn};
 use crate::dm::{BdevHandle, CtrError, DmDev};
-use crate::pure::alloc::{LoadError, LoadProgress, Loader, NoSpace, PersistentState, TransientState};
+use crate::pure::alloc::{LoadError, LoadProgress, Loader, MergeStep, NoSpace, PersistentState, TransientState};
 use crate::pure::chunk::{Chunk, ChunkSize, ChunkSizeError, Sector};
 use crate::pure::disk::{self, decode_header, DiskException, DiskHeader, Geometry, HeaderError, HeaderState};
 use crate::pure::merge::{plan_batch_area, AreaSource, MergeError, MergeRun};
@@ -399,6 +399,12 @@ pub(crate) struct MetadataIo {
     scratch: IoBuffer,
 }
 
+/// The COW region of chunk `chunk`.
+fn chunk_region(cow: BdevHandle, size: ChunkSize, chunk: Chunk) -> Result<Region> {
+    let sector = size.chunk_to_sector(chunk).ok_or(EINVAL)?;
+    Ok(Region::new(cow, sector, u64::from(size.sectors())))
+}
+
 impl MetadataIo {
     fn new(io: DmIoClient, cow: BdevHandle, chunk: ChunkSize) -> Result<Self> {
         let area = IoBuffer::new(chunk.bytes())?;
@@ -407,8 +413,7 @@ impl MetadataIo {
     }
 
     fn region(&self, chunk: Chunk) -> Result<Region> {
-        let sector = self.chunk.chunk_to_sector(chunk).ok_or(EINVAL)?;
-        Ok(Region::new(self.cow, sector, u64::from(self.chunk.sectors())))
+        chunk_region(self.cow, self.chunk, chunk)
     }
 
     /// Reads one chunk of the COW into the area buffer.
@@ -476,20 +481,37 @@ const MERGE_BATCH_AREAS: usize = 16;
 pub(crate) struct MergeBatch {
     /// The runs, newest first.
     pub(crate) runs: KVec<MergeRun>,
-    /// Entries the current area keeps.
-    current_keep: u32,
-    /// Earlier (full) areas read for this batch, newest first.
-    earlier: KVec<EarlierArea>,
+    /// The areas the batch shrinks, newest first, each with its own copy
+    /// of the area (so a batch planned while the previous one commits
+    /// shares no buffer with it).
+    areas: KVec<BatchArea>,
     /// Where the list ends once the batch is merged: (area, entries kept).
     pub(crate) end: (u64, u32),
 }
 
-/// An earlier metadata area read for a merge batch.
-struct EarlierArea {
+/// A metadata area a merge batch shrinks.
+struct BatchArea {
     location: Chunk,
     buf: IoBuffer,
     /// Entries it keeps; the rest are merged by the batch.
     keep: u32,
+}
+
+/// Where the on-disk list will end once every batch planned so far is
+/// committed, and that area's contents: the merge plans batch `i + 1`
+/// from here while batch `i` is still being committed. Created from the
+/// committed state for each run of the merge worker
+/// ([`MetadataIo::merge_planner`]).
+pub(crate) struct MergePlanner {
+    p: PersistentState,
+    area: IoBuffer,
+}
+
+/// A copy of `buf`.
+fn clone_buffer(buf: &IoBuffer) -> Result<IoBuffer, MergePlanError> {
+    let mut copy = IoBuffer::new(buf.as_slice().len()).map_err(|_| MergePlanError::NoMemory)?;
+    copy.as_mut_slice().copy_from_slice(buf.as_slice());
+    Ok(copy)
 }
 
 /// Why a merge batch could not be planned.
@@ -520,15 +542,54 @@ impl From<MergeError> for MergePlanError {
 }
 
 impl MetadataIo {
-    /// Plans a merge batch of at most `budget` chunks from the tail of the
-    /// list whose cursor is `p`; the area buffer holds `p`'s current area,
-    /// which has committed entries. Runs never cross an area (the COW
-    /// chunks skip the metadata chunk between areas), but a batch takes
-    /// the earlier areas too while it has budget, so a sequentially filled
-    /// COW merges in large copies with one commit per batch.
+    /// A planner starting from the committed cursor `p` (the area buffer
+    /// holds `p`'s current area).
+    pub(crate) fn merge_planner(&self, p: PersistentState) -> Result<MergePlanner, MergePlanError> {
+        Ok(MergePlanner { p, area: clone_buffer(&self.area)? })
+    }
+
+    /// Plans the next merge batch of at most `budget` chunks and `max_runs`
+    /// runs from `planner`, reading the area before if the planner's is
+    /// used up, and moves the planner past it. `None` when nothing is left.
     pub(crate) fn plan_merge_batch(
         &mut self,
+        planner: &mut MergePlanner,
+        budget: u64,
+        max_runs: usize,
+    ) -> Result<Option<MergeBatch>, MergePlanError> {
+        loop {
+            match planner.p.merge_step() {
+                MergeStep::Finished => return Ok(None),
+                MergeStep::ReadPreviousArea { location, .. } => {
+                    let region = self.region(location).map_err(|_| MergePlanError::Corrupt)?;
+                    self.io
+                        .sync_io(&region, bindings::req_op_REQ_OP_READ, &mut planner.area)
+                        .map_err(|_| MergePlanError::Read)?;
+                    planner.p.enter_previous_area().map_err(|_| MergePlanError::Corrupt)?;
+                }
+                MergeStep::Ready => break,
+            }
+        }
+        let batch = self.plan_batch_from(&planner.p, &planner.area, budget, max_runs)?;
+        planner.p.commit_merge_to(batch.end.0, batch.end.1).map_err(|_| MergePlanError::Corrupt)?;
+        if batch.areas.len() > 1 {
+            if let Some(last) = batch.areas.last() {
+                planner.area = clone_buffer(&last.buf)?;
+            }
+        }
+        Ok(Some(batch))
+    }
+
+    /// Plans a batch from the tail of the list whose cursor is `p`; `area`
+    /// holds `p`'s current area, which has committed entries. Runs never
+    /// cross an area (the COW chunks skip the metadata chunk between
+    /// areas), but a batch takes the earlier areas too while it has
+    /// budget, so a sequentially filled COW merges in large copies with
+    /// one commit per batch.
+    fn plan_batch_from(
+        &mut self,
         p: &PersistentState,
+        area: &IoBuffer,
         budget: u64,
         max_runs: usize,
     ) -> Result<MergeBatch, MergePlanError> {
@@ -540,7 +601,7 @@ impl MetadataIo {
         // A refused run (no memory) just ends the batch early.
         let mut oom = false;
         let committed = p.current_committed();
-        let src = AreaSource::new(geom, self.area.as_slice());
+        let src = AreaSource::new(geom, area.as_slice());
         let taken = plan_batch_area(&src, committed as usize, limit, budget, |run| {
             if runs.len() >= max_runs {
                 return false;
@@ -552,23 +613,24 @@ impl MetadataIo {
         let current_keep = committed.saturating_sub(taken as u32);
         let mut budget = budget.saturating_sub(taken as u64);
         let mut end = (p.current_area(), current_keep);
-        let mut earlier: KVec<EarlierArea> = KVec::new();
+        let mut areas: KVec<BatchArea> = KVec::new();
+        let location = p.current_area_location().ok_or(MergePlanError::Corrupt)?;
+        areas.push(BatchArea { location, buf: clone_buffer(area)?, keep: current_keep }, GFP_KERNEL)
+            .map_err(|_| MergePlanError::NoMemory)?;
         let epa = geom.exceptions_per_area();
-        // Earlier areas are full; go on while this one is used up.
-        while end.1 == 0
-            && end.0 > 0
-            && budget > 0
-            && runs.len() < max_runs
-            && earlier.len() + 1 < MERGE_BATCH_AREAS
-            && !oom
-        {
-            let area = end.0 - 1;
-            let location = geom.area_location(area).ok_or(MergePlanError::Corrupt)?;
-            let mut buf = IoBuffer::new(self.chunk.bytes()).map_err(|_| MergePlanError::NoMemory)?;
-            let region = self.region(location).map_err(|_| MergePlanError::Corrupt)?;
-            self.io
-                .sync_io(&region, bindings::req_op_REQ_OP_READ, &mut buf)
-                .map_err(|_| MergePlanError::Read)?;
+        // Earlier areas are full, each with `epa` entries: read as many as
+        // the budget may reach, all at once, if this one is used up.
+        let wanted = if end.1 == 0 && runs.len() < max_runs && !oom {
+            budget.div_ceil(u64::from(epa.max(1))).min(end.0).min(MERGE_BATCH_AREAS as u64 - 1)
+        } else {
+            0
+        };
+        let mut read = self.read_earlier_areas(end.0, wanted)?.into_iter();
+        // Go on while the area before is used up.
+        while end.1 == 0 && budget > 0 && runs.len() < max_runs && !oom {
+            let Some((area, location, buf)) = read.next() else {
+                break;
+            };
             let src = AreaSource::new(geom, buf.as_slice());
             let taken = plan_batch_area(&src, epa as usize, limit, budget, |run| {
                 if runs.len() >= max_runs {
@@ -582,41 +644,87 @@ impl MetadataIo {
                 break;
             }
             let keep = epa.saturating_sub(taken as u32);
-            earlier.push(EarlierArea { location, buf, keep }, GFP_KERNEL).map_err(|_| MergePlanError::NoMemory)?;
+            areas.push(BatchArea { location, buf, keep }, GFP_KERNEL).map_err(|_| MergePlanError::NoMemory)?;
             budget = budget.saturating_sub(taken as u64);
             end = (area, keep);
         }
         if runs.is_empty() {
             return Err(if oom { MergePlanError::NoMemory } else { MergePlanError::Corrupt });
         }
-        Ok(MergeBatch { runs, current_keep, earlier, end })
+        Ok(MergeBatch { runs, areas, end })
+    }
+
+    /// Reads the `count` areas before area `before`, newest first, all at
+    /// once: (area, location, contents).
+    fn read_earlier_areas(&mut self, before: u64, count: u64) -> Result<KVec<(u64, Chunk, IoBuffer)>, MergePlanError> {
+        let geom = Geometry::new(self.chunk);
+        let mut areas = KVec::new();
+        for area in (before.saturating_sub(count)..before).rev() {
+            let location = geom.area_location(area).ok_or(MergePlanError::Corrupt)?;
+            let buf = IoBuffer::new(self.chunk.bytes()).map_err(|_| MergePlanError::NoMemory)?;
+            areas.push((area, location, buf), GFP_KERNEL).map_err(|_| MergePlanError::NoMemory)?;
+        }
+        if areas.is_empty() {
+            return Ok(areas);
+        }
+        let countdown = IoCountdown::new().map_err(|_| MergePlanError::NoMemory)?;
+        let mut started = Ok(());
+        for (_, location, buf) in areas.iter_mut() {
+            started = self.region(*location).and_then(|region| {
+                // SAFETY: `countdown.wait()` below returns once every read
+                // completed; until then the buffers are borrowed here (the
+                // vector does not grow), and the COW stays open (held by
+                // the caller's core until its merge stopped).
+                unsafe { self.io.start(&region, bindings::req_op_REQ_OP_READ, buf, 0, &countdown) }
+            });
+            if started.is_err() {
+                break;
+            }
+        }
+        let ok = countdown.wait();
+        if started.is_err() || !ok {
+            return Err(MergePlanError::Read);
+        }
+        Ok(areas)
     }
 
     /// Removes the batch's entries on disk (`persistent_commit_merge()`
-    /// for several areas): the emptied areas, newest first, then the area
-    /// the list now ends in. Plain writes; the caller flushes the COW
-    /// before anything may depend on them. Afterwards the area buffer holds
-    /// the area the list ends in. The caller flushed the origin first, so
-    /// whichever of these writes survive a crash, every entry missing
-    /// from the list has its data in the origin.
-    pub(crate) fn commit_merge_batch(&mut self, p: &PersistentState, batch: &mut MergeBatch) -> Result {
-        let geom = p.geometry();
-        let location = p.current_area_location().ok_or(EINVAL)?;
-        for i in batch.current_keep..p.current_committed() {
-            disk::clear_entry(geom, self.area.as_mut_slice(), i).map_err(|_| EINVAL)?;
-        }
-        let region = self.region(location)?;
-        let op = bindings::req_op_REQ_OP_WRITE | DMSNAP_REQ_SYNC;
-        self.io.sync_io(&region, op, &mut self.area)?;
+    /// for several areas): every area the batch shrinks, written with its
+    /// entries from `keep` on cleared (beyond the list's end they are
+    /// zero already). Plain writes, all at once; the caller flushes the
+    /// COW before anything may depend on them. Afterwards the area buffer
+    /// holds the area the list now ends in. The caller flushed the origin
+    /// first, so whichever of these writes survive a crash, every entry
+    /// missing from the list has its data in the origin.
+    pub(crate) fn commit_merge_batch(&mut self, batch: &mut MergeBatch) -> Result {
+        let geom = Geometry::new(self.chunk);
         let epa = geom.exceptions_per_area();
-        for area in batch.earlier.iter_mut() {
+        for area in batch.areas.iter_mut() {
             for i in area.keep..epa {
                 disk::clear_entry(geom, area.buf.as_mut_slice(), i).map_err(|_| EINVAL)?;
             }
-            let region = self.region(area.location)?;
-            self.io.sync_io(&region, op, &mut area.buf)?;
         }
-        if let Some(last) = batch.earlier.last_mut() {
+        let op = bindings::req_op_REQ_OP_WRITE | DMSNAP_REQ_SYNC;
+        let countdown = IoCountdown::new()?;
+        let mut started = Ok(());
+        for area in batch.areas.iter_mut() {
+            started = self.region(area.location).and_then(|region| {
+                // SAFETY: `countdown.wait()` below returns once every
+                // request completed; until then the buffers are borrowed
+                // here (the vector does not change), and the COW stays
+                // open (held by the caller's core until its merge stopped).
+                unsafe { self.io.start(&region, op, &mut area.buf, 0, &countdown) }
+            });
+            if started.is_err() {
+                break;
+            }
+        }
+        let ok = countdown.wait();
+        started?;
+        if !ok {
+            return Err(EIO);
+        }
+        if let Some(last) = batch.areas.last_mut() {
             core::mem::swap(&mut self.area, &mut last.buf);
         }
         Ok(())
