@@ -293,10 +293,14 @@ impl SnapCore {
         let Some(counters) = self.tracked.get(gen * TRACK_BUCKETS..(gen + 1) * TRACK_BUCKETS) else {
             return;
         };
+        // The bios waited for are in flight already: poll briefly first,
+        // then back off to 1 ms.
+        let mut us = 50;
         for (b, counter) in counters.iter().enumerate() {
             if buckets & (1u64 << b) != 0 {
                 while counter.load(Ordering::Acquire) != 0 {
-                    dmsync::sleep_us(100);
+                    dmsync::sleep_us(us);
+                    us = (us * 2).min(1000);
                 }
             }
         }
@@ -1121,13 +1125,34 @@ impl SnapCore {
         // Large runs are copied through one bounce buffer with big dm-io
         // requests; without it (no memory) kcopyd copies everything.
         let mut copier = BounceCopier::new().ok();
+        if let Some(mut planner) = self.merge_planner() {
+            self.merge_batches(&mut planner, copier.as_mut());
+        }
+        drop(copier);
+        self.merge_stopped();
+    }
+
+    /// Merges batch after batch until done, stopped or failed.
+    fn merge_batches(&self, planner: &mut MergePlanner, mut copier: Option<&mut BounceCopier>) {
         let mut budget = MergeBudget::new(self.chunk);
-        let mut planner = self.merge_planner();
-        // The batch copied last, not committed yet.
+        // The batch copied last, not committed yet (its flush, if any, is
+        // waited for before this returns: `PendingFlush`).
         let mut copied: Option<CopiedBatch> = None;
         let mut failed = None;
-        while let Some(p) = planner.as_mut() {
-            let mut next = match self.open_merge_batch(p, &budget, copied.as_ref()) {
+        // SAFETY: Reads a module parameter.
+        let always = unsafe { crate::dm::bindings::dmsnap_test_merge_pipeline() };
+        loop {
+            // Writes wait for the copied batch: commit it before planning
+            // (with the busy limits) rather than keep them waiting through
+            // the next one too.
+            if copied.is_some() && !always && !self.state.lock().merge_queue.is_empty() {
+                if let Some(prev) = copied.take() {
+                    if !self.finish_merge_batch(prev, None, &mut budget) {
+                        return;
+                    }
+                }
+            }
+            let mut next = match self.open_merge_batch(planner, &budget, copied.as_ref()) {
                 Ok(Some(next)) => next,
                 Ok(None) => break,
                 Err(why) => {
@@ -1135,24 +1160,22 @@ impl SnapCore {
                     break;
                 }
             };
-            let copy_ok = next.plans.is_empty() || self.copy_back(&next.plans, copier.as_mut());
+            let copy_ok = next.plans.is_empty() || self.copy_back(&next.plans, copier.as_deref_mut());
             if let Some(prev) = copied.take() {
                 if !self.finish_merge_batch(prev, next.window.take(), &mut budget) {
                     // Failed: the writes held for `next` were failed too.
-                    return self.merge_stopped();
+                    return;
                 }
             }
             if !copy_ok {
                 self.merge_failed_now("Read error: shutting down merge.");
-                return self.merge_stopped();
+                return;
             }
-            let done = self.start_origin_flush(next, copier.as_ref().map(|c| &c.io));
-            // SAFETY: Reads a module parameter.
-            let always = unsafe { crate::dm::bindings::dmsnap_test_merge_pipeline() };
+            let done = self.start_origin_flush(next, copier.as_deref().map(|c| &c.io));
             if budget.limit.runs.is_some() && !always {
                 // Writes wait for batches: commit this one now.
                 if !self.finish_merge_batch(done, None, &mut budget) {
-                    return self.merge_stopped();
+                    return;
                 }
             } else {
                 copied = Some(done);
@@ -1166,8 +1189,6 @@ impl SnapCore {
         if let Some(why) = failed {
             self.merge_failed_now(why);
         }
-        drop(copier);
-        self.merge_stopped();
     }
 
     /// The merge worker is done (it may be queued again).
@@ -1310,9 +1331,14 @@ impl SnapCore {
         let mut batch = open.batch;
         if !open.plans.is_empty() {
             // The origin must hold the data before the exceptions go (the
-            // 2021 merge data-loss fix).
-            // SAFETY: By the type invariant the origin is held.
-            let flushed = flush.is_some_and(PendingFlush::wait) || unsafe { self.origin.flush() }.is_ok();
+            // 2021 merge data-loss fix). A failed flush is not retried: the
+            // data it should have made durable may be gone, and a second
+            // flush would not say so.
+            let flushed = match flush {
+                Some(flush) => flush.wait(),
+                // SAFETY: By the type invariant the origin is held.
+                None => unsafe { self.origin.flush() }.is_ok(),
+            };
             if !flushed {
                 self.merge_failed_now("Flush after merge failed: shutting down merge");
                 return false;
@@ -1422,7 +1448,8 @@ impl SnapCore {
         drop(kc);
         if let Some(copier) = copier.as_mut() {
             if ok {
-                ok = copier.copy(self.cow, self.origin, plans.iter().filter(|p| bounce(p))).is_ok();
+                let total = plans.iter().filter(|p| bounce(p)).map(|p| p.sectors).sum();
+                ok = copier.copy(self.cow, self.origin, total, plans.iter().filter(|p| bounce(p))).is_ok();
             }
         }
         done.done(ok);
@@ -1487,10 +1514,20 @@ impl BounceCopier {
         Ok(Self { io: DmIoClient::new()?, bufs: [IoBuffer::new(BOUNCE_BYTES)?, IoBuffer::new(BOUNCE_BYTES)?] })
     }
 
-    /// Copies every plan from `from` to `to`. The devices must stay open
-    /// during the call (the merge worker's caller holds them).
-    fn copy<'a>(&mut self, from: BdevHandle, to: BdevHandle, plans: impl Iterator<Item = &'a CopyPlan>) -> Result {
-        let step = (BOUNCE_BYTES / 512) as u64;
+    /// Copies every plan, `total` sectors in all, from `from` to `to`.
+    /// The devices must stay open during the call (the merge worker's
+    /// caller holds them).
+    fn copy<'a>(
+        &mut self,
+        from: BdevHandle,
+        to: BdevHandle,
+        total: u64,
+        plans: impl Iterator<Item = &'a CopyPlan>,
+    ) -> Result {
+        // At least four steps (of 256 KiB or more) when there is little to
+        // copy, so that reads and writes still overlap: a batch held short
+        // because writes wait for it is often a single 1 MiB run.
+        let step = (total / 4).clamp(BOUNCE_MIN_SECTORS, (BOUNCE_BYTES / 512) as u64);
         let [b0, b1] = &mut self.bufs;
         // The step read last (its destination and the buffer holding it).
         let mut pending: Option<(Region, bool)> = None;

@@ -61,6 +61,10 @@ insmod /modules/dm-log-writes.ko
 # LW_FOLD=N tests the PREFLUSH|FUA commits instead.
 fold=/sys/module/dm_snapshot_rs/parameters/test_commit_fold
 [ $MOD != rs ] || { [ -w $fold ] && echo "${LW_FOLD:-Y}" > $fold; } || fail "no $fold (a CONFIG_KUNIT kernel is needed)"
+# Pipelined merge commits even under the write load (LW_PIPE=N: as in
+# production, committed at once while writes wait).
+pipe=/sys/module/dm_snapshot_rs/parameters/test_merge_pipeline
+[ $MOD != rs ] || { [ -w $pipe ] && echo "${LW_PIPE:-Y}" > $pipe; } || fail "no $pipe (a CONFIG_KUNIT kernel is needed)"
 t0=$(date +%s)
 
 # Zero the data device region and the replay target; zap the log's super.

@@ -7,20 +7,23 @@
 # that these writes meet two batches in the window.
 # 96 MiB origin, 4 KiB chunks: the COW holds 24576 exceptions in 96 areas,
 # filled mostly sequentially. While the merge runs, 4 KiB writes of
-# distinct patterns go to distinct random blocks, each read back at once.
+# distinct patterns go to distinct ranges, each read back afterwards.
 # Whether each lands before or after its chunk is merged, the result is the
 # snapshot image with those writes applied, which the test builds as a file
 # and compares with the origin, on both modules.
 . /tests/lib.sh
 MB=96
 SZ=$(( MB * 2048 ))
-NWR=4
-NW=50
+NWR=8
 
 run_case() {
   local m=$1
   shift
   load_module "$m" "$@"
+  if [ $m = rs ]; then
+    [ "$(cat /sys/module/dm_snapshot_rs/parameters/test_merge_pipeline 2>/dev/null)" = Y ] ||
+      fail "test_merge_pipeline is not set (a CONFIG_KUNIT kernel is needed)"
+  fi
   $DD if=/dev/zero of=/dev/vdc bs=4096 count=1 oflag=direct 2>/dev/null
   dmsetup create base-real --table "0 $SZ linear /dev/vda 0"
   fill_mib /dev/mapper/base-real orig $MB
@@ -38,24 +41,25 @@ run_case() {
   info "$m: snapshot status before the merge: $st"
 
   # Writers start while the device is suspended (their first writes wait
-  # for the resume): NWR loops, each writing NW distinct blocks and reading
-  # every block back at once (a write released before its chunk is merged
-  # would read back the COW's data).
-  awk -v n=$(( NWR * NW )) -v nb=$(( SZ / 8 )) 'BEGIN { srand(11); while (c < n) { b = int(rand() * nb); if (!(b in s)) { s[b] = 1; print b; c++ } } }' > /tmp/blocks
+  # for the resume): NWR processes, each writing a 1 MiB range as 256
+  # direct 4 KiB writes, then reading it back (a write released before its
+  # chunk is merged would read back the COW's data). The ranges are
+  # distinct MiBs of the top three quarters: the merge starts at the top
+  # (the newest exceptions).
+  awk -v n=$NWR -v mb=$MB 'BEGIN { srand(11); while (c < n) { o = int(mb / 4 + rand() * mb * 3 / 4); if (!(o in s)) { s[o] = 1; print o; c++ } } }' > /tmp/ranges
   rm -f /tmp/wfail
   dmsetup suspend base; dmsetup suspend snap
   pids=
-  for w in $(seq 0 $(( NWR - 1 ))); do
+  w=0
+  for o in $(cat /tmp/ranges); do
+    pattern "w$w" 1048576 > /tmp/pw$w
     (
-      i=0
-      for blk in $(sed -n "$(( w * NW + 1 )),$(( (w + 1) * NW ))p" /tmp/blocks); do
-        pattern "w$w.$i" 4096 > /tmp/pw$w
-        $DD if=/tmp/pw$w of=/dev/mapper/base bs=4096 seek="$blk" oflag=direct conv=notrunc 2>/dev/null || echo "write $w.$i" >> /tmp/wfail
-        $DD if=/dev/mapper/base bs=4096 skip="$blk" count=1 iflag=direct 2>/dev/null | cmp -s - /tmp/pw$w || echo "read back $w.$i (block $blk)" >> /tmp/wfail
-        i=$((i + 1))
-      done
+      $DD if=/tmp/pw$w of=/dev/mapper/base bs=4096 count=256 seek=$(( o * 256 )) oflag=direct conv=notrunc 2>/dev/null ||
+        echo "write $w at MiB $o" >> /tmp/wfail
+      read_at /dev/mapper/base $(( o * 1048576 )) 1048576 | cmp -s - /tmp/pw$w || echo "read back $w at MiB $o" >> /tmp/wfail
     ) &
     pids="$pids $!"
+    w=$((w + 1))
   done
   dmsetup load base --table "0 $SZ snapshot-merge /dev/mapper/base-real /dev/mapper/base-cow P 8"
   dmsetup load snap --table "0 $SZ error"
@@ -65,13 +69,11 @@ run_case() {
   for p in $pids; do wait $p; done
   info "$m: after the writes: $(dmsetup status base)"
   [ ! -s /tmp/wfail ] || fail "$m: during the merge: $(head -3 /tmp/wfail)"
-  # The same writes in the model (distinct blocks: order does not matter).
-  for w in $(seq 0 $(( NWR - 1 ))); do
-    i=0
-    for blk in $(sed -n "$(( w * NW + 1 )),$(( (w + 1) * NW ))p" /tmp/blocks); do
-      pattern "w$w.$i" 4096 | $DD of=/tmp/model bs=4096 seek="$blk" conv=notrunc 2>/dev/null
-      i=$((i + 1))
-    done
+  # The same writes in the model (distinct ranges: order does not matter).
+  w=0
+  for o in $(cat /tmp/ranges); do
+    $DD if=/tmp/pw$w of=/tmp/model bs=1M seek=$o conv=notrunc 2>/dev/null
+    w=$((w + 1))
   done
   wait_merged base 600
   st=$(dmsetup status base)
