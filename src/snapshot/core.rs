@@ -98,8 +98,9 @@ pub(crate) struct SnapState {
     merge_running: bool,
     /// Asked to stop (presuspend, destructor).
     merge_stop: bool,
-    /// The runs being copied back by the current merge batch, sorted by
-    /// origin chunk (empty between batches).
+    /// The runs of the merge batches not yet committed (the one being
+    /// copied back and, while the merge is pipelined, the one before it),
+    /// sorted by origin chunk; empty when no batch is open.
     merge_window: KVec<MergeRun>,
     /// The generation (0 or 1) of `SnapCore::tracked` that new tracked
     /// bios count in; each merge batch flips it as it sets its window.

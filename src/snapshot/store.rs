@@ -399,12 +399,6 @@ pub(crate) struct MetadataIo {
     scratch: IoBuffer,
 }
 
-/// The COW region of chunk `chunk`.
-fn chunk_region(cow: BdevHandle, size: ChunkSize, chunk: Chunk) -> Result<Region> {
-    let sector = size.chunk_to_sector(chunk).ok_or(EINVAL)?;
-    Ok(Region::new(cow, sector, u64::from(size.sectors())))
-}
-
 impl MetadataIo {
     fn new(io: DmIoClient, cow: BdevHandle, chunk: ChunkSize) -> Result<Self> {
         let area = IoBuffer::new(chunk.bytes())?;
@@ -413,7 +407,8 @@ impl MetadataIo {
     }
 
     fn region(&self, chunk: Chunk) -> Result<Region> {
-        chunk_region(self.cow, self.chunk, chunk)
+        let sector = self.chunk.chunk_to_sector(chunk).ok_or(EINVAL)?;
+        Ok(Region::new(self.cow, sector, u64::from(self.chunk.sectors())))
     }
 
     /// Reads one chunk of the COW into the area buffer.
