@@ -197,28 +197,36 @@ fn tail_edge_cases() {
 }
 
 mod batch_sizing {
-    use dmsnap_core::pure::merge::{BatchLimit, BatchSizing};
+    use dmsnap_core::pure::merge::{BatchLimit, BatchSizing, MergeLoad};
     use proptest::prelude::*;
+    use MergeLoad::{Active, Idle, Waiting};
 
-    const S: BatchSizing = BatchSizing { min: 8, max: 4096, busy_chunks: 256, busy_runs: 8 };
+    const S: BatchSizing = BatchSizing { min: 8, max: 4096, busy_chunks: 256, busy_runs: 8, active_runs: 16 };
 
     #[test]
-    fn grows_while_calm_and_is_held_small_while_writes_wait() {
-        assert_eq!(S.next(64, true), BatchLimit { chunks: 128, runs: None });
-        assert_eq!(S.next(4096, true), BatchLimit { chunks: 4096, runs: None });
-        assert_eq!(S.next(4096, false), BatchLimit { chunks: 256, runs: Some(8) });
-        // Calm again: grows from the busy size.
-        assert_eq!(S.next(256, true), BatchLimit { chunks: 512, runs: None });
-        assert_eq!(S.next(0, true).chunks, 8);
+    fn grows_unless_writes_wait_and_limits_runs_while_the_device_is_in_use() {
+        assert_eq!(S.next(64, Idle), BatchLimit { chunks: 128, runs: None });
+        assert_eq!(S.next(4096, Idle), BatchLimit { chunks: 4096, runs: None });
+        assert_eq!(S.next(4096, Waiting), BatchLimit { chunks: 256, runs: Some(8) });
+        // No write waits any more: grows from the busy size.
+        assert_eq!(S.next(256, Idle), BatchLimit { chunks: 512, runs: None });
+        assert_eq!(S.next(256, Active), BatchLimit { chunks: 512, runs: Some(16) });
+        assert_eq!(S.next(4096, Active), BatchLimit { chunks: 4096, runs: Some(16) });
+        assert_eq!(S.next(0, Idle).chunks, 8);
+    }
+
+    fn load() -> impl Strategy<Value = MergeLoad> {
+        prop_oneof![Just(Idle), Just(Active), Just(Waiting)]
     }
 
     proptest! {
         #[test]
-        fn always_within_bounds(last in 0u64..1 << 40, calm: bool) {
-            let n = S.next(last, calm);
+        fn always_within_bounds(last in 0u64..1 << 40, load in load()) {
+            let n = S.next(last, load);
             prop_assert!((S.min..=S.max).contains(&n.chunks));
-            prop_assert_eq!(n.runs.is_some(), !calm);
-            if calm && (S.min..=S.max).contains(&last) {
+            prop_assert_eq!(n.runs.is_some(), load != Idle);
+            prop_assert!(n.runs.map_or(true, |r| r >= 1 && r <= S.active_runs.max(S.busy_runs)));
+            if load != Waiting && (S.min..=S.max).contains(&last) {
                 prop_assert!(n.chunks >= last);
             }
         }

@@ -46,9 +46,15 @@ pub(crate) fn sleep_ms(ms: u32) {
 /// short poll does not turn into a 4-8 ms sleep at HZ=250). Must not be
 /// called in atomic context.
 pub(crate) fn sleep_us(us: u32) {
-    let min = us as kernel::ffi::c_ulong;
+    sleep_range_us(us, us.saturating_mul(2));
+}
+
+/// Sleeps for `min` to `max` microseconds (an hrtimer). Must not be called
+/// in atomic context.
+pub(crate) fn sleep_range_us(min: u32, max: u32) {
+    let (min, max) = (min as kernel::ffi::c_ulong, max.max(min) as kernel::ffi::c_ulong);
     // SAFETY: Callers are in process context (documented requirement).
-    unsafe { bindings::usleep_range_state(min, min.saturating_mul(2), bindings::TASK_UNINTERRUPTIBLE) };
+    unsafe { bindings::usleep_range_state(min, max, bindings::TASK_UNINTERRUPTIBLE) };
 }
 
 static WORKQUEUE: AtomicPtr<bindings::workqueue_struct> = AtomicPtr::new(core::ptr::null_mut());

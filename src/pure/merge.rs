@@ -363,9 +363,22 @@ pub fn runs_contain(runs: &[MergeRun], chunk: Chunk) -> bool {
     }
 }
 
+/// How the merging device has been used lately, as the merge sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeLoad {
+    /// No I/O.
+    Idle,
+    /// It serves I/O, but no write waited for a batch.
+    Active,
+    /// Writes waited for batches.
+    Waiting,
+}
+
 /// Merge batch sizing. Writes to a batch's chunks wait for the whole
 /// batch, so its size trades merge throughput for the latency of those
-/// writes.
+/// writes; its number of runs (separate copies, all in flight at once) is
+/// the queue depth the merge puts on the disks next to the device's own
+/// I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchSizing {
     /// Smallest batch, in chunks.
@@ -377,6 +390,8 @@ pub struct BatchSizing {
     /// Most runs of consecutive chunks in a batch while writes wait for
     /// batches (upstream merges one run at a time).
     pub busy_runs: u32,
+    /// Most runs in a batch while the device serves other I/O.
+    pub active_runs: u32,
 }
 
 /// The limits of the next batch.
@@ -389,16 +404,16 @@ pub struct BatchLimit {
 }
 
 impl BatchSizing {
-    /// The next batch's limits after one of `last_chunks` chunks: while
-    /// the origin is `calm` (no write waited for a batch for a while) twice
-    /// as many chunks and any number of runs; otherwise at most
-    /// `busy_chunks` and `busy_runs`. Chunks always within `min..=max`
-    /// (`min` wins if they cross).
-    pub fn next(&self, last_chunks: u64, calm: bool) -> BatchLimit {
-        let (chunks, runs) = if calm {
-            (last_chunks.saturating_mul(2), None)
-        } else {
-            (self.busy_chunks, Some(self.busy_runs.max(1)))
+    /// The next batch's limits after one of `last_chunks` chunks: unless
+    /// writes waited for batches, twice as many chunks, and any number of
+    /// runs on an idle device or at most `active_runs` on an active one;
+    /// while writes wait, at most `busy_chunks` and `busy_runs`. Chunks
+    /// always within `min..=max` (`min` wins if they cross).
+    pub fn next(&self, last_chunks: u64, load: MergeLoad) -> BatchLimit {
+        let (chunks, runs) = match load {
+            MergeLoad::Idle => (last_chunks.saturating_mul(2), None),
+            MergeLoad::Active => (last_chunks.saturating_mul(2), Some(self.active_runs.max(1))),
+            MergeLoad::Waiting => (self.busy_chunks, Some(self.busy_runs.max(1))),
         };
         BatchLimit { chunks: chunks.min(self.max).max(self.min), runs }
     }

@@ -40,7 +40,7 @@ use crate::dm::bio::FullWrite;
 use crate::dm::{BdevHandle, Bio, BioList, BioOp, MapResult, OwnedBio, TargetHandle};
 
 use crate::pure::alloc::CommitSlot;
-use crate::pure::merge::{runs_contain, BatchLimit, BatchSizing, CopyPlan, MergeRun};
+use crate::pure::merge::{runs_contain, BatchLimit, BatchSizing, CopyPlan, MergeLoad, MergeRun};
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::status::{InfoStatus, Usage};
 
@@ -108,6 +108,9 @@ pub(crate) struct SnapState {
     /// Writes to the merge window, already pointed at the origin, waiting
     /// for the window to be merged.
     merge_queue: BioList,
+    /// I/Os the merging target has mapped (wrapping): while it changes,
+    /// the merge shares the disks with that I/O ([`MergeLoad::Active`]).
+    merge_io: u64,
     /// Invalidated: the header must be rewritten and an event raised; the
     /// commit worker does both (no synchronous I/O in `map`).
     invalidated_pending_io: bool,
@@ -236,6 +239,7 @@ impl SnapCore {
             merge_window: KVec::new(),
             track_gen: 0,
             merge_queue: BioList::new(),
+            merge_io: 0,
             invalidated_pending_io: false,
             table: parts.table,
             pending: RBTree::new(),
@@ -1032,6 +1036,7 @@ impl SnapCore {
         if st.owner != me {
             return MapResult::Kill;
         }
+        st.merge_io = st.merge_io.wrapping_add(1);
         if st.valid {
             if let Some(new) = st.table.lookup(chunk) {
                 let in_window = runs_contain(&st.merge_window, chunk);
@@ -1135,7 +1140,8 @@ impl SnapCore {
 
     /// Merges batch after batch until done, stopped or failed.
     fn merge_batches(&self, planner: &mut MergePlanner, mut copier: Option<&mut BounceCopier>) {
-        let mut budget = MergeBudget::new(self.chunk);
+        let mut budget = MergeBudget::new(self.chunk, self.state.lock().merge_io);
+        let mut pace = MergePace::default();
         // The batch copied last, not committed yet (its flush, if any, is
         // waited for before this returns: `PendingFlush`).
         let mut copied: Option<CopiedBatch> = None;
@@ -1145,16 +1151,23 @@ impl SnapCore {
         loop {
             // Writes wait for the copied batch: commit it before planning
             // (with the busy limits) rather than keep them waiting through
-            // the next one too.
-            if copied.is_some() && !always && !self.state.lock().merge_queue.is_empty() {
+            // the next one too. Likewise before a pause (`MergePace`).
+            let pause = budget.limit.runs.is_some() && pace.due_in_us() > 0;
+            if copied.is_some() && !always && (pause || !self.state.lock().merge_queue.is_empty()) {
                 if let Some(prev) = copied.take() {
                     if !self.finish_merge_batch(prev, None, &mut budget) {
                         return;
                     }
                 }
             }
+            if budget.limit.runs.is_some() {
+                pace.wait();
+            }
             let mut next = match self.open_merge_batch(planner, &budget, copied.as_ref()) {
-                Ok(Some(next)) => next,
+                Ok(Some(next)) => {
+                    pace.started(next.batch.runs.len());
+                    next
+                }
                 Ok(None) => break,
                 Err(why) => {
                     failed = Some(why);
@@ -1173,7 +1186,7 @@ impl SnapCore {
                 return;
             }
             let done = self.start_origin_flush(next, copier.as_deref().map(|c| &c.io));
-            if budget.limit.runs.is_some() && !always {
+            if budget.load == MergeLoad::Waiting && !always {
                 // Writes wait for batches: commit this one now.
                 if !self.finish_merge_batch(done, None, &mut budget) {
                     return;
@@ -1359,6 +1372,7 @@ impl SnapCore {
             return false;
         }
         let mut st = self.state.lock();
+        let io = st.merge_io;
         let committed = match &mut st.cursor {
             Cursor::Persistent(p) => p.commit_merge_to(batch.end.0, batch.end.1).is_ok(),
             Cursor::Transient(_) => false,
@@ -1384,7 +1398,7 @@ impl SnapCore {
             self.merge_failed_now("Corrupt exception store: shutting down merge");
         }
         let merged = batch.runs.iter().map(|r| u64::from(r.count())).sum();
-        budget.adapt(merged, !released.is_empty());
+        budget.adapt(merged, !released.is_empty(), io);
         // These writes target merged chunks: the origin holds them now, and
         // the other snapshots already have their copies.
         while let Some(bio) = released.pop() {
@@ -1579,42 +1593,103 @@ const MERGE_BATCH_MIN_BYTES: usize = 32 << 10;
 const MERGE_BUSY_BYTES: usize = 1 << 20;
 /// Most runs in a batch while writes wait for batches.
 const MERGE_BUSY_RUNS: u32 = 8;
-/// Batches grow again only once no write waited for this long.
+/// Most runs in a batch while the merging device serves other I/O.
+const MERGE_ACTIVE_RUNS: u32 = 16;
+/// Batches grow again only once no write waited for this long, and have
+/// any number of runs once the device has had no I/O for this long.
 const MERGE_CALM_MS: i64 = 1000;
+/// While the merging device serves other I/O, the merge starts batches at
+/// most one run per this many microseconds apart on average (at most
+/// 1000 copies a second). Each batch costs the disks two cache flushes,
+/// and each run one read and one write: a randomly filled COW, merged in
+/// batches of single-chunk runs as fast as the disks go, crowds out the
+/// device's own I/O. A sequentially filled COW's runs are long, and its
+/// batches take longer than this anyway.
+const MERGE_RUN_INTERVAL_US: i64 = 1000;
+
+/// Paces merge batches while the merging device serves other I/O
+/// ([`MERGE_RUN_INTERVAL_US`]).
+#[derive(Default)]
+struct MergePace {
+    /// When the last batch started, and how long after it the next may.
+    last: Option<(Ktime, i64)>,
+}
+
+impl MergePace {
+    /// A batch of `runs` runs starts now.
+    fn started(&mut self, runs: usize) {
+        let runs = i64::try_from(runs).unwrap_or(i64::MAX);
+        self.last = Some((Ktime::ktime_get(), runs.saturating_mul(MERGE_RUN_INTERVAL_US)));
+    }
+
+    /// Microseconds until the next batch may start.
+    fn due_in_us(&self) -> i64 {
+        let Some((start, interval_us)) = self.last else {
+            return 0;
+        };
+        let elapsed_us = (Ktime::ktime_get() - start).to_ns() / 1000;
+        interval_us.saturating_sub(elapsed_us).max(0)
+    }
+
+    /// Sleeps until the next batch may start.
+    fn wait(&self) {
+        let left = u32::try_from(self.due_in_us()).unwrap_or(u32::MAX);
+        if left > 0 {
+            dmsync::sleep_range_us(left, left.saturating_add(left / 8));
+        }
+    }
+}
 
 /// The limits of the next merge batch ([`BatchSizing`]): batches grow
 /// while no write waits for them; once one does, they stay at
-/// `MERGE_BUSY_BYTES` and `MERGE_BUSY_RUNS` until the origin has been calm
-/// for `MERGE_CALM_MS`.
+/// `MERGE_BUSY_BYTES` and `MERGE_BUSY_RUNS` until no write has waited for
+/// `MERGE_CALM_MS`. Meanwhile, while the merging device serves I/O,
+/// batches have at most `MERGE_ACTIVE_RUNS` runs.
 struct MergeBudget {
     limit: BatchLimit,
+    load: MergeLoad,
     sizing: BatchSizing,
     last_wait: Option<Ktime>,
+    last_io: Option<Ktime>,
+    /// `SnapState::merge_io` when the last batch was committed.
+    io_seen: u64,
 }
 
 impl MergeBudget {
-    fn new(chunk: ChunkSize) -> Self {
+    fn new(chunk: ChunkSize, io_seen: u64) -> Self {
         let per = chunk.bytes().max(1);
         let min = (MERGE_BATCH_MIN_BYTES / per).max(1) as u64;
         let max = (MERGE_BATCH_BYTES / per).max(1) as u64;
         let start = (MERGE_BATCH_START_BYTES / per).max(1) as u64;
         let busy_chunks = (MERGE_BUSY_BYTES / per).max(1) as u64;
-        let sizing = BatchSizing { min, max, busy_chunks, busy_runs: MERGE_BUSY_RUNS };
+        let sizing =
+            BatchSizing { min, max, busy_chunks, busy_runs: MERGE_BUSY_RUNS, active_runs: MERGE_ACTIVE_RUNS };
         let limit = BatchLimit { chunks: start.clamp(min, max), runs: None };
-        Self { limit, sizing, last_wait: None }
+        Self { limit, load: MergeLoad::Idle, sizing, last_wait: None, last_io: None, io_seen }
     }
 
     /// The batch of `chunks` chunks is done: `waited` if writes were held
-    /// back by it.
-    fn adapt(&mut self, chunks: u64, waited: bool) {
+    /// back by it; `io` is `SnapState::merge_io` now.
+    fn adapt(&mut self, chunks: u64, waited: bool, io: u64) {
         let now = Ktime::ktime_get();
         if waited {
             self.last_wait = Some(now);
         }
-        let calm = self.last_wait.map_or(true, |t| ktime_ms_delta(now, t) >= MERGE_CALM_MS);
+        if io != self.io_seen {
+            self.io_seen = io;
+            self.last_io = Some(now);
+        }
+        let recent = |t: Option<Ktime>| t.is_some_and(|t| ktime_ms_delta(now, t) < MERGE_CALM_MS);
+        self.load = if recent(self.last_wait) {
+            MergeLoad::Waiting
+        } else if recent(self.last_io) {
+            MergeLoad::Active
+        } else {
+            MergeLoad::Idle
+        };
         // A batch cut short (end of the list, run limit) does not shrink
         // the next one.
-        self.limit = self.sizing.next(chunks.max(self.limit.chunks), calm);
+        self.limit = self.sizing.next(chunks.max(self.limit.chunks), self.load);
     }
 }
 
