@@ -10,8 +10,13 @@
 //! with N snapshots take k reads and about N writes; upstream issues k * N
 //! kcopyd jobs (k * N reads and k * N writes).
 //!
-//! Copies larger than [`GATHER_MAX_SECTORS`] (sequential writes, already
-//! copied in runs) go straight to kcopyd, as does everything while
+//! Copies with one destination go straight to kcopyd: a gathered batch
+//! reads every source before it writes anything, while kcopyd writes each
+//! copy as soon as its read is done; with one destination that outweighs
+//! the joined COW writes (an A/B on the bench kernel: 4K random origin
+//! writes with one 4K-chunk snapshot went from 0.70x to 0.90x of
+//! upstream). So do copies larger than [`GATHER_MAX_SECTORS`] (sequential
+//! writes, already copied in runs), and everything while
 //! `snapshot_copy_throttle` is set (kcopyd implements the throttle) or if
 //! the buffer cannot be allocated. If any request of a batch fails, its
 //! copies are redone one by one with kcopyd, which tells which snapshot
@@ -101,7 +106,7 @@ impl Gatherer {
     /// means `GFP_NOIO`); never waits for I/O, but kcopyd may wait for its
     /// mempool.
     pub(crate) fn submit(self: &Arc<Self>, copy: OriginCopy) {
-        if copy.source().count() > GATHER_MAX_SECTORS || copy_throttle_pct() < 100 {
+        if copy.dests().len() < 2 || copy.source().count() > GATHER_MAX_SECTORS || copy_throttle_pct() < 100 {
             copy.start_kcopyd();
             return;
         }
