@@ -215,6 +215,30 @@ mod batch_sizing {
         assert_eq!(S.next(0, Idle).chunks, 8);
     }
 
+    #[test]
+    fn load_from_recent_waits_and_io() {
+        assert_eq!(MergeLoad::from_recent(None, None, 1000), Idle);
+        assert_eq!(MergeLoad::from_recent(None, Some(999), 1000), Active);
+        assert_eq!(MergeLoad::from_recent(None, Some(1000), 1000), Idle);
+        assert_eq!(MergeLoad::from_recent(Some(0), None, 1000), Waiting);
+        assert_eq!(MergeLoad::from_recent(Some(5), Some(0), 1000), Waiting);
+        assert_eq!(MergeLoad::from_recent(Some(1000), Some(3), 1000), Active);
+        assert_eq!(MergeLoad::from_recent(Some(4000), Some(2000), 1000), Idle);
+    }
+
+    #[test]
+    fn pace_delay() {
+        use dmsnap_core::pure::merge::pace_delay_us;
+        // 16 runs at 1 ms each: the next batch starts 16 ms after this one.
+        assert_eq!(pace_delay_us(16, 1000, 0), 16_000);
+        assert_eq!(pace_delay_us(16, 1000, 10_000), 6_000);
+        assert_eq!(pace_delay_us(16, 1000, 16_000), 0);
+        // A batch that took longer than its runs' share: no pause.
+        assert_eq!(pace_delay_us(1, 1000, 12_000), 0);
+        assert_eq!(pace_delay_us(0, 1000, 0), 0);
+        assert_eq!(pace_delay_us(usize::MAX, i64::MAX, -5), i64::MAX);
+    }
+
     fn load() -> impl Strategy<Value = MergeLoad> {
         prop_oneof![Just(Idle), Just(Active), Just(Waiting)]
     }

@@ -374,6 +374,31 @@ pub enum MergeLoad {
     Waiting,
 }
 
+impl MergeLoad {
+    /// The load given how many milliseconds ago a write last waited for a
+    /// batch and the device last served I/O (`None`: not since the merge
+    /// started); either counts for `calm_ms`.
+    pub fn from_recent(waited_ms_ago: Option<i64>, io_ms_ago: Option<i64>, calm_ms: i64) -> Self {
+        let recent = |ago: Option<i64>| ago.is_some_and(|ms| ms < calm_ms);
+        if recent(waited_ms_ago) {
+            Self::Waiting
+        } else if recent(io_ms_ago) {
+            Self::Active
+        } else {
+            Self::Idle
+        }
+    }
+}
+
+/// How many microseconds the merge still waits before its next batch,
+/// `elapsed_us` after the start of the last one, which had `runs` runs:
+/// while paced, batches start at most one run per `per_run_us` apart on
+/// average.
+pub fn pace_delay_us(runs: usize, per_run_us: i64, elapsed_us: i64) -> i64 {
+    let runs = i64::try_from(runs).unwrap_or(i64::MAX);
+    runs.saturating_mul(per_run_us).saturating_sub(elapsed_us).max(0)
+}
+
 /// Merge batch sizing. Writes to a batch's chunks wait for the whole
 /// batch, so its size trades merge throughput for the latency of those
 /// writes; its number of runs (separate copies, all in flight at once) is

@@ -40,7 +40,7 @@ use crate::dm::bio::FullWrite;
 use crate::dm::{BdevHandle, Bio, BioList, BioOp, MapResult, OwnedBio, TargetHandle};
 
 use crate::pure::alloc::CommitSlot;
-use crate::pure::merge::{runs_contain, BatchLimit, BatchSizing, CopyPlan, MergeLoad, MergeRun};
+use crate::pure::merge::{pace_delay_us, runs_contain, BatchLimit, BatchSizing, CopyPlan, MergeLoad, MergeRun};
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::status::{InfoStatus, Usage};
 
@@ -1611,24 +1611,23 @@ const MERGE_RUN_INTERVAL_US: i64 = 1000;
 /// ([`MERGE_RUN_INTERVAL_US`]).
 #[derive(Default)]
 struct MergePace {
-    /// When the last batch started, and how long after it the next may.
-    last: Option<(Ktime, i64)>,
+    /// When the last batch started, and its number of runs.
+    last: Option<(Ktime, usize)>,
 }
 
 impl MergePace {
     /// A batch of `runs` runs starts now.
     fn started(&mut self, runs: usize) {
-        let runs = i64::try_from(runs).unwrap_or(i64::MAX);
-        self.last = Some((Ktime::ktime_get(), runs.saturating_mul(MERGE_RUN_INTERVAL_US)));
+        self.last = Some((Ktime::ktime_get(), runs));
     }
 
     /// Microseconds until the next batch may start.
     fn due_in_us(&self) -> i64 {
-        let Some((start, interval_us)) = self.last else {
+        let Some((start, runs)) = self.last else {
             return 0;
         };
         let elapsed_us = (Ktime::ktime_get() - start).to_ns() / 1000;
-        interval_us.saturating_sub(elapsed_us).max(0)
+        pace_delay_us(runs, MERGE_RUN_INTERVAL_US, elapsed_us)
     }
 
     /// Sleeps until the next batch may start.
@@ -1679,14 +1678,8 @@ impl MergeBudget {
             self.io_seen = io;
             self.last_io = Some(now);
         }
-        let recent = |t: Option<Ktime>| t.is_some_and(|t| ktime_ms_delta(now, t) < MERGE_CALM_MS);
-        self.load = if recent(self.last_wait) {
-            MergeLoad::Waiting
-        } else if recent(self.last_io) {
-            MergeLoad::Active
-        } else {
-            MergeLoad::Idle
-        };
+        let ago = |t: Option<Ktime>| t.map(|t| ktime_ms_delta(now, t));
+        self.load = MergeLoad::from_recent(ago(self.last_wait), ago(self.last_io), MERGE_CALM_MS);
         // A batch cut short (end of the list, run limit) does not shrink
         // the next one.
         self.limit = self.sizing.next(chunks.max(self.limit.chunks), self.load);
