@@ -161,10 +161,22 @@ impl Bio {
     }
 }
 
-/// Per-bio data a target using [`Bio::per_bio_u64`] and
-/// [`OwnedBio::into_full_write`] must reserve: a counter slot and the saved
-/// completion of a full write.
-pub(crate) const PER_BIO_DATA_SIZE: usize = 8 + core::mem::size_of::<dmb::dmsnap_full_write>();
+/// Per-bio data a target using [`Bio::per_bio_u64`],
+/// [`OwnedBio::into_full_write`] and [`OwnedBio::dual_write`] must reserve:
+/// a counter slot, then the saved state of a full write or of a dual write
+/// (a bio is only ever one of them).
+pub(crate) const PER_BIO_DATA_SIZE: usize = 8 + max(
+    core::mem::size_of::<dmb::dmsnap_full_write>(),
+    core::mem::size_of::<dmb::dmsnap_dual_write>(),
+);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 
 impl Bio {
     /// Takes ownership of the bio from dm core.
@@ -181,14 +193,39 @@ impl Bio {
     /// The target's per-bio data (`dm_per_bio_data()`), if it reserved at
     /// least [`PER_BIO_DATA_SIZE`] bytes.
     fn per_bio_data(&self, ti: &super::Target) -> Option<*mut u8> {
-        let size = ti.per_io_data_size();
+        // SAFETY: `ti` is the target of this bio (callers map or complete
+        // it for `ti`), and it reserved what it says.
+        unsafe { self.per_bio_data_sized(ti.per_io_data_size()) }
+    }
+
+    /// The per-bio data of a target that reserved `size` bytes, if that is
+    /// at least [`PER_BIO_DATA_SIZE`].
+    ///
+    /// # Safety
+    ///
+    /// The bio must be a dm clone of a target that reserved exactly `size`
+    /// bytes of per-bio data.
+    unsafe fn per_bio_data_sized(&self, size: u32) -> Option<*mut u8> {
         if (size as usize) < PER_BIO_DATA_SIZE {
             return None;
         }
-        // SAFETY: The bio is a dm clone of this target, which reserved
-        // `size` bytes of per-bio data.
+        // SAFETY: By the caller's guarantee the bio is a dm clone of a
+        // target that reserved `size` bytes of per-bio data.
         let data = unsafe { dmb::dm_per_bio_data(self.raw(), size as usize) };
         (!data.is_null()).then_some(data.cast())
+    }
+
+    /// Whether [`OwnedBio::dual_write`] takes this bio: a plain data write
+    /// of a target that reserved `size` bytes of per-bio data.
+    ///
+    /// # Safety
+    ///
+    /// As for `per_bio_data_sized`.
+    pub(crate) unsafe fn dual_writable(&self, size: u32) -> bool {
+        // SAFETY: The bio is valid for the call.
+        let plain = unsafe { dmb::dmsnap_dual_write_ok(self.raw()) };
+        // SAFETY: As guaranteed by the caller.
+        plain && unsafe { self.per_bio_data_sized(size) }.is_some_and(|d| d.wrapping_add(8).align_offset(8) == 0)
     }
 
     /// The 8-byte per-bio counter slot (first field of the per-bio data).
@@ -278,6 +315,38 @@ impl OwnedBio {
         let fw = NonNull::new(fw)?;
         // INVARIANT: both handles refer to the bio we own, not yet sent.
         Some((FullWrite { bio, fw }, FullWriteSubmit { bio, fw, job: callback }))
+    }
+}
+
+impl OwnedBio {
+    /// Writes the bio to `first` at `first_sector`, then to the device and
+    /// sector it is set to now, and only then completes it; an error of the
+    /// first write fails it without the second. Gives the bio back if it
+    /// cannot be written twice (not a plain data write, or no room in the
+    /// per-bio data).
+    ///
+    /// # Safety
+    ///
+    /// The bio must be a dm clone of a target that reserved exactly `size`
+    /// bytes of per-bio data; `first` must stay open until it completes.
+    pub(crate) unsafe fn dual_write(self, size: u32, first: super::BdevHandle, first_sector: u64) -> Result<(), Self> {
+        let wq = super::sync::queue_raw();
+        // SAFETY: As guaranteed by the caller.
+        if wq.is_null() || !unsafe { self.view().dual_writable(size) } {
+            return Err(self);
+        }
+        // SAFETY: As guaranteed by the caller.
+        let Some(area) = (unsafe { self.view().per_bio_data_sized(size) }) else {
+            return Err(self);
+        };
+        let dw = area.wrapping_add(8).cast::<dmb::dmsnap_dual_write>();
+        let bio = self.into_raw();
+        // SAFETY: The bio is ours, a dm clone whose target returned (or will
+        // return) `DM_MAPIO_SUBMITTED`; `dw` is its per-bio area, unused by
+        // anything else for a bio of the merge target; the module's queue
+        // outlives every bio of its targets; the caller keeps `first` open.
+        unsafe { dmb::dmsnap_dual_write_start(bio, dw, wq, first.0, first_sector) };
+        Ok(())
     }
 }
 

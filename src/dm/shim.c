@@ -3,6 +3,7 @@
  * C shim for dm-snapshot-rs. See shim.h.
  */
 #include <linux/blkdev.h>
+#include <linux/bio-integrity.h>
 #include <linux/file.h>
 #include <linux/module.h>
 #include <linux/sched/mm.h>
@@ -139,6 +140,63 @@ void dmsnap_full_write_finish(struct bio *bio, struct dmsnap_full_write *fw, boo
 	bio_endio(bio);
 }
 
+static void dmsnap_dual_write_second(struct work_struct *work)
+{
+	struct dmsnap_dual_write *dw = container_of(work, struct dmsnap_dual_write, work);
+
+	/* dm core accounted the bio when the first write was submitted. */
+	submit_bio_noacct(dw->bio);
+}
+
+static void dmsnap_dual_write_end_io(struct bio *bio)
+{
+	struct dmsnap_dual_write *dw = bio->bi_private;
+
+	bio->bi_end_io = dw->end_io;
+	bio->bi_private = dw->private;
+	if (bio->bi_status) {
+		/* The COW copy was not written: fail, the origin is untouched. */
+		bio_endio(bio);
+		return;
+	}
+	/* As dm_bio_restore(): the state the bio had before the first write. */
+	bio->bi_bdev = dw->bdev;
+	bio->bi_flags = dw->flags;
+	/* The COW's queue may have dropped FUA (no write cache there). */
+	bio->bi_opf = dw->opf;
+	bio->bi_iter = dw->iter;
+	atomic_set(&bio->__bi_remaining, dw->remaining);
+	/* Interrupt context: submit from the work queue (it may sleep). */
+	INIT_WORK(&dw->work, dmsnap_dual_write_second);
+	queue_work(dw->wq, &dw->work);
+}
+
+/* Plain data writes only: nothing else is sent twice. */
+bool dmsnap_dual_write_ok(struct bio *bio)
+{
+	return bio_op(bio) == REQ_OP_WRITE && bio_has_data(bio) && !bio_integrity(bio);
+}
+
+void dmsnap_dual_write_start(struct bio *bio, struct dmsnap_dual_write *dw, struct workqueue_struct *wq,
+			     struct block_device *first, sector_t first_sector)
+{
+	/* The bio as it should reach the origin: device, sector, flags. */
+	dw->bio = bio;
+	dw->wq = wq;
+	dw->end_io = bio->bi_end_io;
+	dw->private = bio->bi_private;
+	dw->bdev = bio->bi_bdev;
+	dw->flags = bio->bi_flags;
+	dw->opf = bio->bi_opf;
+	dw->iter = bio->bi_iter;
+	dw->remaining = atomic_read(&bio->__bi_remaining);
+	bio_set_dev(bio, first);
+	bio->bi_iter.bi_sector = first_sector;
+	bio->bi_end_io = dmsnap_dual_write_end_io;
+	bio->bi_private = dw;
+	dm_submit_bio_remap(bio, NULL);
+}
+
 blk_mode_t dmsnap_table_mode(struct dm_target *ti)
 {
 	return dm_table_get_mode(ti->table);
@@ -176,18 +234,33 @@ bool dmsnap_test_commit_fold(void)
 }
 
 /*
- * The merge pipelines batches only while no write waits for them; this
- * makes it pipeline always, so that the tests' writes during a merge meet
- * two batches in the window.
+ * The merge commits a copied batch early (before the next one is copied)
+ * while writes wait for the merge or before a pause; this makes it never
+ * do so, so that the tests' writes during a merge meet two batches in the
+ * window.
  */
 static bool test_merge_pipeline;
 module_param(test_merge_pipeline, bool, 0644);
 MODULE_PARM_DESC(test_merge_pipeline,
-		 "KUnit kernels only: pipeline merge batches even while writes wait (default: off)");
+		 "KUnit kernels only: never commit a merge batch before the next one is copied (default: off)");
 
 bool dmsnap_test_merge_pipeline(void)
 {
 	return READ_ONCE(test_merge_pipeline);
+}
+
+/*
+ * A pause before each merge commit, so that crash tests catch writes to
+ * chunks copied back but not committed (written to both copies).
+ */
+static unsigned int test_merge_commit_delay_ms;
+module_param(test_merge_commit_delay_ms, uint, 0644);
+MODULE_PARM_DESC(test_merge_commit_delay_ms,
+		 "KUnit kernels only: wait this long before each merge commit (default: 0)");
+
+unsigned int dmsnap_test_merge_commit_delay_ms(void)
+{
+	return min(READ_ONCE(test_merge_commit_delay_ms), 10000U);
 }
 #else
 bool dmsnap_test_commit_fold(void)
@@ -198,6 +271,11 @@ bool dmsnap_test_commit_fold(void)
 bool dmsnap_test_merge_pipeline(void)
 {
 	return false;
+}
+
+unsigned int dmsnap_test_merge_commit_delay_ms(void)
+{
+	return 0;
 }
 #endif
 

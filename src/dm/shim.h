@@ -13,6 +13,7 @@
 #include <linux/device-mapper.h>
 #include <linux/dm-kcopyd.h>
 #include <linux/gfp.h>
+#include <linux/workqueue.h>
 
 #ifdef __BINDGEN__
 /* Constants built from casts and enums that bindgen cannot fold by itself. */
@@ -33,6 +34,7 @@ int dmsnap_bdev_flush(struct block_device *bdev);
 bool dmsnap_bdev_fua(struct block_device *bdev);
 bool dmsnap_test_commit_fold(void);
 bool dmsnap_test_merge_pipeline(void);
+unsigned int dmsnap_test_merge_commit_delay_ms(void);
 unsigned int dmsnap_bdev_logical_block_size(struct block_device *bdev);
 
 void dmsnap_bio_io_error(struct bio *bio);
@@ -54,6 +56,29 @@ struct dmsnap_full_write {
 };
 void dmsnap_full_write_start(struct bio *bio, struct dmsnap_full_write *fw, void *job);
 void dmsnap_full_write_finish(struct bio *bio, struct dmsnap_full_write *fw, bool ok);
+
+/*
+ * A write to a merging chunk that is back in the origin but not yet
+ * committed: written to the COW copy first, then (from a work queue) to the
+ * origin, then completed. What the first completion changes is saved and
+ * restored as dm-raid1 does with dm_bio_record() to retry a read. Lives in
+ * per-bio data.
+ */
+struct dmsnap_dual_write {
+	struct work_struct work;
+	struct bio *bio;
+	struct workqueue_struct *wq;
+	bio_end_io_t *end_io;
+	void *private;
+	struct block_device *bdev;
+	struct bvec_iter iter;
+	unsigned long flags;
+	blk_opf_t opf;
+	int remaining;
+};
+bool dmsnap_dual_write_ok(struct bio *bio);
+void dmsnap_dual_write_start(struct bio *bio, struct dmsnap_dual_write *dw, struct workqueue_struct *wq,
+			     struct block_device *first, sector_t first_sector);
 
 unsigned int dmsnap_param_cow_threshold(void);
 struct dm_kcopyd_throttle *dmsnap_kcopyd_throttle(void);

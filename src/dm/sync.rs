@@ -94,6 +94,12 @@ impl Drop for ModuleWorkqueue {
     }
 }
 
+/// The module's work queue as a raw pointer, for C code that queues work
+/// itself; null outside module init .. exit (see [`queue`]).
+pub(crate) fn queue_raw() -> *mut bindings::workqueue_struct {
+    WORKQUEUE.load(Ordering::Acquire)
+}
+
 /// The module's work queue. Only called from target code, which cannot run
 /// before module init or after module exit; falls back to the system queue
 /// if that ever were not the case.

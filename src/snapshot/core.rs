@@ -102,6 +102,10 @@ pub(crate) struct SnapState {
     /// copied back and, while the merge is pipelined, the one before it),
     /// sorted by origin chunk; empty when no batch is open.
     merge_window: KVec<MergeRun>,
+    /// The runs of `merge_window` already copied back to the origin: a
+    /// write to them goes to the chunk's COW copy, then to the origin
+    /// ([`SnapCore::dual_write`]), so it need not wait for the commit.
+    merge_copied: KVec<MergeRun>,
     /// The generation (0 or 1) of `SnapCore::tracked` that new tracked
     /// bios count in; each merge batch flips it as it sets its window.
     track_gen: usize,
@@ -237,6 +241,7 @@ impl SnapCore {
             merge_running: false,
             merge_stop: false,
             merge_window: KVec::new(),
+            merge_copied: KVec::new(),
             track_gen: 0,
             merge_queue: BioList::new(),
             merge_io: 0,
@@ -550,10 +555,16 @@ impl SnapCore {
     }
 
     fn remap_to_cow(&self, bio: &Bio, new: Chunk, sector: u64) {
-        let base = self.chunk.chunk_to_sector(new).unwrap_or(0);
         // SAFETY: By the type invariant the COW device is held.
         unsafe { bio.set_bdev(self.cow) };
-        bio.set_sector(base | self.chunk.offset_in_chunk(sector));
+        bio.set_sector(self.cow_sector(new, sector));
+    }
+
+    /// The COW sector holding origin `sector`, whose chunk is in COW chunk
+    /// `new`.
+    fn cow_sector(&self, new: Chunk, sector: u64) -> u64 {
+        let base = self.chunk.chunk_to_sector(new).unwrap_or(0);
+        base | self.chunk.offset_in_chunk(sector)
     }
 
     /// `end_io` of the snapshot target: ends read tracking.
@@ -1041,10 +1052,17 @@ impl SnapCore {
             if let Some(new) = st.table.lookup(chunk) {
                 let in_window = runs_contain(&st.merge_window, chunk);
                 if write && in_window {
-                    // Wait until this chunk is back in the origin, then write
-                    // it there.
                     // SAFETY: By the type invariant the origin is held.
                     unsafe { bio.set_bdev(self.origin) };
+                    let size = ti.per_io_data_size();
+                    // SAFETY: `bio` is this target's clone; it reserved `size`.
+                    if runs_contain(&st.merge_copied, chunk) && unsafe { bio.dual_writable(size) } {
+                        // Back in the origin, not committed yet: write both.
+                        drop(st);
+                        self.dual_write(bio.defer(), size, self.cow_sector(new, sector));
+                        return MapResult::Submitted;
+                    }
+                    // Wait until this chunk is back in the origin.
                     st.merge_queue.push(bio.defer());
                     return MapResult::Submitted;
                 }
@@ -1106,6 +1124,7 @@ impl SnapCore {
         let mut st = self.state.lock();
         st.merge_failed = true;
         st.merge_window = KVec::new();
+        st.merge_copied = KVec::new();
         let mut queued = st.merge_queue.take();
         drop(st);
         while let Some(bio) = queued.pop() {
@@ -1117,10 +1136,10 @@ impl SnapCore {
     /// first, a batch at a time, until the store is empty
     /// (`snapshot_merge_next_chunks()` and `merge_callback()`).
     ///
-    /// Pipelined while no write waits for the merge: batch `i + 1` is
-    /// planned and copied while the origin flush of batch `i` runs, and
-    /// batch `i` is committed right after. Once writes wait, each batch is
-    /// committed as soon as it is copied.
+    /// Pipelined: batch `i + 1` is planned and copied while the origin
+    /// flush of batch `i` runs, and batch `i` is committed right after.
+    /// Writes to a batch's chunks wait only while it is copied back; from
+    /// then until its commit they go to both copies (`dual_write`).
     fn merge(self: &Arc<Self>) {
         let _noio = NoIoScope::enter();
         // Copies started before the snapshot became merging still commit
@@ -1175,6 +1194,9 @@ impl SnapCore {
                 }
             };
             let copy_ok = next.plans.is_empty() || self.copy_back(&next.plans, copier.as_deref_mut());
+            if copy_ok {
+                next.held = self.batch_copied(&next, copied.as_ref());
+            }
             if let Some(prev) = copied.take() {
                 if !self.finish_merge_batch(prev, next.window.take(), &mut budget) {
                     // Failed: the writes held for `next` were failed too.
@@ -1185,15 +1207,9 @@ impl SnapCore {
                 self.merge_failed_now("Read error: shutting down merge.");
                 return;
             }
-            let done = self.start_origin_flush(next, copier.as_deref().map(|c| &c.io));
-            if budget.load == MergeLoad::Waiting && !always {
-                // Writes wait for batches: commit this one now.
-                if !self.finish_merge_batch(done, None, &mut budget) {
-                    return;
-                }
-            } else {
-                copied = Some(done);
-            }
+            // Writes to it no longer wait for its commit (`batch_copied`):
+            // it is committed after the next one is copied.
+            copied = Some(self.start_origin_flush(next, copier.as_deref().map(|c| &c.io)));
         }
         // The writes held for the last copied batch go (even if the next
         // one could not be planned).
@@ -1313,7 +1329,7 @@ impl SnapCore {
             // elsewhere cannot hold the merge up.
             self.wait_tracked(gen, buckets);
         }
-        Ok(Some(OpenBatch { batch, plans, window }))
+        Ok(Some(OpenBatch { batch, plans, window, held: false }))
     }
 
     /// Starts, with `io`, the origin flush that must precede `open`'s
@@ -1341,6 +1357,11 @@ impl SnapCore {
     /// held for it. `next_window`, the window of the batch copied after
     /// it, stays in place. `false` if the merge failed.
     fn finish_merge_batch(&self, copied: CopiedBatch, next_window: Option<KVec<MergeRun>>, budget: &mut MergeBudget) -> bool {
+        // SAFETY: Reads a module parameter (0 outside KUnit kernels).
+        let delay = unsafe { crate::dm::bindings::dmsnap_test_merge_commit_delay_ms() };
+        if delay != 0 {
+            dmsync::sleep_ms(delay);
+        }
         let CopiedBatch { open, flush } = copied;
         let mut batch = open.batch;
         if !open.plans.is_empty() {
@@ -1382,6 +1403,16 @@ impl SnapCore {
             removed &= st.table.remove_range(run.first_old(), u64::from(run.count())).is_ok();
         }
         st.merge_window = next_window.unwrap_or_default();
+        // The runs still copied are those of the next batch, if it was.
+        let mut still: KVec<MergeRun> = KVec::new();
+        let mut ok = true;
+        for run in st.merge_copied.iter() {
+            if runs_contain(&st.merge_window, run.first_old()) {
+                ok &= still.push(*run, GFP_KERNEL).is_ok();
+            }
+        }
+        // Without memory, writes to the next batch wait for its commit.
+        st.merge_copied = if ok { still } else { KVec::new() };
         // Writes held for this batch go; those for the next one stay.
         let mut queued = st.merge_queue.take();
         let mut released = BioList::new();
@@ -1398,13 +1429,79 @@ impl SnapCore {
             self.merge_failed_now("Corrupt exception store: shutting down merge");
         }
         let merged = batch.runs.iter().map(|r| u64::from(r.count())).sum();
-        budget.adapt(merged, !released.is_empty(), io);
+        budget.adapt(merged, open.held || !released.is_empty(), io);
         // These writes target merged chunks: the origin holds them now, and
         // the other snapshots already have their copies.
         while let Some(bio) = released.pop() {
             bio.submit();
         }
         committed && removed
+    }
+
+    /// Writes `bio`, pointed at a chunk of the origin that is copied back
+    /// but not committed, to that chunk's COW copy at `cow_sector` first,
+    /// then to the origin. Until the commit a crash merges the COW copy
+    /// again, so it must have the write too; afterwards the origin is the
+    /// chunk. Writes that are not plain data writes wait for the commit
+    /// (callers check [`Bio::dual_writable`] with the same `size`).
+    fn dual_write(&self, bio: OwnedBio, size: u32, cow_sector: u64) {
+        // SAFETY: `bio` is a clone of the merge target, which reserved
+        // `size` bytes; by the type invariant the COW stays open until
+        // `shutdown`, after dm core has waited for the target's bios.
+        if let Err(bio) = unsafe { bio.dual_write(size, self.cow, cow_sector) } {
+            // Cannot happen (checked by the caller); never write one copy.
+            dm_err!("internal error: merge write could not go to both copies; failing it");
+            bio.fail();
+        }
+    }
+
+    /// The runs of `open` (and of `prev`, copied before it and not yet
+    /// committed) are back in the origin: from now on writes to them go to
+    /// both copies, and those held while they were copied go now. Returns
+    /// whether any write was held.
+    fn batch_copied(&self, open: &OpenBatch, prev: Option<&CopiedBatch>) -> bool {
+        let prev_runs = prev.map_or(&[][..], |p| &p.open.batch.runs[..]);
+        let mut copied: KVec<MergeRun> = KVec::new();
+        let mut ok = true;
+        for run in Iterator::chain(prev_runs.iter(), open.batch.runs.iter()) {
+            ok &= copied.push(*run, GFP_KERNEL).is_ok();
+        }
+        copied.sort_unstable_by_key(|r| r.first_old());
+        let mut st = self.state.lock();
+        let held = !st.merge_queue.is_empty();
+        // SAFETY: The owner's target is alive while stored in `ti`.
+        let size = st.ti.map_or(0, |ti| unsafe { ti.per_io_data_size() });
+        if !ok || size == 0 {
+            // The held writes wait for the commit, as before.
+            return held;
+        }
+        st.merge_copied = copied;
+        let mut queued = st.merge_queue.take();
+        let mut release = BioList::new();
+        while let Some(bio) = queued.pop() {
+            let chunk = self.chunk.sector_to_chunk(bio.view().sector());
+            // SAFETY: Queued bios are clones of the owner's target (the
+            // owner cannot change while the merge runs).
+            if runs_contain(&st.merge_copied, chunk) && unsafe { bio.view().dual_writable(size) } {
+                release.push(bio);
+            } else {
+                st.merge_queue.push(bio);
+            }
+        }
+        drop(st);
+        while let Some(bio) = release.pop() {
+            let sector = bio.view().sector();
+            // Only this worker's commit removes the exceptions of the window.
+            let new = self.state.lock().table.lookup(self.chunk.sector_to_chunk(sector));
+            match new {
+                Some(new) => self.dual_write(bio, size, self.cow_sector(new, sector)),
+                None => {
+                    dm_err!("internal error: merging chunk without exception; failing the write");
+                    bio.fail();
+                }
+            }
+        }
+        held
     }
 
     /// The tracked-write buckets the origin chunks of `window` hash to.
@@ -1480,6 +1577,8 @@ struct OpenBatch {
     /// Its own window, sorted, while the window holds the union with the
     /// batch before it (installed when that one is committed).
     window: Option<KVec<MergeRun>>,
+    /// Writes waited for its copy.
+    held: bool,
 }
 
 /// A merge batch copied back to the origin, not yet committed.

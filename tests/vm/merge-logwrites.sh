@@ -46,7 +46,7 @@ OSZ=8388608; CSZ=4194304; TOT=$((OSZ + CSZ))
 OSEC=$((OSZ / 512)); CSEC=$((CSZ / 512)); TSEC=$((TOT / 512))
 RS=2490368; RL=262144; NB=$((RL / 4096)); SALT=5
 NLOAD=${LW_NLOAD:-48}
-P2=${LW_POINTS2:-6}; P3=${LW_POINTS3:-12}; P4=${LW_POINTS4:-3}
+P2=${LW_POINTS2:-6}; P3=${LW_POINTS3:-32}; P4=${LW_POINTS4:-3}
 # dmsnap.lwbreak=1 (kernel command line) corrupts TEST's origin at 7 MiB
 # (no exception there) before each check, =2 makes the model miss the last
 # two acknowledged load writes: both must make the scenario fail.
@@ -65,6 +65,11 @@ fold=/sys/module/dm_snapshot_rs/parameters/test_commit_fold
 # production, committed at once while writes wait).
 pipe=/sys/module/dm_snapshot_rs/parameters/test_merge_pipeline
 [ $MOD != rs ] || { [ -w $pipe ] && echo "${LW_PIPE:-Y}" > $pipe; } || fail "no $pipe (a CONFIG_KUNIT kernel is needed)"
+# A pause before each merge commit (LW_DELAY ms), so that load writes meet
+# chunks copied back but not committed, which go to both the COW copy and
+# the origin: a crash before the commit merges the COW copy again.
+delay=/sys/module/dm_snapshot_rs/parameters/test_merge_commit_delay_ms
+[ $MOD != rs ] || { [ -w $delay ] && echo "${LW_DELAY:-1000}" > $delay; } || fail "no $delay (a CONFIG_KUNIT kernel is needed)"
 t0=$(date +%s)
 
 # Zero the data device region and the replay target; zap the log's super.
@@ -98,8 +103,9 @@ $DD if=/tmp/S of=/tmp/S.R bs=4096 skip=$((RS / 4096)) count=$NB 2>/dev/null
 
 # Copy-out phase: origin writes through snapshot-origin.
 cp /tmp/fill /tmp/O
-for w in 0:131072 1048576:65536 1572864:4096 2097152:524288 3149824:8192 4194304:786432 \
-         6291456:131072 8126464:262144; do
+# The last one makes the newest exceptions, merged first: those in R.
+for w in 0:131072 1048576:65536 1572864:4096 3149824:8192 4194304:786432 \
+         6291456:131072 8126464:262144 2097152:524288; do
   off=${w%:*} len=${w#*:}
   gen $((off + 1)) $len > /tmp/w
   write_at /dev/mapper/base $off /tmp/w
@@ -138,6 +144,8 @@ wait_merged base 120
 info "merge finished after $(( $(date +%s) - tm ))s: $(dmsetup status base)"
 mark merged
 [ -w $thr ] && echo 100 > $thr
+# The replayed merges need no pause.
+[ $MOD != rs ] || echo 0 > $delay
 wait $loadpid || fail "load failed"
 mark load-done
 check_after_load "live" /dev/mapper/base $OSZ $RS $RL /tmp/S.R $SSUM $NLOAD $NLOAD $NB $SALT
