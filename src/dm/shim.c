@@ -143,9 +143,15 @@ void dmsnap_full_write_finish(struct bio *bio, struct dmsnap_full_write *fw, boo
 static void dmsnap_dual_write_second(struct work_struct *work)
 {
 	struct dmsnap_dual_write *dw = container_of(work, struct dmsnap_dual_write, work);
+	struct bio *bio = dw->bio;
 
+	/*
+	 * bio_endio() dropped the bio's blkg: attach it again, as dm-raid1's
+	 * read retry does through map_bio() (charged to this worker's cgroup).
+	 */
+	bio_set_dev(bio, dw->bdev);
 	/* dm core accounted the bio when the first write was submitted. */
-	submit_bio_noacct(dw->bio);
+	submit_bio_noacct(bio);
 }
 
 static void dmsnap_dual_write_end_io(struct bio *bio)
@@ -156,11 +162,16 @@ static void dmsnap_dual_write_end_io(struct bio *bio)
 	bio->bi_private = dw->private;
 	if (bio->bi_status) {
 		/* The COW copy was not written: fail, the origin is untouched. */
+		bio->bi_next = NULL;
 		bio_endio(bio);
 		return;
 	}
-	/* As dm_bio_restore(): the state the bio had before the first write. */
-	bio->bi_bdev = dw->bdev;
+	/*
+	 * As dm_bio_restore(): the state the bio had before the first write
+	 * (the device is set again by the worker). A request merge may have
+	 * left bi_next pointing to another bio.
+	 */
+	bio->bi_next = NULL;
 	bio->bi_flags = dw->flags;
 	/* The COW's queue may have dropped FUA (no write cache there). */
 	bio->bi_opf = dw->opf;
@@ -171,10 +182,14 @@ static void dmsnap_dual_write_end_io(struct bio *bio)
 	queue_work(dw->wq, &dw->work);
 }
 
-/* Plain data writes only: nothing else is sent twice. */
+/*
+ * Plain data writes only: nothing else is sent twice (a polled bio's
+ * cookie would name the COW's queue, not the origin's).
+ */
 bool dmsnap_dual_write_ok(struct bio *bio)
 {
-	return bio_op(bio) == REQ_OP_WRITE && bio_has_data(bio) && !bio_integrity(bio);
+	return bio_op(bio) == REQ_OP_WRITE && bio_has_data(bio) && !bio_integrity(bio) &&
+	       !(bio->bi_opf & REQ_POLLED);
 }
 
 void dmsnap_dual_write_start(struct bio *bio, struct dmsnap_dual_write *dw, struct workqueue_struct *wq,
