@@ -165,10 +165,14 @@ impl Bio {
 /// [`OwnedBio::into_full_write`] and [`OwnedBio::dual_write`] must reserve:
 /// a counter slot, then the saved state of a full write or of a dual write
 /// (a bio is only ever one of them).
-pub(crate) const PER_BIO_DATA_SIZE: usize = 8 + max(
+pub(crate) const PER_BIO_DATA_SIZE: usize = SAVED_STATE_OFFSET + max(
     core::mem::size_of::<dmb::dmsnap_full_write>(),
     core::mem::size_of::<dmb::dmsnap_dual_write>(),
 );
+
+/// Where the saved full-write or dual-write state starts in the per-bio
+/// data: after the counter slot.
+const SAVED_STATE_OFFSET: usize = 8;
 
 const fn max(a: usize, b: usize) -> usize {
     if a > b {
@@ -222,10 +226,24 @@ impl Bio {
     ///
     /// As for `per_bio_data_sized`.
     pub(crate) unsafe fn dual_writable(&self, size: u32) -> bool {
-        // SAFETY: The bio is valid for the call.
-        let plain = unsafe { dmb::dmsnap_dual_write_ok(self.raw()) };
         // SAFETY: As guaranteed by the caller.
-        plain && unsafe { self.per_bio_data_sized(size) }.is_some_and(|d| d.wrapping_add(8).align_offset(8) == 0)
+        unsafe { self.dual_write_area(size) }.is_some()
+    }
+
+    /// The per-bio area [`OwnedBio::dual_write`] saves the bio's state in,
+    /// if the bio is a plain data write and the area is there.
+    ///
+    /// # Safety
+    ///
+    /// As for `per_bio_data_sized`.
+    unsafe fn dual_write_area(&self, size: u32) -> Option<*mut dmb::dmsnap_dual_write> {
+        // SAFETY: The bio is valid for the call.
+        if !unsafe { dmb::dmsnap_dual_write_ok(self.raw()) } {
+            return None;
+        }
+        // SAFETY: As guaranteed by the caller.
+        let area = unsafe { self.per_bio_data_sized(size) }?.wrapping_add(SAVED_STATE_OFFSET);
+        (area.align_offset(core::mem::align_of::<dmb::dmsnap_dual_write>()) == 0).then_some(area.cast())
     }
 
     /// The 8-byte per-bio counter slot (first field of the per-bio data).
@@ -309,7 +327,7 @@ impl OwnedBio {
             return None;
         };
         // The saved completion lives right after the counter slot.
-        let fw = data.wrapping_add(8).cast::<dmb::dmsnap_full_write>();
+        let fw = data.wrapping_add(SAVED_STATE_OFFSET).cast::<dmb::dmsnap_full_write>();
         let bio = self.into_raw();
         let bio = NonNull::new(bio)?;
         let fw = NonNull::new(fw)?;
@@ -332,14 +350,10 @@ impl OwnedBio {
     pub(crate) unsafe fn dual_write(self, size: u32, first: super::BdevHandle, first_sector: u64) -> Result<(), Self> {
         let wq = super::sync::queue_raw();
         // SAFETY: As guaranteed by the caller.
-        if wq.is_null() || !unsafe { self.view().dual_writable(size) } {
-            return Err(self);
-        }
-        // SAFETY: As guaranteed by the caller.
-        let Some(area) = (unsafe { self.view().per_bio_data_sized(size) }) else {
+        let area = unsafe { self.view().dual_write_area(size) };
+        let Some(dw) = area.filter(|_| !wq.is_null()) else {
             return Err(self);
         };
-        let dw = area.wrapping_add(8).cast::<dmb::dmsnap_dual_write>();
         let bio = self.into_raw();
         // SAFETY: The bio is ours, a dm clone whose target returned (or will
         // return) `DM_MAPIO_SUBMITTED`; `dw` is its per-bio area, unused by

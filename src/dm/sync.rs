@@ -104,7 +104,7 @@ pub(crate) fn queue_raw() -> *mut bindings::workqueue_struct {
 /// before module init or after module exit; falls back to the system queue
 /// if that ever were not the case.
 pub(crate) fn queue() -> &'static Queue {
-    let wq = WORKQUEUE.load(Ordering::Acquire);
+    let wq = queue_raw();
     if wq.is_null() {
         return kernel::workqueue::system_long();
     }
