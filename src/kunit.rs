@@ -731,10 +731,10 @@ mod table_layer {
             return;
         };
         let mut b = TableBuilder::new(t);
-        kassert!(b.add(5, 7).is_ok());
-        kassert!(b.add(900, 20).is_ok());
-        kassert!(b.add(6, 8).is_ok());
-        kassert!(b.add(6, 30).is_ok());
+        kassert!(b.add_run(5, 7, 1).is_ok());
+        kassert!(b.add_run(900, 20, 1).is_ok());
+        kassert!(b.add_run(6, 8, 1).is_ok());
+        kassert!(b.add_run(6, 30, 1).is_ok());
         kassert!(matches!(b.finish(), Err(BuildError::Duplicate)));
     }
 
@@ -747,19 +747,34 @@ mod table_layer {
         };
         let mut b = TableBuilder::new(t);
         for &old in order.iter().take((SPAN / 2) as usize) {
-            kassert!(b.add(old, mapped(old)).is_ok());
+            kassert!(b.add_run(old, mapped(old), 1).is_ok());
             if let Some(slot) = model.get_mut(old as usize) {
                 *slot = mapped(old);
             }
         }
-        // A sequential stretch too, as a sequentially filled COW has.
-        for old in 0..SPAN {
-            if model.get(old as usize) == Some(&NONE) && old % 3 == 0 {
-                kassert!(b.add(old, mapped(old)).is_ok());
-                if let Some(slot) = model.get_mut(old as usize) {
-                    *slot = mapped(old);
+        // Runs too, as a sequentially filled COW gives: the free stretches
+        // of every other block of 37 (some cross a group boundary).
+        let mut old = 0;
+        while old < SPAN {
+            let mut len = 0u32;
+            while (old / 37) % 2 == 0
+                && old + u64::from(len) < SPAN
+                && model.get((old + u64::from(len)) as usize) == Some(&NONE)
+                && mapped(old + u64::from(len)) == mapped(old) + u64::from(len)
+            {
+                len += 1;
+            }
+            if len == 0 {
+                old += 1;
+                continue;
+            }
+            kassert!(b.add_run(old, mapped(old), len).is_ok());
+            for k in old..old + u64::from(len) {
+                if let Some(slot) = model.get_mut(k as usize) {
+                    *slot = mapped(k);
                 }
             }
+            old += u64::from(len);
         }
         let Ok(mut t) = b.finish() else {
             kassert!(false);

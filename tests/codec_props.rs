@@ -7,7 +7,7 @@ use core::num::NonZeroU32;
 use dmsnap_core::pure::alloc::Loader;
 use dmsnap_core::pure::chunk::ChunkSize;
 use dmsnap_core::pure::disk::{
-    check_exception, decode_header, first_adjacent_duplicate, read_entry, scan_area, write_entry,
+    check_exception, decode_header, first_adjacent_duplicate, read_entry, run_is_valid, scan_area, write_entry,
     AreaEntries, AreaError, Corruption, DiskException, DiskHeader, Geometry, HeaderState,
     SNAP_MAGIC,
 };
@@ -143,6 +143,70 @@ proptest! {
         prop_assert!(n <= epa);
         let mut loader = Loader::new(g);
         let _ = loader.feed::<(), _>(&bytes, |_, _| Ok(()));
+    }
+
+    /// The per-run check agrees with checking every entry.
+    #[test]
+    fn run_is_valid_matches_entries(shift in 0u32..3, new in 0u64..3000, old in prop_oneof![0u64..100, (u64::MAX - 600)..=u64::MAX], len in 0u32..600, cow_chunks in 0u64..3000) {
+        let g = geom(shift);
+        let each = len > 0 && (0..u64::from(len)).all(|i| {
+            match (old.checked_add(i), new.checked_add(i)) {
+                (Some(o), Some(n)) => check_exception(g, DiskException { old: o, new: n }, cow_chunks).is_ok(),
+                _ => false,
+            }
+        });
+        prop_assert_eq!(run_is_valid(g, DiskException { old, new }, len, cow_chunks), each);
+    }
+
+    /// `feed_runs` hands over the same entries as `feed`, as runs, with
+    /// the same progress and the same corruption reports.
+    #[test]
+    fn feed_runs_equals_feed(
+        shift in 0u32..2,
+        pieces in proptest::collection::vec((0u64..5000, 1u64..2000, 1u32..40, 0u8..8), 0..20),
+        cut in 0usize..300,
+        cow_chunks in 100u64..4000,
+        validate: bool,
+    ) {
+        let g = geom(shift);
+        let epa = g.exceptions_per_area() as usize;
+        // Runs of consecutive entries, some with a broken step, a zero
+        // (terminator) or a metadata chunk in them.
+        let mut entries = Vec::new();
+        for &(old, new, len, twist) in &pieces {
+            for k in 0..u64::from(len) {
+                let mut e = DiskException { old: old + k, new: new + k };
+                if k == 2 && twist == 1 { e.new += 5; }
+                if k == 3 && twist == 2 { e.old += 9; }
+                if k == 1 && twist == 3 { e.new = 1 + g.stride(); }
+                entries.push(e);
+            }
+        }
+        entries.truncate(epa);
+        if cut < entries.len() {
+            entries[cut].new = 0;
+        }
+        let mut area = vec![0u8; g.area_bytes()];
+        for (i, e) in entries.iter().enumerate() {
+            area[i * 16..i * 16 + 16].copy_from_slice(&e.to_bytes());
+        }
+        let (mut a, mut b) = if validate {
+            (Loader::with_validation(g, cow_chunks), Loader::with_validation(g, cow_chunks))
+        } else {
+            (Loader::new(g), Loader::new(g))
+        };
+        let mut one = Vec::new();
+        let ra = a.feed::<(), _>(&area, |o, n| { one.push((o, n)); Ok(()) });
+        let mut runs = Vec::new();
+        let rb = b.feed_runs::<(), _>(&area, |o, n, len| { runs.push((o, n, len)); Ok(()) });
+        prop_assert_eq!(ra, rb);
+        if ra.is_ok() {
+            let expanded: Vec<_> = runs.iter().flat_map(|&(o, n, len)| (0..u64::from(len)).map(move |i| (o + i, n + i))).collect();
+            prop_assert_eq!(&expanded, &one);
+            for w in runs.windows(2) {
+                prop_assert!(!(w[0].0 + u64::from(w[0].2) == w[1].0 && w[0].1 + u64::from(w[0].2) == w[1].1), "runs not maximal: {:?}", w);
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use dmsnap_core::pure::runs::{
-    sort_runs, sorted_finish, sorted_insert, sorted_lookup, sorted_remove, unsorted_push, Inserted, PackedRun,
+    sort_runs, sorted_finish, sorted_insert, sorted_lookup, sorted_remove, unsorted_push, unsorted_push_run, Inserted, PackedRun,
     Run, RunVec, Side, TableError, GROUP_SHIFT, PACKED_MAX_LEN, PACKED_NEW_LIMIT,
 };
 use proptest::prelude::*;
@@ -144,6 +144,35 @@ proptest! {
         sorted_finish(&mut bulk, &mut scratch(slots)).unwrap();
         check_shape(&bulk)?;
         prop_assert_eq!(&bulk.v, &inc.v);
+    }
+
+    /// Pushing whole runs (the loader's path) gives the same finished
+    /// bucket as pushing their entries one by one, in any order of the
+    /// runs, and finds the same duplicates.
+    #[test]
+    fn bulk_run_push_equals_entry_push(
+        runs in proptest::collection::vec((0u64..1500, 0u32..700, 1u64..100_000), 0..12),
+        slots: bool,
+    ) {
+        let mut by_run = Bucket::default();
+        let mut by_entry = Bucket::default();
+        for &(old, len, new) in &runs {
+            unsorted_push_run(&mut by_run, old, new, len).unwrap();
+            for k in 0..u64::from(len) {
+                unsorted_push(&mut by_entry, old + k, new + k).unwrap();
+            }
+        }
+        // Whole groups cost one run each, not one per entry.
+        let pieces: u64 = runs.iter().filter(|r| r.1 > 0)
+            .map(|&(old, len, _)| ((old + u64::from(len) - 1) >> GROUP_SHIFT) - (old >> GROUP_SHIFT) + 1).sum();
+        prop_assert!(by_run.v.len() as u64 <= pieces);
+        let a = sorted_finish(&mut by_run, &mut scratch(slots));
+        let b = sorted_finish(&mut by_entry, &mut scratch(slots));
+        prop_assert_eq!(a, b);
+        if a.is_ok() {
+            check_shape(&by_run)?;
+            prop_assert_eq!(&by_run.v, &by_entry.v);
+        }
     }
 
     #[test]

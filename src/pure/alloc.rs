@@ -11,8 +11,8 @@ use core::num::NonZeroU32;
 
 use super::chunk::{Chunk, ChunkSize, Sector};
 use super::disk::{
-    check_exception, clear_entry, AreaEntries, AreaError, Corruption, Geometry,
-    NUM_SNAPSHOT_HDR_CHUNKS,
+    check_exception, clear_entry, run_is_valid, AreaEntries, AreaError, Corruption, DiskException,
+    Geometry, NUM_SNAPSHOT_HDR_CHUNKS,
 };
 use super::merge::{linear_tail_of_area, MergeError, MergeRun};
 use super::status::Usage;
@@ -444,7 +444,85 @@ impl Loader {
             add(ex.old, ex.new).map_err(LoadError::Callback)?;
             self.state.current_committed = self.state.current_committed.saturating_add(1);
         }
-        if entries.terminated() {
+        self.area_done(area_idx, entries.terminated())
+    }
+
+    /// [`Self::feed`], with the entries handed to `add_run(old, new, len)`
+    /// as maximal runs of consecutive slots whose origin and COW chunks
+    /// both go up by one (a sequentially filled area is one run), which
+    /// stands for `add(old + i, new + i)` for every `i < len`. Validation
+    /// costs one division per run; a run that fails it is checked entry by
+    /// entry, so the error names the same slot as `feed` would. On an
+    /// error, unlike `feed`, the valid entries before the bad one in its
+    /// run are not passed on (the load fails either way).
+    pub fn feed_runs<E, F>(&mut self, area: &[u8], mut add_run: F) -> Result<LoadProgress, LoadError<E>>
+    where
+        F: FnMut(Chunk, Chunk, u32) -> Result<(), E>,
+    {
+        if self.done {
+            return Err(LoadError::AlreadyDone);
+        }
+        let area_idx = self.state.current_area;
+        let mut entries = AreaEntries::new(self.state.geom, area).map_err(LoadError::Area)?;
+        let mut run: Option<(DiskException, u32)> = None;
+        for ex in entries.by_ref() {
+            if let Some((first, len)) = run.as_mut() {
+                let step = u64::from(*len);
+                if first.old.checked_add(step) == Some(ex.old) && first.new.checked_add(step) == Some(ex.new) {
+                    *len += 1;
+                    continue;
+                }
+                let (first, len) = (*first, *len);
+                self.accept_run(area_idx, first, len, &mut add_run)?;
+            }
+            run = Some((ex, 1));
+        }
+        if let Some((first, len)) = run {
+            self.accept_run(area_idx, first, len, &mut add_run)?;
+        }
+        self.area_done(area_idx, entries.terminated())
+    }
+
+    /// Validates and passes on one run of [`Self::feed_runs`], whose first
+    /// entry is slot `current_committed` of area `area_idx`.
+    fn accept_run<E, F>(&mut self, area_idx: u64, first: DiskException, len: u32, add_run: &mut F) -> Result<(), LoadError<E>>
+    where
+        F: FnMut(Chunk, Chunk, u32) -> Result<(), E>,
+    {
+        let geom = self.state.geom;
+        if let Some(cow_chunks) = self.cow_chunks {
+            if !run_is_valid(geom, first, len, cow_chunks) {
+                let mut index = self.state.current_committed;
+                for i in 0..u64::from(len) {
+                    let ex = DiskException {
+                        old: first.old.wrapping_add(i),
+                        new: first.new.wrapping_add(i),
+                    };
+                    check_exception(geom, ex, cow_chunks).map_err(|kind| LoadError::Corrupt {
+                        area: area_idx,
+                        index,
+                        kind,
+                    })?;
+                    index = index.saturating_add(1);
+                }
+            }
+        }
+        // The slots of one area are consecutive, so `new + len - 1` is a
+        // chunk of the area's entries and does not overflow (and saturates
+        // if it did).
+        let candidate = first.new.saturating_add(u64::from(len));
+        if self.state.next_free < candidate {
+            self.state.next_free = candidate;
+        }
+        add_run(first.old, first.new, len).map_err(LoadError::Callback)?;
+        self.state.current_committed = self.state.current_committed.saturating_add(len);
+        Ok(())
+    }
+
+    /// After the entries of area `area_idx`: finish at its terminator, or
+    /// move on to the next area.
+    fn area_done<E>(&mut self, area_idx: u64, terminated: bool) -> Result<LoadProgress, LoadError<E>> {
+        if terminated {
             self.done = true;
             self.state.skip_metadata();
             return Ok(LoadProgress::Done(self.state));

@@ -478,6 +478,27 @@ pub fn check_exception(
     Ok(())
 }
 
+/// Whether every entry of the run `first.old + i -> first.new + i`,
+/// `i < len`, passes [`check_exception`], with one division for the run.
+/// `false` also when a chunk of the run would overflow or `len` is 0.
+pub fn run_is_valid(geom: Geometry, first: DiskException, len: u32, cow_chunks: Chunk) -> bool {
+    let Some(extra) = u64::from(len).checked_sub(1) else {
+        return false;
+    };
+    let (Some(last_old), Some(last_new)) = (first.old.checked_add(extra), first.new.checked_add(extra)) else {
+        return false;
+    };
+    if first.new < NUM_SNAPSHOT_HDR_CHUNKS || last_new >= cow_chunks {
+        return false;
+    }
+    // The next metadata chunk at or after `first.new` (those are the
+    // chunks equal to NUM_SNAPSHOT_HDR_CHUNKS modulo the stride) must lie
+    // past the run.
+    let stride = geom.stride();
+    let to_metadata = (NUM_SNAPSHOT_HDR_CHUNKS + stride - first.new % stride) % stride;
+    to_metadata > extra && geom.chunk_size().chunk_to_sector(last_old).is_some()
+}
+
 /// First value that occurs twice in a sorted slice (use for old or new
 /// chunks of all loaded exceptions). `None` if all values are distinct.
 pub fn first_adjacent_duplicate(sorted: &[Chunk]) -> Option<Chunk> {

@@ -283,19 +283,24 @@ pub(crate) fn load(
         }
         let progress = bufio
             .read(location, |bytes| {
-                // Keep the area: if it is the last one, commits append to it.
-                if let Some(dst) = meta.area.as_mut_slice().get_mut(..bytes.len()) {
-                    dst.copy_from_slice(bytes);
-                }
-                loader.feed(bytes, |old, new| {
-                    if used.test_and_set(new) {
+                // Exceptions arrive as runs (a sequentially filled area is
+                // one), so each costs a few instructions, not a table push.
+                let progress = loader.feed_runs(bytes, |old, new, len| {
+                    if used.test_and_set_range(new, len) {
                         return Err(EUCLEAN_SHARED);
                     }
-                    builder.add(old, new).map_err(|e| match e {
+                    builder.add_run(old, new, len).map_err(|e| match e {
                         BuildError::Duplicate => EUCLEAN_DUPLICATE,
                         BuildError::NoMem => ENOMEM_MARK,
                     })
-                })
+                });
+                // Keep the last area: commits append to it.
+                if let Ok(LoadProgress::Done(_)) = progress {
+                    if let Some(dst) = meta.area.as_mut_slice().get_mut(..bytes.len()) {
+                        dst.copy_from_slice(bytes);
+                    }
+                }
+                progress
             })
             .map_err(read_failed)?;
         // Read once: free the buffer now (as upstream), so the load never
@@ -371,17 +376,27 @@ impl ChunkBitmap {
         Self { words }
     }
 
-    /// Sets the bit for `chunk`; returns whether it was already set.
-    fn test_and_set(&mut self, chunk: Chunk) -> bool {
+    /// Sets the bits of chunks `first .. first + len`; returns whether any
+    /// was already set. Chunks past the bitmap are not tracked.
+    fn test_and_set_range(&mut self, first: Chunk, len: u32) -> bool {
         let Some(words) = self.words.as_mut() else {
             return false;
         };
-        let Some(word) = usize::try_from(chunk / 64).ok().and_then(|i| words.get_mut(i)) else {
-            return false;
-        };
-        let bit = 1u64 << (chunk % 64);
-        let was = *word & bit != 0;
-        *word |= bit;
+        let mut was = false;
+        let (mut chunk, mut left) = (first, u64::from(len));
+        while left > 0 {
+            let Some(word) = usize::try_from(chunk / 64).ok().and_then(|i| words.get_mut(i)) else {
+                return was;
+            };
+            let bit = chunk % 64;
+            let n = left.min(64 - bit);
+            // `n` bits from `bit` up: n <= 64 - bit.
+            let mask = (u64::MAX >> (64 - n)) << bit;
+            was |= *word & mask != 0;
+            *word |= mask;
+            left -= n;
+            chunk = chunk.saturating_add(n);
+        }
         was
     }
 }

@@ -234,13 +234,26 @@ impl TableBuilder {
         Self { table }
     }
 
-    /// Adds the exception `old -> new`. A duplicate `old` is only found by
-    /// [`Self::finish`].
-    pub(crate) fn add(&mut self, old: Chunk, new: Chunk) -> Result<(), BuildError> {
-        let index = self.table.bucket_index(old);
-        let bucket = self.table.buckets.get_mut(index).ok_or(BuildError::NoMem)?;
-        runs::unsorted_push(&mut LoadBucket(bucket), old, new)?;
-        self.table.chunks += 1;
+    /// Adds the exceptions `old + i -> new + i` for every `i < len`, one
+    /// bucket push per group of origin chunks the run touches. A duplicate
+    /// `old` is only found by [`Self::finish`].
+    pub(crate) fn add_run(&mut self, old: Chunk, new: Chunk, len: u32) -> Result<(), BuildError> {
+        let (mut old, mut new, mut left) = (old, new, len);
+        while left > 0 {
+            let room = runs::PACKED_MAX_LEN - (old & u64::from(runs::PACKED_MAX_LEN - 1)) as u32;
+            let take = left.min(room);
+            let index = self.table.bucket_index(old);
+            let bucket = self.table.buckets.get_mut(index).ok_or(BuildError::NoMem)?;
+            runs::unsorted_push_run(&mut LoadBucket(bucket), old, new, take)?;
+            self.table.chunks += u64::from(take);
+            left -= take;
+            if left == 0 {
+                break;
+            }
+            // Within the run, which the loader checked does not wrap.
+            old = old.checked_add(u64::from(take)).ok_or(BuildError::NoMem)?;
+            new = new.checked_add(u64::from(take)).ok_or(BuildError::NoMem)?;
+        }
         Ok(())
     }
 

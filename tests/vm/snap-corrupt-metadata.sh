@@ -53,6 +53,10 @@ must_refuse "past the device" "5:2 6:300" "past the end of the COW"
 must_refuse "into a metadata area" "5:2 6:1" "points into snapshot metadata"
 must_refuse "duplicate origin chunk" "5:2 5:3" "duplicate exception"
 must_refuse "same COW chunk twice" "5:2 6:2" "share one COW chunk"
+# The same inside runs of consecutive entries (loaded a run at a time).
+must_refuse "run past the device" "5:252 6:253 7:254 8:255 9:256" "past the end of the COW"
+must_refuse "COW chunk inside a run twice" "5:2 6:3 7:4 8:5 20:4" "share one COW chunk"
+must_refuse "run over another run's origin chunks" "5:2 6:3 7:4 4:10 5:11" "duplicate exception"
 
 # A full area 0 whose next area lies past the device (a truncated COW).
 full=""; i=0
@@ -67,5 +71,14 @@ dmsetup create snap --table "0 65536 snapshot /dev/mapper/real /dev/mapper/cow P
 expect_eq "status" "$(dmsetup status snap)" "0 65536 snapshot 24/2048 16"
 expect_eq "remapped chunk" "$(sum_at /dev/mapper/snap 20480 4096)" "$(sum_file /tmp/c2)"
 expect_eq "other chunks from the origin" "$(sum_at /dev/mapper/snap 0 4096)" "$(sum_at /dev/mapper/real 0 4096)"
+dmsetup remove snap
+# A run: origin chunks 254..258 (crossing a 256-chunk group) -> COW 3..7.
+pattern cowdata2 20480 > /tmp/c3
+write_cow 8 "254:3 255:4 256:5 257:6 258:7"
+write_at /dev/mapper/cow 12288 /tmp/c3
+dmsetup create snap --table "0 65536 snapshot /dev/mapper/real /dev/mapper/cow P 8"
+expect_eq "status (run)" "$(dmsetup status snap)" "0 65536 snapshot 64/2048 16"
+expect_eq "remapped run" "$(sum_at /dev/mapper/snap $((254 * 4096)) 20480)" "$(sum_file /tmp/c3)"
+expect_eq "chunk after the run from the origin" "$(sum_at /dev/mapper/snap $((259 * 4096)) 4096)" "$(sum_at /dev/mapper/real $((259 * 4096)) 4096)"
 dmsetup remove snap; dmsetup remove cow; dmsetup remove real
 unload_modules
