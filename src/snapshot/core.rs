@@ -377,12 +377,13 @@ impl SnapCore {
         Some(new)
     }
 
-    /// Whether this snapshot has `snapshot_cow_threshold` or more copies in
-    /// flight (`wait_for_in_progress()`'s test).
+    /// Whether this snapshot has more than `snapshot_cow_threshold` copies
+    /// in flight (`wait_for_in_progress()`'s test: with 0, a new copy waits
+    /// until none is in flight).
     pub(crate) fn over_cow_threshold(&self) -> bool {
         // SAFETY: Reads a module parameter; no preconditions.
         let limit = unsafe { crate::dm::bindings::dmsnap_param_cow_threshold() };
-        limit != 0 && self.in_flight.load(Ordering::Acquire) >= u64::from(limit)
+        self.in_flight.load(Ordering::Acquire) > u64::from(limit)
     }
 
     /// Sleeps while the snapshot is over its copy threshold. Holds no lock
