@@ -1685,8 +1685,10 @@ impl BounceCopier {
 
 /// Most data merged per batch: one origin flush and one commit per batch.
 const MERGE_BATCH_BYTES: usize = 16 << 20;
-/// The first batch's size.
-const MERGE_BATCH_START_BYTES: usize = 256 << 10;
+/// The first batch's size: what writes wait for at most while they wait
+/// for batches. The first origin flush syncs whatever the origin had
+/// cached; the next batch is copied meanwhile.
+const MERGE_BATCH_START_BYTES: usize = MERGE_BUSY_BYTES;
 /// Least data merged per batch (one chunk if chunks are larger).
 const MERGE_BATCH_MIN_BYTES: usize = 32 << 10;
 /// Largest batch while writes wait for batches (they wait for its copy
