@@ -147,7 +147,7 @@ proptest! {
 
     /// The per-run check agrees with checking every entry.
     #[test]
-    fn run_is_valid_matches_entries(shift in 0u32..3, new in 0u64..3000, old in prop_oneof![0u64..100, (u64::MAX - 600)..=u64::MAX], len in 0u32..600, cow_chunks in 0u64..3000) {
+    fn run_is_valid_matches_entries(shift in 0u32..3, new in 0u64..3000, old in prop_oneof![0u64..100, (u64::MAX - 600)..=u64::MAX, ((u64::MAX >> 1) - 600)..=((u64::MAX >> 1) + 10), ((u64::MAX >> 2) - 600)..=((u64::MAX >> 2) + 10)], len in 0u32..600, cow_chunks in 0u64..3000) {
         let g = geom(shift);
         let each = len > 0 && (0..u64::from(len)).all(|i| {
             match (old.checked_add(i), new.checked_add(i)) {

@@ -452,9 +452,11 @@ impl Loader {
     /// both go up by one (a sequentially filled area is one run), which
     /// stands for `add(old + i, new + i)` for every `i < len`. Validation
     /// costs one division per run; a run that fails it is checked entry by
-    /// entry, so the error names the same slot as `feed` would. On an
-    /// error, unlike `feed`, the valid entries before the bad one in its
-    /// run are not passed on (the load fails either way).
+    /// entry, so a corruption is reported at the same slot as `feed`
+    /// reports it. A run is validated before it is passed on, so an error
+    /// of `add_run` for an entry before a corrupt one in the same run is
+    /// reported as the corruption, and the valid entries before a corrupt
+    /// one are not passed on (the load fails either way).
     pub fn feed_runs<E, F>(&mut self, area: &[u8], mut add_run: F) -> Result<LoadProgress, LoadError<E>>
     where
         F: FnMut(Chunk, Chunk, u32) -> Result<(), E>,

@@ -195,6 +195,10 @@ pub(crate) struct SnapCore {
     tracked: [AtomicU32; 2 * TRACK_BUCKETS],
     /// Exceptions allocated and not yet completed (for `shutdown`).
     in_flight: AtomicU64,
+    /// Chunks being copied (`SnapState::copying`, readable without the
+    /// lock): upstream's `in_progress`, which `snapshot_cow_threshold`
+    /// bounds.
+    copies_in_progress: AtomicU64,
 }
 
 impl_has_work! {
@@ -268,6 +272,7 @@ impl SnapCore {
                 merge_work <- new_work!("dm_snapshot_rs:merge"),
                 tracked: core::array::from_fn(|_| AtomicU32::new(0)),
                 in_flight: AtomicU64::new(0),
+                copies_in_progress: AtomicU64::new(0),
             }),
             GFP_KERNEL,
         )
@@ -374,16 +379,18 @@ impl SnapCore {
         st.copying += 1;
         st.ordered += 1;
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.copies_in_progress.fetch_add(1, Ordering::AcqRel);
         Some(new)
     }
 
-    /// Whether this snapshot has more than `snapshot_cow_threshold` copies
-    /// in flight (`wait_for_in_progress()`'s test: with 0, a new copy waits
-    /// until none is in flight).
+    /// Whether this snapshot has more than `snapshot_cow_threshold` chunks
+    /// being copied (`wait_for_in_progress()`'s test: with 0, a write that
+    /// needs a copy waits until none is). As upstream's `in_progress`, a
+    /// chunk counts until its copy is done, not until its commit.
     pub(crate) fn over_cow_threshold(&self) -> bool {
         // SAFETY: Reads a module parameter; no preconditions.
         let limit = unsafe { crate::dm::bindings::dmsnap_param_cow_threshold() };
-        self.in_flight.load(Ordering::Acquire) > u64::from(limit)
+        self.copies_in_progress.load(Ordering::Acquire) > u64::from(limit)
     }
 
     /// Sleeps while the snapshot is over its copy threshold. Holds no lock
@@ -695,6 +702,9 @@ impl SnapCore {
             }
             if first {
                 st.copying = st.copying.saturating_sub(1);
+                let _ = self.copies_in_progress.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    Some(n.saturating_sub(1))
+                });
             }
         }
         drop(st);
@@ -1767,7 +1777,10 @@ impl MergeBudget {
         let busy_chunks = (MERGE_BUSY_BYTES / per).max(1) as u64;
         let sizing =
             BatchSizing { min, max, busy_chunks, busy_runs: MERGE_BUSY_RUNS, active_runs: MERGE_ACTIVE_RUNS };
-        let limit = BatchLimit { chunks: start.clamp(min, max), runs: None };
+        // The first batch is run-limited as on an active device: on a
+        // randomly filled COW, 4 MiB would be 1024 copies in flight before
+        // the merge can tell whether writes wait for it.
+        let limit = BatchLimit { chunks: start.clamp(min, max), runs: Some(MERGE_ACTIVE_RUNS) };
         Self { limit, load: MergeLoad::Idle, sizing, last_wait: None, last_io: None, io_seen }
     }
 

@@ -54,7 +54,7 @@ must_refuse "into a metadata area" "5:2 6:1" "points into snapshot metadata"
 must_refuse "duplicate origin chunk" "5:2 5:3" "duplicate exception"
 must_refuse "same COW chunk twice" "5:2 6:2" "share one COW chunk"
 # The same inside runs of consecutive entries (loaded a run at a time).
-must_refuse "run past the device" "5:252 6:253 7:254 8:255 9:256" "past the end of the COW"
+must_refuse "run past the device" "5:252 6:253 7:254 8:255 9:256" "area 0 slot 4: exception points past the end of the COW"
 must_refuse "COW chunk inside a run twice" "5:2 6:3 7:4 8:5 20:4" "share one COW chunk"
 must_refuse "run over another run's origin chunks" "5:2 6:3 7:4 4:10 5:11" "duplicate exception"
 
