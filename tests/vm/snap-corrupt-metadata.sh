@@ -63,22 +63,25 @@ full=""; i=0
 while [ $i -lt 256 ]; do full="$full $((1000 + i)):$((2 + i))"; i=$((i + 1)); done
 must_refuse "truncated after a full area" "$full" "past the end of the COW device"
 
+# must_load WHAT "ENTRIES" OLD NEW COUNT STATUS: a COW whose entries map
+# origin chunks OLD.. to COW chunks NEW.. (COUNT of them, holding a
+# pattern) loads with STATUS, the snapshot reads the pattern there and the
+# origin's data in the chunk after them.
+must_load() {
+  local len=$(($5 * 4096))
+  pattern "cow$1" $len > /tmp/cowdata
+  write_cow 8 "$2"
+  write_at /dev/mapper/cow $(($4 * 4096)) /tmp/cowdata
+  dmsetup create snap --table "0 65536 snapshot /dev/mapper/real /dev/mapper/cow P 8"
+  expect_eq "$1: status" "$(dmsetup status snap)" "$6"
+  expect_eq "$1: remapped chunks" "$(sum_at /dev/mapper/snap $(($3 * 4096)) $len)" "$(sum_file /tmp/cowdata)"
+  local next=$((($3 + $5) * 4096))
+  expect_eq "$1: next chunk from the origin" "$(sum_at /dev/mapper/snap $next 4096)" "$(sum_at /dev/mapper/real $next 4096)"
+  dmsetup remove snap
+}
 # A well-formed hand-written COW: origin chunk 5 -> COW chunk 2.
-pattern cowdata 4096 > /tmp/c2
-write_cow 8 "5:2"
-write_at /dev/mapper/cow 8192 /tmp/c2
-dmsetup create snap --table "0 65536 snapshot /dev/mapper/real /dev/mapper/cow P 8"
-expect_eq "status" "$(dmsetup status snap)" "0 65536 snapshot 24/2048 16"
-expect_eq "remapped chunk" "$(sum_at /dev/mapper/snap 20480 4096)" "$(sum_file /tmp/c2)"
-expect_eq "other chunks from the origin" "$(sum_at /dev/mapper/snap 0 4096)" "$(sum_at /dev/mapper/real 0 4096)"
-dmsetup remove snap
+must_load "one entry" "5:2" 5 2 1 "0 65536 snapshot 24/2048 16"
 # A run: origin chunks 254..258 (crossing a 256-chunk group) -> COW 3..7.
-pattern cowdata2 20480 > /tmp/c3
-write_cow 8 "254:3 255:4 256:5 257:6 258:7"
-write_at /dev/mapper/cow 12288 /tmp/c3
-dmsetup create snap --table "0 65536 snapshot /dev/mapper/real /dev/mapper/cow P 8"
-expect_eq "status (run)" "$(dmsetup status snap)" "0 65536 snapshot 64/2048 16"
-expect_eq "remapped run" "$(sum_at /dev/mapper/snap $((254 * 4096)) 20480)" "$(sum_file /tmp/c3)"
-expect_eq "chunk after the run from the origin" "$(sum_at /dev/mapper/snap $((259 * 4096)) 4096)" "$(sum_at /dev/mapper/real $((259 * 4096)) 4096)"
-dmsetup remove snap; dmsetup remove cow; dmsetup remove real
+must_load "a run" "254:3 255:4 256:5 257:6 258:7" 254 3 5 "0 65536 snapshot 64/2048 16"
+dmsetup remove cow; dmsetup remove real
 unload_modules
