@@ -531,33 +531,40 @@ pub fn unsorted_push<V: RunVec + ?Sized>(v: &mut V, old: Chunk, new: Chunk) -> R
 /// once [`sorted_finish`] has run (the runs are cut at group boundaries
 /// and the last one grows when the run continues it). O(1 + len / 256).
 pub fn unsorted_push_run<V: RunVec + ?Sized>(v: &mut V, old: Chunk, new: Chunk, len: u32) -> Result<(), TableError> {
-    let Some(mut run) = Run::new(old, new, len) else {
+    let Some(run) = Run::new(old, new, len) else {
         return if len == 0 { Ok(()) } else { Err(TableError::Unrepresentable) };
     };
-    loop {
-        // The part of `run` inside its first group.
-        let room = PACKED_MAX_LEN - (run.old & u64::from(PACKED_MAX_LEN - 1)) as u32;
-        let take = run.len.min(room);
-        let part = Run { old: run.old, new: run.new, len: take };
-        let mut merged = false;
+    for part in group_parts(run) {
         if let Some(last) = v.runs_mut().last_mut() {
             let mut prev = last.unpack();
             if same_group(prev.old, part.old) && prev.try_coalesce(&part) {
                 if let Some(packed) = PackedRun::pack(&prev) {
                     *last = packed;
-                    merged = true;
+                    continue;
                 }
             }
         }
-        if !merged {
-            v.push(PackedRun::pack(&part).ok_or(TableError::Unrepresentable)?)?;
-        }
-        if take == run.len {
-            return Ok(());
-        }
-        // Within the run, so no overflow (Run's invariant).
-        run = Run { old: run.old + u64::from(take), new: run.new + u64::from(take), len: run.len - take };
+        v.push(PackedRun::pack(&part).ok_or(TableError::Unrepresentable)?)?;
     }
+    Ok(())
+}
+
+/// The parts of `run` that lie in each aligned group of [`PACKED_MAX_LEN`]
+/// origin chunks, in order (a run never leaves its group in the table).
+pub fn group_parts(run: Run) -> impl Iterator<Item = Run> {
+    let mut rest = Some(run);
+    core::iter::from_fn(move || {
+        let run = rest?;
+        let room = PACKED_MAX_LEN - (run.old & u64::from(PACKED_MAX_LEN - 1)) as u32;
+        let take = run.len.min(room);
+        // Within the run, so no overflow (Run's invariant).
+        rest = (take < run.len).then(|| Run {
+            old: run.old + u64::from(take),
+            new: run.new + u64::from(take),
+            len: run.len - take,
+        });
+        Some(Run { old: run.old, new: run.new, len: take })
+    })
 }
 
 /// Sorts runs by origin chunk. When they all lie in one group (the usual

@@ -19,7 +19,7 @@ use kernel::prelude::*;
 
 use crate::dm::kvec;
 use crate::pure::chunk::Chunk;
-use crate::pure::runs::{self, PackedRun, RunVec, TableError};
+use crate::pure::runs::{self, PackedRun, Run, RunVec, TableError};
 
 /// Origin chunks per hash group (upstream: `DM_CHUNK_CONSECUTIVE_BITS`).
 pub(crate) const GROUP_SHIFT: u32 = runs::GROUP_SHIFT;
@@ -238,21 +238,16 @@ impl TableBuilder {
     /// bucket push per group of origin chunks the run touches. A duplicate
     /// `old` is only found by [`Self::finish`].
     pub(crate) fn add_run(&mut self, old: Chunk, new: Chunk, len: u32) -> Result<(), BuildError> {
-        let (mut old, mut new, mut left) = (old, new, len);
-        while left > 0 {
-            let room = runs::PACKED_MAX_LEN - (old & u64::from(runs::PACKED_MAX_LEN - 1)) as u32;
-            let take = left.min(room);
-            let index = self.table.bucket_index(old);
+        if len == 0 {
+            return Ok(());
+        }
+        // The loader checked that the run does not wrap.
+        let run = Run::new(old, new, len).ok_or(BuildError::NoMem)?;
+        for part in runs::group_parts(run) {
+            let index = self.table.bucket_index(part.old());
             let bucket = self.table.buckets.get_mut(index).ok_or(BuildError::NoMem)?;
-            runs::unsorted_push_run(&mut LoadBucket(bucket), old, new, take)?;
-            self.table.chunks += u64::from(take);
-            left -= take;
-            if left == 0 {
-                break;
-            }
-            // Within the run, which the loader checked does not wrap.
-            old = old.checked_add(u64::from(take)).ok_or(BuildError::NoMem)?;
-            new = new.checked_add(u64::from(take)).ok_or(BuildError::NoMem)?;
+            runs::unsorted_push_run(&mut LoadBucket(bucket), part.old(), part.new_chunk(), part.len())?;
+            self.table.chunks += u64::from(part.len());
         }
         Ok(())
     }
