@@ -4,7 +4,7 @@
 
 use core::num::NonZeroU32;
 
-use dmsnap_core::pure::alloc::Loader;
+use dmsnap_core::pure::alloc::{LoadError, LoadProgress, Loader};
 use dmsnap_core::pure::chunk::ChunkSize;
 use dmsnap_core::pure::disk::{
     check_exception, decode_header, first_adjacent_duplicate, read_entry, run_is_valid, scan_area, write_entry,
@@ -205,6 +205,97 @@ proptest! {
             prop_assert_eq!(&expanded, &one);
             for w in runs.windows(2) {
                 prop_assert!(!(w[0].0 + u64::from(w[0].2) == w[1].0 && w[0].1 + u64::from(w[0].2) == w[1].1), "runs not maximal: {:?}", w);
+            }
+        }
+    }
+
+    /// `feed_runs` against `feed` over a list of several areas, with an
+    /// `add` callback that fails at entry `fail_at` (counted over the whole
+    /// list): the same progress area by area, the same entries handed over
+    /// up to the failure, and the error order `feed_runs` documents (its
+    /// run is validated before it is handed over, so a corrupt entry in the
+    /// failing entry's run is reported instead of the callback's error).
+    #[test]
+    fn feed_runs_equals_feed_across_areas(
+        pieces in proptest::collection::vec((0u64..5000, 2u64..2000, 1u32..40, 0u8..10), 0..30),
+        areas in 1usize..4,
+        fail_at in 0usize..140,
+        cow_chunks in 100u64..4000,
+        validate: bool,
+    ) {
+        let g = geom(0);
+        let epa = g.exceptions_per_area() as usize;
+        let mut entries = Vec::new();
+        for &(old, new, len, twist) in &pieces {
+            for k in 0..u64::from(len) {
+                let mut e = DiskException { old: old + k, new: new + k };
+                if k == 2 && twist == 1 { e.new += 5; }
+                if k == 1 && twist == 2 { e.new = 1 + g.stride(); }
+                entries.push(e);
+            }
+        }
+        // All areas but the last are full; the last ends at a terminator
+        // unless it is full too (then the list runs past the areas given).
+        entries.truncate(areas * epa);
+        let bufs: Vec<Vec<u8>> = (0..areas)
+            .map(|a| {
+                let mut area = vec![0u8; g.area_bytes()];
+                for (i, e) in entries.iter().skip(a * epa).take(epa).enumerate() {
+                    area[i * 16..i * 16 + 16].copy_from_slice(&e.to_bytes());
+                }
+                area
+            })
+            .collect();
+        let new_loader = || if validate { Loader::with_validation(g, cow_chunks) } else { Loader::new(g) };
+
+        // Reference: entry by entry.
+        let mut a = new_loader();
+        let mut one = Vec::new();
+        let mut ra = Vec::new();
+        for buf in &bufs {
+            let r = a.feed::<usize, _>(buf, |o, n| {
+                if one.len() == fail_at { return Err(fail_at); }
+                one.push((o, n));
+                Ok(())
+            });
+            let go_on = matches!(r, Ok(LoadProgress::NeedArea { .. }));
+            ra.push(r);
+            if !go_on { break; }
+        }
+        // Runs, the callback failing for the run that holds entry `fail_at`.
+        let mut b = new_loader();
+        let mut handed = Vec::new();
+        let mut rb = Vec::new();
+        for buf in &bufs {
+            let r = b.feed_runs::<usize, _>(buf, |o, n, len| {
+                if (handed.len()..handed.len() + len as usize).contains(&fail_at) { return Err(fail_at); }
+                handed.extend((0..u64::from(len)).map(|i| (o + i, n + i)));
+                Ok(())
+            });
+            let go_on = matches!(r, Ok(LoadProgress::NeedArea { .. }));
+            rb.push(r);
+            if !go_on { break; }
+        }
+        prop_assert_eq!(ra.len(), rb.len(), "areas fed: {:?} against {:?}", ra, rb);
+        let last = ra.len() - 1;
+        prop_assert_eq!(&ra[..last], &rb[..last]);
+        // Whatever `feed_runs` handed over, `feed` handed over too, in order.
+        prop_assert!(handed.len() <= one.len() && one[..handed.len()] == handed[..]);
+        match (ra[last], rb[last]) {
+            (Err(LoadError::Callback(_)), Err(LoadError::Corrupt { area, index, .. })) => {
+                // Only a corruption in the failing entry's run comes first.
+                let slot = area as usize * epa + index as usize;
+                prop_assert!(slot > fail_at && handed.len() <= fail_at, "corrupt slot {} for failure at {}", slot, fail_at);
+                let run_end = (handed.len()..slot).all(|i| {
+                    entries[i + 1].old == entries[i].old + 1 && entries[i + 1].new == entries[i].new + 1
+                });
+                prop_assert!(run_end, "corruption at {} is not in the run of entry {}", slot, fail_at);
+            }
+            (x, y) => {
+                prop_assert_eq!(x, y);
+                if x.is_ok() {
+                    prop_assert_eq!(&handed, &one);
+                }
             }
         }
     }
