@@ -897,6 +897,14 @@ mod pending_layer {
         let second = core.origin_cow(8008, &mut None);
         kassert_eq!(second, Some((1001, 1)));
         kassert_eq!(core.in_flight(), 2);
+        // Two chunks are being copied: over a threshold of 1 (and of 0, one
+        // at a time), not over 2 (`wait_for_in_progress()`'s `>`).
+        let saved = selftest::set_cow_threshold(1);
+        kassert!(core.over_cow_threshold());
+        selftest::set_cow_threshold(0);
+        kassert!(core.over_cow_threshold());
+        selftest::set_cow_threshold(2);
+        kassert!(!core.over_cow_threshold());
         if let Some((c, n)) = second {
             core.start_copy(c, n);
         }
@@ -904,6 +912,10 @@ mod pending_layer {
             core.start_copy(c, n);
         }
         kassert!(wait_idle(&core));
+        // Copied: no longer counted, even at a threshold of 0.
+        selftest::set_cow_threshold(0);
+        kassert!(!core.over_cow_threshold());
+        selftest::set_cow_threshold(saved);
         // Committed in allocation order; both in the table now.
         kassert_eq!(core.lookup(1000), Some(0));
         kassert_eq!(core.lookup(1001), Some(1));

@@ -85,6 +85,12 @@ pub(crate) fn skip(reason: &CStr) {
     unsafe { dmb::dmsnap_kunit_skip(reason.as_char_ptr()) };
 }
 
+/// Sets the `snapshot_cow_threshold` module parameter; returns the old value.
+pub(crate) fn set_cow_threshold(limit: u32) -> u32 {
+    // SAFETY: Writes a module parameter (atomically); no preconditions.
+    unsafe { dmb::dmsnap_kunit_set_cow_threshold(limit) }
+}
+
 /// Sleeps for `ms` milliseconds.
 pub(crate) fn sleep_ms(ms: u32) {
     // SAFETY: Called from a KUnit case thread, which may sleep.

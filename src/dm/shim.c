@@ -309,6 +309,12 @@ module_param(kunit_scratch_dev, charp, 0444);
 MODULE_PARM_DESC(kunit_scratch_dev,
 		 "KUnit only: block device the I/O self-tests may overwrite (default: none)");
 
+/* Sets snapshot_cow_threshold, returning the old value (KUnit cases restore it). */
+unsigned int dmsnap_kunit_set_cow_threshold(unsigned int limit)
+{
+	return xchg(&snapshot_cow_threshold, limit);
+}
+
 struct file *dmsnap_kunit_open_scratch(void)
 {
 	if (!kunit_scratch_dev || !*kunit_scratch_dev)

@@ -97,6 +97,7 @@ void dmsnap_kunit_close_scratch(struct file *file);
 void dmsnap_kunit_skip(const char *reason);
 struct bio *dmsnap_kunit_bio_alloc(blk_opf_t opf, sector_t sector, unsigned int bytes);
 void dmsnap_kunit_bio_free(struct bio *bio);
+unsigned int dmsnap_kunit_set_cow_threshold(unsigned int limit);
 #endif
 
 #endif
