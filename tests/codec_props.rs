@@ -18,6 +18,28 @@ fn geom(shift: u32) -> Geometry {
     Geometry::new(ChunkSize::from_shift(shift).expect("small shift"))
 }
 
+/// Runs of consecutive entries `(old, new, len, twist)`, some with a
+/// broken step (twist 1 or 2) or a metadata chunk (twist 3) in them.
+fn twisted_runs(g: Geometry, pieces: &[(u64, u64, u32, u8)]) -> Vec<DiskException> {
+    let mut entries = Vec::new();
+    for &(old, new, len, twist) in pieces {
+        for k in 0..u64::from(len) {
+            let mut e = DiskException { old: old + k, new: new + k };
+            if k == 2 && twist == 1 {
+                e.new += 5;
+            }
+            if k == 3 && twist == 2 {
+                e.old += 9;
+            }
+            if k == 1 && twist == 3 {
+                e.new = 1 + g.stride();
+            }
+            entries.push(e);
+        }
+    }
+    entries
+}
+
 proptest! {
     #[test]
     fn header_roundtrip(valid: bool, version: u32, chunk_size: u32, tail in proptest::collection::vec(any::<u8>(), 0..64)) {
@@ -170,18 +192,7 @@ proptest! {
     ) {
         let g = geom(shift);
         let epa = g.exceptions_per_area() as usize;
-        // Runs of consecutive entries, some with a broken step, a zero
-        // (terminator) or a metadata chunk in them.
-        let mut entries = Vec::new();
-        for &(old, new, len, twist) in &pieces {
-            for k in 0..u64::from(len) {
-                let mut e = DiskException { old: old + k, new: new + k };
-                if k == 2 && twist == 1 { e.new += 5; }
-                if k == 3 && twist == 2 { e.old += 9; }
-                if k == 1 && twist == 3 { e.new = 1 + g.stride(); }
-                entries.push(e);
-            }
-        }
+        let mut entries = twisted_runs(g, &pieces);
         entries.truncate(epa);
         if cut < entries.len() {
             entries[cut].new = 0;
@@ -225,15 +236,7 @@ proptest! {
     ) {
         let g = geom(0);
         let epa = g.exceptions_per_area() as usize;
-        let mut entries = Vec::new();
-        for &(old, new, len, twist) in &pieces {
-            for k in 0..u64::from(len) {
-                let mut e = DiskException { old: old + k, new: new + k };
-                if k == 2 && twist == 1 { e.new += 5; }
-                if k == 1 && twist == 2 { e.new = 1 + g.stride(); }
-                entries.push(e);
-            }
-        }
+        let mut entries = twisted_runs(g, &pieces);
         // All areas but the last are full; the last ends at a terminator
         // unless it is full too (then the list runs past the areas given).
         entries.truncate(areas * epa);

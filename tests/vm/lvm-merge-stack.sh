@@ -7,6 +7,12 @@
 # failed" (lv_attr state 'm'), never an invalid snapshot. With the COW's PV
 # back, a reactivation finishes the merge and the origin holds the ext3
 # made on the snapshot (fsck clean, same files).
+#
+# LVM2's test, and so this one, needs the merge to be still running about
+# 1.5 s after it starts: with 200 ms origin writes upstream takes ~12 s
+# for this COW (8 MiB, one run per copy, flush and commit) and this module
+# ~4.5 s. A bounce copier with four requests in flight (session 10)
+# finished in ~1 s and failed here, as it would fail LVM2's test.
 . /tests/lib.sh
 export LVM_SUPPRESS_FD_WARNINGS=1
 CFG='devices { filter = [ "a|^/dev/mapper/pv[12]$|", "r|.*|" ] obtain_device_list_from_udev = 0 } activation { polling_interval = 1 udev_sync = 0 udev_rules = 0 }'
