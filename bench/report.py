@@ -209,11 +209,12 @@ def goals(points):
         # The raw copy is one sequential dd on idle disks: the ceiling of
         # the sequential COW's idle merge (a random COW's merge copies
         # scattered chunks; under fio the disks are shared).
-        seq = [p["metrics"]["mib_s"] for p in points if p["point"]["test"] == "merge"
+        seq = [(label(p["point"]), p["metrics"]["mib_s"]) for p in points if p["point"]["test"] == "merge"
                and p["point"].get("layout") == "seq" and p["point"].get("load") == "idle"]
         g.append({"goal": f">= half the raw copy bandwidth ({fmt(raw)} MiB/s) for the sequential COW's idle merge",
-                  "met": bool(seq) and all(e["rs"]["median"] >= raw / 2 for e in seq if e.get("rs")),
-                  "detail": "; ".join(f"{lbl}: {e['rs']['median'] / raw:.2f} of raw" for lbl, e in mg if e.get("rs"))})
+                  "met": bool(seq) and all(e["rs"]["median"] >= raw / 2 for _, e in seq if e.get("rs")),
+                  "detail": "; ".join(f"{lbl}: {e['rs']['median'] / raw:.2f} of raw" for lbl, e in seq if e.get("rs"))
+                  or "not measured"})
     ac = [(label(p["point"]), p["metrics"]["secs"]) for p in points if p["point"]["test"] == "activate"]
     g.append({"goal": ">= 3x faster activation",
               "met": bool(ac) and all(e.get("speedup", 0) >= 3 for _, e in ac),
