@@ -40,6 +40,9 @@ table_pv() {
   fi
 }
 
+# files_sum: checksums of the files under /mnt/s.
+files_sum() { ( cd /mnt/s && for f in f1 f2 f3; do echo "$(sum_file $f) $f"; done ); }
+
 # state LV: lv_attr's state letter (a active, m merge failed, I invalid, ...).
 state() { lvmc lvs --noheadings -o lv_attr "vg/$1" | tr -d ' ' | cut -c5; }
 
@@ -61,7 +64,7 @@ run_case() {
   mkdir -p /mnt/s
   mount -t ext4 /dev/vg/lv2 /mnt/s
   for i in 1 2 3; do pattern "stack$i" $((i * 65536)) > /mnt/s/f$i; done
-  ( cd /mnt/s && for f in f1 f2 f3; do echo "$(sum_file $f) $f"; done ) > /tmp/$M.files
+  files_sum > /tmp/$M.files
   umount /mnt/s
 
   # The open origin defers the merge to its next activation.
@@ -98,7 +101,7 @@ run_case() {
   done
   /sbin/e2fsck -fn /dev/vg/lv1 >/dev/null || fail "$M: fsck errors on the merged origin"
   mount -t ext4 -o ro /dev/vg/lv1 /mnt/s
-  ( cd /mnt/s && for f in f1 f2 f3; do echo "$(sum_file $f) $f"; done ) > /tmp/$M.now
+  files_sum > /tmp/$M.now
   umount /mnt/s
   cmp /tmp/$M.files /tmp/$M.now || fail "$M: merged origin's files differ from the snapshot's"
   info "$M: merge failed on the COW error, finished after reactivation, files identical"
