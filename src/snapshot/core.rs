@@ -18,8 +18,12 @@
 //!    through the origin's snapshots again and then reach the origin.
 //!
 //! Snapshot reads of chunks without an exception go to the origin and are
-//! counted in `tracked`; a held origin write is released only once no such
-//! read is in flight for its chunk (the 2008 read/COW race).
+//! counted in `tracked`; a pending exception is removed only once no such
+//! read is in flight for its chunk, and until then origin writes to the
+//! chunk queue on it (the 2008 read/COW race).
+//!
+//! An invalidation (overflow, failed copy or commit) is durable before the
+//! origin writes it concerns go on: they wait for the header write.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -51,6 +55,10 @@ use super::table::ExceptionTable;
 /// Buckets of the in-flight snapshot-read counters.
 const TRACK_BUCKETS: usize = 64;
 
+/// The counters of [`SnapCore::tracked`] that count dual writes in flight
+/// (after the two read/write generations); the merge never waits for them.
+const DUAL_WRITES: usize = 2;
+
 /// One exception of a commit batch: origin chunk, COW chunk, whether its
 /// copy succeeded (and the store is valid), and its slot in the area.
 type CommitEntry = (Chunk, Chunk, bool, Option<CommitSlot>);
@@ -67,10 +75,6 @@ struct Pending {
     /// A full-chunk snapshot write that replaced the copy; ended when the
     /// exception is committed.
     full_write: Option<FullWrite>,
-    /// Made for an origin write (which may be held on another chunk's
-    /// exception): snapshot reads of the chunk still going to the origin
-    /// must finish before the exception completes.
-    for_origin: bool,
 }
 
 /// Mutable state of a snapshot, under [`SnapCore::state`].
@@ -109,15 +113,30 @@ pub(crate) struct SnapState {
     /// The generation (0 or 1) of `SnapCore::tracked` that new tracked
     /// bios count in; each merge batch flips it as it sets its window.
     track_gen: usize,
+    /// Runs whose merge commit failed, sorted: copied back and flushed to
+    /// the origin, but on disk still listed or not (an area write may have
+    /// landed, another not), in memory maybe still in the table. Until the
+    /// next activation, writes to them go to both the COW copy and the
+    /// origin, which is right whichever of the two reactivation trusts.
+    merge_unsettled: KVec<MergeRun>,
+    /// Some unsettled runs could not be recorded (no memory): writes to
+    /// any chunk still in the table fail.
+    merge_unsettled_lost: bool,
     /// Writes to the merge window, already pointed at the origin, waiting
     /// for the window to be merged.
     merge_queue: BioList,
     /// I/Os the merging target has mapped (wrapping): while it changes,
     /// the merge shares the disks with that I/O ([`MergeLoad::Active`]).
     merge_io: u64,
-    /// Invalidated: the header must be rewritten and an event raised; the
-    /// commit worker does both (no synchronous I/O in `map`).
+    /// Invalidated, and the header saying so is not durable yet: the commit
+    /// worker writes it and raises the event (no synchronous I/O in `map`).
+    /// Until then origin writes that this snapshot would have needed a
+    /// copy for wait in `invalid_header_waiters`: a crash must never load
+    /// the snapshot as valid with such a write in the origin
+    /// (`__invalidate_snapshot()` writes the header before `map` returns).
     invalidated_pending_io: bool,
+    /// Origin writes held until the invalid header is durable.
+    invalid_header_waiters: BioList,
     table: ExceptionTable,
     pending: RBTree<Chunk, Pending>,
     /// Allocation order: sequence number -> chunk. Commits follow it.
@@ -191,8 +210,9 @@ pub(crate) struct SnapCore {
     #[pin]
     merge_work: Work<SnapCore, 1>,
     /// Tracked bios in flight, by generation (`SnapState::track_gen`) and
-    /// origin chunk bucket: `[generation * TRACK_BUCKETS + bucket]`.
-    tracked: [AtomicU32; 2 * TRACK_BUCKETS],
+    /// origin chunk bucket: `[generation * TRACK_BUCKETS + bucket]`; then,
+    /// as generation [`DUAL_WRITES`], the dual writes in flight.
+    tracked: [AtomicU32; 3 * TRACK_BUCKETS],
     /// Exceptions allocated and not yet completed (for `shutdown`).
     in_flight: AtomicU64,
     /// Chunks being copied (`SnapState::copying`, readable without the
@@ -246,10 +266,13 @@ impl SnapCore {
             merge_stop: false,
             merge_window: KVec::new(),
             merge_copied: KVec::new(),
+            merge_unsettled: KVec::new(),
+            merge_unsettled_lost: false,
             track_gen: 0,
             merge_queue: BioList::new(),
             merge_io: 0,
             invalidated_pending_io: false,
+            invalid_header_waiters: BioList::new(),
             table: parts.table,
             pending: RBTree::new(),
             order: RBTree::new(),
@@ -362,7 +385,6 @@ impl SnapCore {
             snapshot_bios: BioList::new(),
             origin_bios: BioList::new(),
             full_write: None,
-            for_origin: !from_snapshot_write,
         };
         let seq = st.next_seq;
         if st.pending.try_create_and_insert(chunk, pe, GFP_KERNEL).is_err() {
@@ -614,9 +636,13 @@ impl SnapCore {
     ) {
         let _noio = NoIoScope::enter();
         let mut st = self.state.lock();
+        if !st.valid {
+            Self::hold_until_invalid_header(&mut st, bio);
+            return;
+        }
         // A merging snapshot never gets new exceptions: its data is what
         // the origin is becoming.
-        if !st.valid || !st.active || st.merging || st.owner == 0 {
+        if !st.active || st.merging || st.owner == 0 {
             return;
         }
         let end = end.min(st.len);
@@ -640,6 +666,7 @@ impl SnapCore {
             }
             // `None`: the store is full and the snapshot now invalid.
             let Some(new) = self.new_pending(&mut st, chunk, false) else {
+                Self::hold_until_invalid_header(&mut st, bio);
                 break;
             };
             if let Some(b) = bio.take() {
@@ -648,6 +675,17 @@ impl SnapCore {
                 }
             }
             runs.push(chunk, new);
+        }
+    }
+
+    /// Holds an origin write (if not held yet) while the header that says
+    /// this snapshot is invalid is not durable: the origin chunk it writes
+    /// may be one the snapshot still needs (an overflow, a failed copy).
+    fn hold_until_invalid_header(st: &mut SnapState, bio: &mut Option<OriginBio<'_>>) {
+        if st.invalidated_pending_io {
+            if let Some(b) = bio.take() {
+                st.invalid_header_waiters.push(b.into_owned());
+            }
         }
     }
 
@@ -831,24 +869,7 @@ impl SnapCore {
         let mut unflushed: Option<KVec<CommitEntry>> = None;
         'batches: loop {
             // Invalidation side effects first: header, then the event.
-            let invalidated = core::mem::replace(&mut self.state.lock().invalidated_pending_io, false);
-            if invalidated {
-                if let Some(meta) = self.meta.lock().as_mut() {
-                    if meta.write_header(false).is_err() {
-                        dm_err!("write header failed");
-                    }
-                }
-                // The event goes to the owner at this moment, under the
-                // state lock: a handover replaces `ti` and an owner's
-                // destructor clears it (`release`) under the same lock.
-                let st = self.state.lock();
-                if let Some(ti) = st.ti {
-                    // SAFETY: `ti` is the owner's target, alive while it is
-                    // stored here (see above and the type invariant).
-                    unsafe { ti.table_event() };
-                }
-                drop(st);
-            }
+            let invalidated = self.finish_invalidation();
 
             let mut batch: KVec<CommitEntry> = KVec::new();
             let mut area: Option<(Chunk, Option<Chunk>)> = None;
@@ -964,6 +985,42 @@ impl SnapCore {
             let flushed = self.flush_cow();
             self.complete_batch(last, flushed);
         }
+        // An invalidation by the last completions: its waiters go now.
+        self.finish_invalidation();
+    }
+
+    /// Makes a pending invalidation durable: writes the header (valid = 0),
+    /// then releases the origin writes held for it, then raises the table
+    /// event. Whether there was one.
+    fn finish_invalidation(self: &Arc<Self>) -> bool {
+        if !self.state.lock().invalidated_pending_io {
+            return false;
+        }
+        // The flag stays set during the write, so origin writes arriving
+        // meanwhile are held too.
+        if let Some(meta) = self.meta.lock().as_mut() {
+            if meta.write_header(false).is_err() {
+                // As upstream: the snapshot stays invalid in memory (a
+                // failing COW cannot be made to say more).
+                dm_err!("write header failed");
+            }
+        }
+        let mut st = self.state.lock();
+        st.invalidated_pending_io = false;
+        let mut waiters = st.invalid_header_waiters.take();
+        // The event goes to the owner at this moment, under the state
+        // lock: a handover replaces `ti` and an owner's destructor clears
+        // it (`release`) under the same lock.
+        if let Some(ti) = st.ti {
+            // SAFETY: `ti` is the owner's target, alive while it is stored
+            // here (see above and the type invariant).
+            unsafe { ti.table_event() };
+        }
+        drop(st);
+        while let Some(bio) = waiters.pop() {
+            self.entry.retry(bio);
+        }
+        true
     }
 
     /// Flushes the COW; `false` (and the snapshot invalidated) on error.
@@ -988,6 +1045,14 @@ impl SnapCore {
     }
 
     /// Finishes one exception (`pending_complete()`).
+    ///
+    /// The completed exception goes into the table first, so new snapshot
+    /// reads of the chunk go to the COW copy. The pending exception stays
+    /// until the snapshot reads already sent to the origin for this chunk
+    /// have finished: while it exists, origin writes to the chunk queue on
+    /// it (`origin_cow_range` looks for it first), so none can overtake
+    /// such a read, whatever made the exception (an origin write, a
+    /// snapshot write, the merge's copy-out).
     fn complete(self: &Arc<Self>, chunk: Chunk, new: Chunk, ok: bool) {
         let mut st = self.state.lock();
         let mut ok = ok && st.valid;
@@ -998,27 +1063,33 @@ impl SnapCore {
         if !ok {
             self.invalidate(&mut st, "Error reading/writing");
         }
+        if st.pending.get(&chunk).is_none() {
+            return;
+        }
+        drop(st);
+        let bucket = 1u64 << Self::track_bucket(chunk);
+        self.wait_tracked(0, bucket);
+        self.wait_tracked(1, bucket);
+
+        let mut st = self.state.lock();
         let Some(mut pe) = st.pending.remove(&chunk) else {
             return;
         };
+        let mut origin_bios = pe.origin_bios.take();
+        if st.invalidated_pending_io {
+            // Invalid, and not durably so yet: the held origin writes go
+            // once the header is written (`finish_invalidation`).
+            while let Some(bio) = origin_bios.pop() {
+                st.invalid_header_waiters.push(bio);
+            }
+        }
         drop(st);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
 
         if let Some(full) = pe.full_write.take() {
             full.finish(ok);
         }
-        let snapshot_bios = pe.snapshot_bios.take();
-        let mut origin_bios = pe.origin_bios.take();
-        if !origin_bios.is_empty() || pe.for_origin {
-            // Snapshot reads of this chunk sent to the origin before the
-            // exception existed must finish before the origin changes (the
-            // write may be held on another chunk, and proceed once that one
-            // completes).
-            let bucket = 1u64 << Self::track_bucket(chunk);
-            self.wait_tracked(0, bucket);
-            self.wait_tracked(1, bucket);
-        }
-        let mut snapshot_bios = snapshot_bios;
+        let mut snapshot_bios = pe.snapshot_bios.take();
         while let Some(bio) = snapshot_bios.pop() {
             if ok {
                 bio.submit();
@@ -1061,19 +1132,36 @@ impl SnapCore {
         st.merge_io = st.merge_io.wrapping_add(1);
         if st.valid {
             if let Some(new) = st.table.lookup(chunk) {
+                if write && (st.merge_unsettled_lost || runs_contain(&st.merge_unsettled, chunk)) {
+                    // Its commit failed: write both copies, or nothing.
+                    let size = ti.per_io_data_size();
+                    // SAFETY: `bio` is this target's clone; it reserved `size`.
+                    if !unsafe { bio.dual_writable(size) } || self.dual_write_in_flight(chunk) {
+                        return MapResult::Kill;
+                    }
+                    self.track(bio, bio.per_bio_u64(ti), chunk, DUAL_WRITES);
+                    drop(st);
+                    // SAFETY: By the type invariant the origin is held.
+                    unsafe { bio.set_bdev(self.origin) };
+                    self.dual_write(bio.defer(), size, self.cow_sector(new, sector));
+                    return MapResult::Submitted;
+                }
                 let in_window = runs_contain(&st.merge_window, chunk);
                 if write && in_window {
                     // SAFETY: By the type invariant the origin is held.
                     unsafe { bio.set_bdev(self.origin) };
                     let size = ti.per_io_data_size();
                     // SAFETY: `bio` is this target's clone; it reserved `size`.
-                    if runs_contain(&st.merge_copied, chunk) && unsafe { bio.dual_writable(size) } {
+                    let dual_writable = unsafe { bio.dual_writable(size) };
+                    if runs_contain(&st.merge_copied, chunk) && dual_writable && !self.dual_write_in_flight(chunk) {
                         // Back in the origin, not committed yet: write both.
+                        self.track(bio, bio.per_bio_u64(ti), chunk, DUAL_WRITES);
                         drop(st);
                         self.dual_write(bio.defer(), size, self.cow_sector(new, sector));
                         return MapResult::Submitted;
                     }
-                    // Wait until this chunk is back in the origin.
+                    // Wait until this chunk is back in the origin (or, if
+                    // a dual write to it is in flight, until the commit).
                     st.merge_queue.push(bio.defer());
                     return MapResult::Submitted;
                 }
@@ -1115,7 +1203,7 @@ impl SnapCore {
         st.merge_running = true;
         st.merge_stop = false;
         drop(st);
-        if let Err(this) = dmsync::queue().enqueue::<Arc<Self>, 1>(self.clone()) {
+        if let Err(this) = dmsync::merge_queue().enqueue::<Arc<Self>, 1>(self.clone()) {
             // Cannot be queued already (merge_running was clear); be safe.
             this.state.lock().merge_running = false;
         }
@@ -1131,8 +1219,15 @@ impl SnapCore {
     }
 
     fn merge_failed_now(&self, why: &str) {
+        self.merge_failed_with(why, &[]);
+    }
+
+    /// The merge failed while committing `unsettled`, runs copied back to
+    /// the origin whose on-disk and in-memory state is now unknown.
+    fn merge_failed_with(&self, why: &str, unsettled: &[MergeRun]) {
         dm_err!("{}", why);
         let mut st = self.state.lock();
+        Self::record_unsettled(&mut st, unsettled);
         st.merge_failed = true;
         st.merge_window = KVec::new();
         st.merge_copied = KVec::new();
@@ -1141,6 +1236,16 @@ impl SnapCore {
         while let Some(bio) = queued.pop() {
             bio.fail();
         }
+    }
+
+    /// Adds `runs` to the unsettled runs (see `SnapState::merge_unsettled`).
+    fn record_unsettled(st: &mut SnapState, runs: &[MergeRun]) {
+        for run in runs {
+            if st.merge_unsettled.push(*run, GFP_KERNEL).is_err() {
+                st.merge_unsettled_lost = true;
+            }
+        }
+        st.merge_unsettled.sort_unstable_by_key(|r| r.first_old());
     }
 
     /// The merge worker: copies the exceptions back to the origin, newest
@@ -1400,7 +1505,7 @@ impl SnapCore {
             && unsafe { self.cow.flush() }.is_ok();
         drop(meta_guard);
         if !written {
-            self.merge_failed_now("Write error in exception store: shutting down merge");
+            self.merge_failed_with("Write error in exception store: shutting down merge", &batch.runs);
             return false;
         }
         let mut st = self.state.lock();
@@ -1412,6 +1517,10 @@ impl SnapCore {
         let mut removed = true;
         for run in batch.runs.iter() {
             removed &= st.table.remove_range(run.first_old(), u64::from(run.count())).is_ok();
+        }
+        if !committed || !removed {
+            // Before the lock drops: no write may reach a COW copy only.
+            Self::record_unsettled(&mut st, &batch.runs);
         }
         st.merge_window = next_window.unwrap_or_default();
         // The runs still copied are those of the next batch, if it was.
@@ -1493,7 +1602,10 @@ impl SnapCore {
             let chunk = self.chunk.sector_to_chunk(bio.view().sector());
             // SAFETY: Queued bios are clones of the owner's target (the
             // owner cannot change while the merge runs).
-            if runs_contain(&st.merge_copied, chunk) && unsafe { bio.view().dual_writable(size) } {
+            let dual_writable = unsafe { bio.view().dual_writable(size) };
+            if runs_contain(&st.merge_copied, chunk) && dual_writable && !self.dual_write_in_flight(chunk) {
+                // SAFETY: As above.
+                self.track(bio.view(), unsafe { bio.view().per_bio_u64_sized(size) }, chunk, DUAL_WRITES);
                 release.push(bio);
             } else {
                 st.merge_queue.push(bio);
@@ -1513,6 +1625,17 @@ impl SnapCore {
             }
         }
         held
+    }
+
+    /// Whether a dual write to a chunk of `chunk`'s bucket is in flight
+    /// (caller holds the state lock, under which dual writes start). Dual
+    /// writes to one chunk must not overlap: two could land in different
+    /// orders on the COW copy and the origin, and a read would then change
+    /// at the commit. A write that meets one waits for the commit.
+    fn dual_write_in_flight(&self, chunk: Chunk) -> bool {
+        self.tracked
+            .get(DUAL_WRITES * TRACK_BUCKETS + Self::track_bucket(chunk))
+            .is_some_and(|c| c.load(Ordering::Acquire) != 0)
     }
 
     /// The tracked-write buckets the origin chunks of `window` hash to.
