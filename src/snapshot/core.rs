@@ -44,7 +44,7 @@ use crate::dm::bio::FullWrite;
 use crate::dm::{BdevHandle, Bio, BioList, BioOp, MapResult, OwnedBio, TargetHandle};
 
 use crate::pure::alloc::CommitSlot;
-use crate::pure::merge::{pace_delay_us, runs_contain, BatchLimit, BatchSizing, CopyPlan, MergeLoad, MergeRun};
+use crate::pure::merge::{pace_delay_us, runs_contain, throttle_idle_us, BatchLimit, BatchSizing, CopyPlan, MergeLoad, MergeRun};
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::status::{InfoStatus, Usage};
 
@@ -1784,6 +1784,7 @@ impl BounceCopier {
             let mut done = 0;
             while done < plan.sectors {
                 let n = (plan.sectors - done).min(step);
+                let started = Ktime::ktime_get();
                 let countdown = IoCountdown::new()?;
                 let (read_buf, write_buf) = if into_b1 { (&mut *b1, &mut *b0) } else { (&mut *b0, &mut *b1) };
                 // SAFETY: `countdown.wait()` below returns once both
@@ -1803,6 +1804,7 @@ impl BounceCopier {
                 if !ok {
                     return Err(EIO);
                 }
+                throttle_after(started);
                 pending = Some((Region::new(to, plan.dest + done, n), into_b1));
                 into_b1 = !into_b1;
                 done += n;
@@ -1810,9 +1812,23 @@ impl BounceCopier {
         }
         if let Some((dest, in_b1)) = pending {
             let buf = if in_b1 { b1 } else { b0 };
+            let started = Ktime::ktime_get();
             self.io.sync_io(&dest, bindings::req_op_REQ_OP_WRITE, buf)?;
+            throttle_after(started);
         }
         Ok(())
+    }
+}
+
+/// Idles after a bounce copy step begun at `started`, so that the merge's
+/// copies keep to `snapshot_copy_throttle` percent of the time, as its
+/// kcopyd copies do (kcopyd throttles only its own jobs).
+fn throttle_after(started: Ktime) {
+    let busy_us = u64::try_from((Ktime::ktime_get() - started).to_ns() / 1000).unwrap_or(0);
+    let idle_us = throttle_idle_us(busy_us, crate::dm::kcopyd::copy_throttle_pct());
+    if idle_us != 0 {
+        let idle_us = u32::try_from(idle_us).unwrap_or(u32::MAX);
+        dmsync::sleep_range_us(idle_us, idle_us.saturating_add(1000));
     }
 }
 
