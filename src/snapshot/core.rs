@@ -206,6 +206,17 @@ impl_has_work! {
     impl HasWork<Self, 1> for SnapCore { self.merge_work }
 }
 
+/// Why a table may not take a live store over ([`SnapCore::add_waiting`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HandoverRefusal {
+    /// Another table already waits for the store, or its owner is gone.
+    Pairing,
+    /// A `snapshot-merge` table of the origin exists.
+    AlreadyMerging,
+    /// A `snapshot-merge` table for a transient store.
+    NoMergeSupport,
+}
+
 /// What a constructor hands to [`SnapCore::new`].
 pub(crate) struct CoreParts {
     pub(crate) chunk: ChunkSize,
@@ -737,15 +748,28 @@ impl SnapCore {
     }
 
     /// Registers target `me` as the one to take this core over when it
-    /// resumes (`__validate_exception_handover()`). Fails if another one
-    /// already waits or the handover was cancelled.
-    pub(crate) fn add_waiting(&self, me: usize) -> bool {
+    /// resumes (`__validate_exception_handover()`, in upstream's order).
+    /// Fails if another one already waits or the handover was cancelled;
+    /// a `snapshot-merge` target (`merge`) also if any `snapshot-merge`
+    /// table of the origin exists (`merge_tables`), or if the store is
+    /// transient.
+    pub(crate) fn add_waiting(&self, me: usize, merge: bool, merge_tables: bool) -> Result<(), HandoverRefusal> {
         let mut st = self.state.lock();
         if st.waiting.is_some() || st.owner == 0 {
-            return false;
+            return Err(HandoverRefusal::Pairing);
+        }
+        if merge {
+            if merge_tables {
+                return Err(HandoverRefusal::AlreadyMerging);
+            }
+            // The store, not the owner's table line, decides: a `P` table
+            // may have taken an `N` store over.
+            if matches!(st.cursor, Cursor::Transient(_)) {
+                return Err(HandoverRefusal::NoMergeSupport);
+            }
         }
         st.waiting = Some(me);
-        true
+        Ok(())
     }
 
     /// The owner and the waiting target, and the owner's target handle.
@@ -1121,10 +1145,17 @@ impl SnapCore {
         }
     }
 
-    /// Stops the merge and waits until the current step is done
-    /// (`stop_merge()`).
-    pub(crate) fn stop_merge(&self) {
-        self.state.lock().merge_stop = true;
+    /// Stops the merge of target `me` and waits until the current step is
+    /// done (`stop_merge()`). A merge `me` does not own (it handed the
+    /// store over) is not its to stop.
+    pub(crate) fn stop_merge(&self, me: usize) {
+        {
+            let mut st = self.state.lock();
+            if st.owner != me {
+                return;
+            }
+            st.merge_stop = true;
+        }
         while self.state.lock().merge_running {
             dmsync::sleep_ms(1);
         }
