@@ -454,7 +454,7 @@ impl TargetOps for SnapshotMerge {
         self.0.resume_common(ti);
         // Writes are cut at the smallest chunk of the origin's snapshots.
         ti.set_max_io_len_on_resume(self.0.core.origin_min_chunk());
-        self.0.core.start_merge();
+        self.0.core.start_merge(self.0.id);
     }
 
     fn status(&self, _ti: &Target, kind: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
