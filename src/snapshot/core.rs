@@ -98,6 +98,10 @@ pub(crate) struct SnapState {
     /// it, and the merge worker copies its chunks back.
     merging: bool,
     merge_failed: bool,
+    /// A merge of this owner failed before the merge was last restarted:
+    /// the status still says so (upstream's `merge_failed` stays set
+    /// until the table is replaced; a resume restarts the merge anyway).
+    merge_failed_before: bool,
     /// The merge worker is running (or queued).
     merge_running: bool,
     /// Asked to stop (presuspend, destructor).
@@ -226,6 +230,17 @@ impl_has_work! {
     impl HasWork<Self, 1> for SnapCore { self.merge_work }
 }
 
+/// Why a table may not take a live store over ([`SnapCore::add_waiting`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HandoverRefusal {
+    /// Another table already waits for the store, or its owner is gone.
+    Pairing,
+    /// A `snapshot-merge` table of the origin exists.
+    AlreadyMerging,
+    /// A `snapshot-merge` table for a transient store.
+    NoMergeSupport,
+}
+
 /// What a constructor hands to [`SnapCore::new`].
 pub(crate) struct CoreParts {
     pub(crate) chunk: ChunkSize,
@@ -262,6 +277,7 @@ impl SnapCore {
             overflowed: false,
             merging: parts.merging,
             merge_failed: false,
+            merge_failed_before: false,
             merge_running: false,
             merge_stop: false,
             merge_window: KVec::new(),
@@ -754,7 +770,8 @@ impl SnapCore {
     pub(crate) fn info_status(&self, me: usize) -> InfoStatus {
         let st = self.state.lock();
         let usage: Usage = st.cursor.usage(self.cow_sectors());
-        InfoStatus::select(st.valid && st.owner == me, st.merge_failed, st.overflowed, usage)
+        let merge_failed = st.merge_failed || st.merge_failed_before;
+        InfoStatus::select(st.valid && st.owner == me, merge_failed, st.overflowed, usage)
     }
 
     /// Whether this snapshot is being merged.
@@ -764,7 +781,8 @@ impl SnapCore {
 
     /// Whether a merge failed (for the IMA line).
     pub(crate) fn merge_failed(&self) -> bool {
-        self.state.lock().merge_failed
+        let st = self.state.lock();
+        st.merge_failed || st.merge_failed_before
     }
 
     /// Whether the snapshot is valid (for target `me`) and whether it
@@ -775,15 +793,28 @@ impl SnapCore {
     }
 
     /// Registers target `me` as the one to take this core over when it
-    /// resumes (`__validate_exception_handover()`). Fails if another one
-    /// already waits or the handover was cancelled.
-    pub(crate) fn add_waiting(&self, me: usize) -> bool {
+    /// resumes (`__validate_exception_handover()`, in upstream's order).
+    /// Fails if another one already waits or the handover was cancelled;
+    /// a `snapshot-merge` target (`merge`) also if any `snapshot-merge`
+    /// table of the origin exists (`merge_tables`), or if the store is
+    /// transient.
+    pub(crate) fn add_waiting(&self, me: usize, merge: bool, merge_tables: bool) -> Result<(), HandoverRefusal> {
         let mut st = self.state.lock();
         if st.waiting.is_some() || st.owner == 0 {
-            return false;
+            return Err(HandoverRefusal::Pairing);
+        }
+        if merge {
+            if merge_tables {
+                return Err(HandoverRefusal::AlreadyMerging);
+            }
+            // The store, not the owner's table line, decides: a `P` table
+            // may have taken an `N` store over.
+            if matches!(st.cursor, Cursor::Transient(_)) {
+                return Err(HandoverRefusal::NoMergeSupport);
+            }
         }
         st.waiting = Some(me);
-        true
+        Ok(())
     }
 
     /// The owner and the waiting target, and the owner's target handle.
@@ -800,11 +831,19 @@ impl SnapCore {
         if st.waiting == Some(me) && st.owner != 0 {
             // `__handover_exceptions()`: the table, the store and the
             // valid/overflow flags stay; only the owning target changes.
+            // The merge state is the new target's own, as upstream's new
+            // `dm_snapshot` starts without one: a `snapshot` taking a
+            // merging store over gets copies from origin writes again, and
+            // no earlier merge failure. (The old owner is suspended, so its
+            // merge was stopped.)
             st.waiting = None;
             st.owner = me;
             st.ti = Some(ti);
             st.len = len;
             st.kind = kind;
+            st.merging = merging;
+            st.merge_failed = false;
+            st.merge_failed_before = false;
         }
         if st.owner == me && merging {
             st.merging = true;
@@ -1126,11 +1165,14 @@ impl SnapCore {
         let write = bio.is_write();
         let _noio = NoIoScope::enter();
         let mut st = self.state.lock();
-        if st.owner != me {
-            return MapResult::Kill;
+        // A target that does not own the store is upstream's invalid
+        // snapshot-merge (its handover was cancelled, or it handed the
+        // store over): everything goes to the origin.
+        let owner = st.owner == me;
+        if owner {
+            st.merge_io = st.merge_io.wrapping_add(1);
         }
-        st.merge_io = st.merge_io.wrapping_add(1);
-        if st.valid {
+        if owner && st.valid {
             if let Some(new) = st.table.lookup(chunk) {
                 if write && (st.merge_unsettled_lost || runs_contain(&st.merge_unsettled, chunk)) {
                     // Its commit failed: write both copies, or nothing.
@@ -1176,7 +1218,9 @@ impl SnapCore {
         }
         drop(st);
         // Not (or no longer) in the snapshot: the origin holds the data.
-        // SAFETY: By the type invariant the origin is held.
+        // SAFETY: By the type invariant the origin is held while the core
+        // has an owner; a target that is not the owner holds the same
+        // origin device itself (same device number: `entry`).
         unsafe { bio.set_bdev(self.origin) };
         if !write {
             return MapResult::Remapped;
@@ -1194,12 +1238,22 @@ impl SnapCore {
         self.entry.min_chunk_sectors().unwrap_or(self.chunk.sectors())
     }
 
-    /// Starts (or restarts) the merge (`start_merge()`).
-    pub(crate) fn start_merge(self: &Arc<Self>) {
+    /// Starts (or restarts) the merge of target `me` (`start_merge()`, on
+    /// every resume). A merge that failed starts again (the store may work
+    /// again), but the status keeps saying `Merge failed`, as upstream's.
+    pub(crate) fn start_merge(self: &Arc<Self>, me: usize) {
         let mut st = self.state.lock();
+        if st.owner != me {
+            // Upstream's invalid snapshot-merge (see `merge_map`).
+            drop(st);
+            dm_err!("Snapshot is invalid: can't merge");
+            return;
+        }
         if !st.merging || st.merge_running {
             return;
         }
+        st.merge_failed_before |= st.merge_failed;
+        st.merge_failed = false;
         st.merge_running = true;
         st.merge_stop = false;
         drop(st);
@@ -1209,10 +1263,17 @@ impl SnapCore {
         }
     }
 
-    /// Stops the merge and waits until the current step is done
-    /// (`stop_merge()`).
-    pub(crate) fn stop_merge(&self) {
-        self.state.lock().merge_stop = true;
+    /// Stops the merge of target `me` and waits until the current step is
+    /// done (`stop_merge()`). A merge `me` does not own (it handed the
+    /// store over) is not its to stop.
+    pub(crate) fn stop_merge(&self, me: usize) {
+        {
+            let mut st = self.state.lock();
+            if st.owner != me {
+                return;
+            }
+            st.merge_stop = true;
+        }
         while self.state.lock().merge_running {
             dmsync::sleep_ms(1);
         }
