@@ -1252,6 +1252,14 @@ impl SnapCore {
         if !st.merging || st.merge_running {
             return;
         }
+        if !st.merge_unsettled.is_empty() || st.merge_unsettled_lost {
+            // A commit failed after the copy-back: the on-disk list is no
+            // longer what the planner would read. Only a new activation,
+            // which loads it again, may merge on.
+            drop(st);
+            dm_err!("Merge commit failed earlier: reactivate to merge on");
+            return;
+        }
         st.merge_failed_before |= st.merge_failed;
         st.merge_failed = false;
         st.merge_running = true;
