@@ -56,8 +56,14 @@ use super::table::ExceptionTable;
 const TRACK_BUCKETS: usize = 64;
 
 /// The counters of [`SnapCore::tracked`] that count dual writes in flight
-/// (after the two read/write generations); the merge never waits for them.
+/// (after the merge's two generations of writes to COW copies); the merge
+/// never waits for them.
 const DUAL_WRITES: usize = 2;
+
+/// The first of the two generations of [`SnapCore::tracked`] that count
+/// snapshot reads sent to the origin; each bucket has its own current one
+/// ([`SnapCore::read_epoch`]).
+const ORIGIN_READS: usize = 3;
 
 /// One exception of a commit batch: origin chunk, COW chunk, whether its
 /// copy succeeded (and the store is valid), and its slot in the area.
@@ -124,7 +130,7 @@ pub(crate) struct SnapState {
     /// origin, which is right whichever of the two reactivation trusts.
     merge_unsettled: KVec<MergeRun>,
     /// Some unsettled runs could not be recorded (no memory): writes to
-    /// any chunk still in the table fail.
+    /// any chunk still in the table are treated as unsettled.
     merge_unsettled_lost: bool,
     /// Writes to the merge window, already pointed at the origin, waiting
     /// for the window to be merged.
@@ -213,10 +219,16 @@ pub(crate) struct SnapCore {
     work: Work<SnapCore>,
     #[pin]
     merge_work: Work<SnapCore, 1>,
-    /// Tracked bios in flight, by generation (`SnapState::track_gen`) and
-    /// origin chunk bucket: `[generation * TRACK_BUCKETS + bucket]`; then,
-    /// as generation [`DUAL_WRITES`], the dual writes in flight.
-    tracked: [AtomicU32; 3 * TRACK_BUCKETS],
+    /// Tracked bios in flight, by generation and origin chunk bucket:
+    /// `[generation * TRACK_BUCKETS + bucket]`. Generations 0 and 1
+    /// (`SnapState::track_gen`): writes of the merging target to COW
+    /// copies; [`DUAL_WRITES`]: dual writes; [`ORIGIN_READS`] and the one
+    /// after it: snapshot reads sent to the origin, in the bucket's epoch.
+    tracked: [AtomicU32; 5 * TRACK_BUCKETS],
+    /// Per bucket, which of the two [`ORIGIN_READS`] generations new
+    /// snapshot reads count in (changed under the state lock, only by the
+    /// commit worker, in `complete`).
+    read_epoch: [AtomicU32; TRACK_BUCKETS],
     /// Exceptions allocated and not yet completed (for `shutdown`).
     in_flight: AtomicU64,
     /// Chunks being copied (`SnapState::copying`, readable without the
@@ -310,6 +322,7 @@ impl SnapCore {
                 work <- new_work!("dm_snapshot_rs:commit"),
                 merge_work <- new_work!("dm_snapshot_rs:merge"),
                 tracked: core::array::from_fn(|_| AtomicU32::new(0)),
+                read_epoch: core::array::from_fn(|_| AtomicU32::new(0)),
                 in_flight: AtomicU64::new(0),
                 copies_in_progress: AtomicU64::new(0),
             }),
@@ -358,6 +371,34 @@ impl SnapCore {
                 }
             }
         }
+    }
+
+    /// The generation a snapshot read of `chunk` sent to the origin counts
+    /// in (caller holds the state lock).
+    fn origin_read_gen(&self, chunk: Chunk) -> usize {
+        let epoch = self.read_epoch.get(Self::track_bucket(chunk)).map_or(0, |e| e.load(Ordering::Acquire));
+        ORIGIN_READS + (epoch as usize & 1)
+    }
+
+    /// Waits (commit worker) until the snapshot reads of `chunk` sent to
+    /// the origin before its exception went into the table have finished
+    /// (`__check_for_conflicting_io()`). Reads of other chunks of the same
+    /// bucket cannot hold it up for long: the reads of the bucket's other
+    /// epoch, older still, drain first (none join them), then new reads
+    /// are switched to that epoch and the current one drains.
+    fn drain_origin_reads(&self, chunk: Chunk) {
+        let b = Self::track_bucket(chunk);
+        let Some(epoch) = self.read_epoch.get(b) else {
+            return;
+        };
+        let current = epoch.load(Ordering::Acquire) & 1;
+        let bucket = 1u64 << b;
+        self.wait_tracked(ORIGIN_READS + (1 - current as usize), bucket);
+        {
+            let _st = self.state.lock();
+            epoch.store(1 - current, Ordering::Release);
+        }
+        self.wait_tracked(ORIGIN_READS + current as usize, bucket);
     }
 
     /// Marks the snapshot invalid (`__invalidate_snapshot()`); the worker
@@ -468,7 +509,7 @@ impl SnapCore {
         if discard && self.discard_passdown_origin && bio.target_bio_nr() != 0 {
             // The second discard clone frees space in the origin, without
             // copying anything out first (that would defeat its purpose).
-            self.track(bio, slot, chunk, st.track_gen);
+            self.track(bio, slot, chunk, self.origin_read_gen(chunk));
             drop(st);
             // SAFETY: By the type invariant the origin device is held.
             unsafe { bio.set_bdev(self.origin) };
@@ -494,7 +535,7 @@ impl SnapCore {
         if !write {
             // The origin still holds this chunk's snapshot data: any origin
             // write to it is held until this read is done (see `complete`).
-            self.track(bio, slot, chunk, st.track_gen);
+            self.track(bio, slot, chunk, self.origin_read_gen(chunk));
             drop(st);
             // SAFETY: By the type invariant the origin device is held.
             unsafe { bio.set_bdev(self.origin) };
@@ -723,7 +764,9 @@ impl SnapCore {
         self.state.lock().table.lookup(chunk)
     }
 
-    /// Whether a chunk of origin sectors `start..end` has a copy in flight.
+    /// Whether a chunk of origin sectors `start..end` has a copy in flight,
+    /// or the snapshot is invalid and its header does not say so yet: the
+    /// merge must not overwrite the origin before either is durable.
     pub(crate) fn copy_pending_in(&self, start: u64, end: u64) -> bool {
         if start >= end {
             return false;
@@ -731,7 +774,7 @@ impl SnapCore {
         let first = self.chunk.sector_to_chunk(start);
         let last = self.chunk.sector_to_chunk(end - 1);
         let st = self.state.lock();
-        (first..=last).any(|c| st.pending.get(&c).is_some())
+        st.invalidated_pending_io || (first..=last).any(|c| st.pending.get(&c).is_some())
     }
 
     /// Starts copying origin chunk `chunk` to COW chunk `new`.
@@ -1106,9 +1149,7 @@ impl SnapCore {
             return;
         }
         drop(st);
-        let bucket = 1u64 << Self::track_bucket(chunk);
-        self.wait_tracked(0, bucket);
-        self.wait_tracked(1, bucket);
+        self.drain_origin_reads(chunk);
 
         let mut st = self.state.lock();
         let Some(mut pe) = st.pending.remove(&chunk) else {
@@ -1178,7 +1219,19 @@ impl SnapCore {
                     // Its commit failed: write both copies, or nothing.
                     let size = ti.per_io_data_size();
                     // SAFETY: `bio` is this target's clone; it reserved `size`.
-                    if !unsafe { bio.dual_writable(size) } || self.dual_write_in_flight(chunk) {
+                    if !unsafe { bio.dual_writable(size) } {
+                        dm_err!("merge commit failed: only plain writes to its chunks are possible until reactivation");
+                        return MapResult::Kill;
+                    }
+                    while self.dual_write_in_flight(chunk) {
+                        // One at a time per chunk (bucket): the one in
+                        // flight ends on its own (the merge is stopped).
+                        drop(st);
+                        dmsync::sleep_us(100);
+                        st = self.state.lock();
+                    }
+                    if st.owner != me || !st.valid || st.table.lookup(chunk) != Some(new) {
+                        // Changed while it waited (a handover): rare.
                         return MapResult::Kill;
                     }
                     self.track(bio, bio.per_bio_u64(ti), chunk, DUAL_WRITES);
@@ -1615,6 +1668,12 @@ impl SnapCore {
         }
         drop(st);
         if !committed || !removed {
+            // As upstream's merge_callback: the writes held for the batch
+            // fail (they would go to the origin only, while the table may
+            // still send reads of their chunks to the COW copies).
+            while let Some(bio) = released.pop() {
+                bio.fail();
+            }
             self.merge_failed_now("Corrupt exception store: shutting down merge");
         }
         let merged = batch.runs.iter().map(|r| u64::from(r.count())).sum();
@@ -1764,7 +1823,8 @@ impl SnapCore {
         if let Some(copier) = copier.as_mut() {
             if ok {
                 let total = plans.iter().filter(|p| bounce(p)).map(|p| p.sectors).sum();
-                ok = copier.copy(self.cow, self.origin, total, plans.iter().filter(|p| bounce(p))).is_ok();
+                let stopping = || self.state.lock().merge_stop;
+                ok = copier.copy(self.cow, self.origin, total, plans.iter().filter(|p| bounce(p)), &stopping).is_ok();
             }
         }
         done.done(ok);
@@ -1840,6 +1900,7 @@ impl BounceCopier {
         to: BdevHandle,
         total: u64,
         plans: impl Iterator<Item = &'a CopyPlan>,
+        stopping: &dyn Fn() -> bool,
     ) -> Result {
         // At least four steps (of 256 KiB or more) when there is little to
         // copy, so that reads and writes still overlap: a batch held short
@@ -1873,7 +1934,7 @@ impl BounceCopier {
                 if !ok {
                     return Err(EIO);
                 }
-                throttle_after(started);
+                throttle_after(started, stopping);
                 pending = Some((Region::new(to, plan.dest + done, n), into_b1));
                 into_b1 = !into_b1;
                 done += n;
@@ -1881,9 +1942,7 @@ impl BounceCopier {
         }
         if let Some((dest, in_b1)) = pending {
             let buf = if in_b1 { b1 } else { b0 };
-            let started = Ktime::ktime_get();
             self.io.sync_io(&dest, bindings::req_op_REQ_OP_WRITE, buf)?;
-            throttle_after(started);
         }
         Ok(())
     }
@@ -1891,15 +1950,23 @@ impl BounceCopier {
 
 /// Idles after a bounce copy step begun at `started`, so that the merge's
 /// copies keep to `snapshot_copy_throttle` percent of the time, as its
-/// kcopyd copies do (kcopyd throttles only its own jobs).
-fn throttle_after(started: Ktime) {
+/// kcopyd copies do (kcopyd throttles only its own jobs). Cut short once
+/// `stopping` says the merge is asked to stop (a suspend waits for it).
+fn throttle_after(started: Ktime, stopping: &dyn Fn() -> bool) {
     let busy_us = u64::try_from((Ktime::ktime_get() - started).to_ns() / 1000).unwrap_or(0);
-    let idle_us = throttle_idle_us(busy_us, crate::dm::kcopyd::copy_throttle_pct());
-    if idle_us != 0 {
-        let idle_us = u32::try_from(idle_us).unwrap_or(u32::MAX);
-        dmsync::sleep_range_us(idle_us, idle_us.saturating_add(1000));
+    let mut idle_us = throttle_idle_us(busy_us, crate::dm::kcopyd::copy_throttle_pct());
+    while idle_us != 0 && !stopping() {
+        let slice = idle_us.min(THROTTLE_SLICE_US);
+        // `slice` fits: at most THROTTLE_SLICE_US.
+        let slice_u32 = u32::try_from(slice).unwrap_or(u32::MAX);
+        dmsync::sleep_range_us(slice_u32, slice_u32.saturating_add(500));
+        idle_us -= slice;
     }
 }
+
+/// The copy throttle's idle time is slept in slices of at most this long,
+/// checking for a stop in between.
+const THROTTLE_SLICE_US: u64 = 20_000;
 
 /// Most data merged per batch: one origin flush and one commit per batch.
 const MERGE_BATCH_BYTES: usize = 16 << 20;
