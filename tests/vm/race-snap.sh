@@ -14,6 +14,16 @@
 #    are recorded per case and must be identical on both modules.
 # Every case runs, prints its verdict, and the scenario fails at the end
 # if any did. Durations are only reported ("measured"), never asserted.
+# Ordering rules checked (Documentation/design.md, "Ordering rules"):
+#  rule 1, snapshot reads drained before the origin write is released:
+#    read_snapfull, read_snappart, read_overlap, owrite_copy;
+#  rule 2, copy and area entry durable before the origin write:
+#    owrite_copy, cwrite_owrite, held_owrite, cflush_commit;
+#  rule 3, valid=0 on disk before the origin write that invalidated:
+#    overflow_cwrite, overflow_copy, overflow_flight;
+#  an origin suspend drains writes held below the target, and writes
+#  queued meanwhile are copied into a snapshot loaded meanwhile:
+#    held_owrite, newsnap_cwrite, reload_cread.
 # race.cases=a,b on the kernel command line (VM_APPEND) runs only those.
 # (Merge races: race-merge.sh.)
 . /tests/lib.sh
