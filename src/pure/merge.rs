@@ -403,7 +403,7 @@ pub fn pace_delay_us(runs: usize, per_run_us: i64, elapsed_us: i64) -> i64 {
 /// microseconds (upstream's kcopyd sleeps at most 10 x 100 ms per job).
 pub const THROTTLE_MAX_IDLE_US: u64 = 1_000_000;
 
-/// How long the merge idles after a copy step that kept the disks busy for
+/// How long the merge idles after a batch's copy that kept the disks busy for
 /// `busy_us`, so that its copies take at most `pct` percent of the time
 /// (`snapshot_copy_throttle`, as kcopyd's throttle applies it to its own
 /// jobs): `busy * (100 - pct) / pct`, capped at [`THROTTLE_MAX_IDLE_US`];

@@ -1405,11 +1405,14 @@ impl SnapCore {
         let mut failed = None;
         // SAFETY: Reads a module parameter.
         let always = unsafe { crate::dm::bindings::dmsnap_test_merge_pipeline() };
+        // Idle time `snapshot_copy_throttle` asks for after the last copy.
+        let mut throttle_us = 0;
         loop {
             // Writes wait for the copied batch: commit it before planning
             // (with the busy limits) rather than keep them waiting through
-            // the next one too. Likewise before a pause (`MergePace`).
-            let pause = budget.limit.runs.is_some() && pace.due_in_us() > 0;
+            // the next one too. Likewise before a pause (`MergePace`, the
+            // copy throttle): no window is held while the merge idles.
+            let pause = (budget.limit.runs.is_some() && pace.due_in_us() > 0) || throttle_us != 0;
             if copied.is_some() && !always && (pause || !self.state.lock().merge_queue.is_empty()) {
                 if let Some(prev) = copied.take() {
                     if !self.finish_merge_batch(prev, None, &mut budget) {
@@ -1417,6 +1420,7 @@ impl SnapCore {
                     }
                 }
             }
+            self.throttle_idle(core::mem::take(&mut throttle_us));
             if budget.limit.runs.is_some() {
                 pace.wait();
             }
@@ -1431,7 +1435,10 @@ impl SnapCore {
                     break;
                 }
             };
+            let copy_start = Ktime::ktime_get();
             let copy_ok = next.plans.is_empty() || self.copy_back(&next.plans, copier.as_deref_mut());
+            let copy_us = u64::try_from((Ktime::ktime_get() - copy_start).to_ns() / 1000).unwrap_or(0);
+            throttle_us = throttle_idle_us(copy_us, crate::dm::kcopyd::copy_throttle_pct());
             if copy_ok {
                 next.held = self.batch_copied(&next, copied.as_ref());
             }
@@ -1755,6 +1762,20 @@ impl SnapCore {
         held
     }
 
+    /// Idles `us` microseconds between batches for the copy throttle
+    /// (`snapshot_copy_throttle`: the merge's copies, kcopyd's and the
+    /// bounce copier's, keep the disks busy at most that share of the
+    /// time). Holds no window, so no write waits for it; cut short once
+    /// the merge is asked to stop (a suspend waits for it).
+    fn throttle_idle(&self, mut us: u64) {
+        while us != 0 && !self.state.lock().merge_stop {
+            let slice = us.min(THROTTLE_SLICE_US);
+            let slice_u32 = u32::try_from(slice).unwrap_or(u32::MAX);
+            dmsync::sleep_range_us(slice_u32, slice_u32.saturating_add(500));
+            us -= slice;
+        }
+    }
+
     /// Whether a dual write to a chunk of `chunk`'s bucket is in flight
     /// (caller holds the state lock, under which dual writes start). Dual
     /// writes to one chunk must not overlap: two could land in different
@@ -1823,8 +1844,7 @@ impl SnapCore {
         if let Some(copier) = copier.as_mut() {
             if ok {
                 let total = plans.iter().filter(|p| bounce(p)).map(|p| p.sectors).sum();
-                let stopping = || self.state.lock().merge_stop;
-                ok = copier.copy(self.cow, self.origin, total, plans.iter().filter(|p| bounce(p)), &stopping).is_ok();
+                ok = copier.copy(self.cow, self.origin, total, plans.iter().filter(|p| bounce(p))).is_ok();
             }
         }
         done.done(ok);
@@ -1900,7 +1920,6 @@ impl BounceCopier {
         to: BdevHandle,
         total: u64,
         plans: impl Iterator<Item = &'a CopyPlan>,
-        stopping: &dyn Fn() -> bool,
     ) -> Result {
         // At least four steps (of 256 KiB or more) when there is little to
         // copy, so that reads and writes still overlap: a batch held short
@@ -1914,7 +1933,6 @@ impl BounceCopier {
             let mut done = 0;
             while done < plan.sectors {
                 let n = (plan.sectors - done).min(step);
-                let started = Ktime::ktime_get();
                 let countdown = IoCountdown::new()?;
                 let (read_buf, write_buf) = if into_b1 { (&mut *b1, &mut *b0) } else { (&mut *b0, &mut *b1) };
                 // SAFETY: `countdown.wait()` below returns once both
@@ -1934,7 +1952,6 @@ impl BounceCopier {
                 if !ok {
                     return Err(EIO);
                 }
-                throttle_after(started, stopping);
                 pending = Some((Region::new(to, plan.dest + done, n), into_b1));
                 into_b1 = !into_b1;
                 done += n;
@@ -1945,22 +1962,6 @@ impl BounceCopier {
             self.io.sync_io(&dest, bindings::req_op_REQ_OP_WRITE, buf)?;
         }
         Ok(())
-    }
-}
-
-/// Idles after a bounce copy step begun at `started`, so that the merge's
-/// copies keep to `snapshot_copy_throttle` percent of the time, as its
-/// kcopyd copies do (kcopyd throttles only its own jobs). Cut short once
-/// `stopping` says the merge is asked to stop (a suspend waits for it).
-fn throttle_after(started: Ktime, stopping: &dyn Fn() -> bool) {
-    let busy_us = u64::try_from((Ktime::ktime_get() - started).to_ns() / 1000).unwrap_or(0);
-    let mut idle_us = throttle_idle_us(busy_us, crate::dm::kcopyd::copy_throttle_pct());
-    while idle_us != 0 && !stopping() {
-        let slice = idle_us.min(THROTTLE_SLICE_US);
-        // `slice` fits: at most THROTTLE_SLICE_US.
-        let slice_u32 = u32::try_from(slice).unwrap_or(u32::MAX);
-        dmsync::sleep_range_us(slice_u32, slice_u32.saturating_add(500));
-        idle_us -= slice;
     }
 }
 
