@@ -10,12 +10,13 @@
 #     pvc = delay gcr 0 R gcw 0 W gcf 0 F      (               /dev/vdc)
 #     base-real = linear pvo, base-cow = linear pvc, snap, base
 # A case reloads one PV with a delay for one class ("o w 300": origin
-# writes 300 ms) or holds one class: its delay becomes 50 ms (so that
-# dm-delay's status counts that class's I/O: the case knows when the merge
-# reached it) and its gate is suspended, which keeps that class's I/O from
-# the disk until the gate is resumed: a window as wide as the case needs,
-# without timing. dm-flakey error_writes replaces the COW's write gate for
-# the "merge failed" cases.
+# writes 300 ms), or holds one class: a delay of $HOLD ms, longer than any
+# case, released by reloading the PV without delays (dm-delay's presuspend
+# sends what it holds). dm-delay's status counts the I/Os it is holding
+# per class, so a case knows when the merge reached the held path, and the
+# window is as wide as the case needs, without timing. The gates let a
+# case hold the COW's writes briefly (a burst) and be replaced by
+# dm-flakey error_writes for the "merge failed" cases.
 #
 # Geometry: 8 MiB origin, 4 KiB chunks (256 exceptions per area). The
 # snapshot is taken, 0..5 MiB of the origin is rewritten (1280 copy-outs:
@@ -49,8 +50,8 @@ MERGE_TABLE="0 $OSEC snapshot-merge /dev/mapper/base-real /dev/mapper/base-cow P
 LIST0="256,256,256,256,256,16"
 
 # case  path(disk class how)  operation
-# how: milliseconds of delay, "hold" (gate suspended), "flakey" (all COW
-# writes fail) or "flakey2" (writes to COW area 2 fail).
+# how: milliseconds of delay, "hold" (delayed $HOLD ms until released),
+# "flakey" (all COW writes fail) or "flakey2" (writes to COW area 2 fail).
 CASES="
 rw-oread     o r 400     rw
 rw-owrite    o w 400     rw
@@ -68,6 +69,7 @@ reactivate   o w 300     reactivate
 fail-all     c w flakey  fail
 fail-part    c w flakey2 fail
 "
+HOLD=100000
 ONLY=$(sed -n 's/.*dmsnap.race=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
 
 cmp_line() { echo "cmp: $*"; echo "$*" >> /tmp/$M.$CASE.cmp; }
@@ -83,15 +85,15 @@ set_delay() {  # DISK R W F: reload the PV (suspend flushes what it delays)
   dmsetup load pv$1 --table "$(delay_table "$@")"
   dmsetup resume pv$1
 }
-# dcount DISK FIELD: dm-delay's count of delayed I/Os (4 read, 5 write,
-# 6 flush) since the PV's table was loaded.
+# dcount DISK FIELD: how many I/Os dm-delay holds now (4 read, 5 write,
+# 6 flush).
 dcount() { dmsetup status pv$1 | awk -v f="$2" '{ print $f }'; }
 field_of() { case $1 in r) echo 4 ;; w) echo 5 ;; f) echo 6 ;; esac; }
 wait_count() {  # DISK CLASS MIN SECONDS
   local i=0 f; f=$(field_of $2)
   while [ "$(dcount $1 $f)" -lt "$3" ]; do
-    i=$((i + 1)); [ $i -le $(( $4 * 10 )) ] || fail "pv$1 class $2: fewer than $3 I/Os after $4 s: $(dmsetup status pv$1)"
-    sleep 0.1
+    i=$((i + 1)); [ $i -le $(( $4 * 20 )) ] || fail "pv$1 class $2: fewer than $3 I/Os held after $4 s: $(dmsetup status pv$1)"
+    sleep 0.05
   done
 }
 
@@ -227,15 +229,13 @@ raw_is() {  # OFF LEN FILE: the raw origin holds FILE there
   [ "$(sum_at /dev/vda "$1" "$2")" = "$(sum_file "$3")" ]
 }
 
-hold() { dmsetup suspend g$1$2; }
-release() { dmsetup resume g$1$2; }
+release() { set_delay $1 0 0 0; }
 # path DISK CLASS HOW: put the delay (or the hold) on one path.
 path_on() {
   local r=0 w=0 f=0 ms=$3
-  case $3 in hold) ms=50 ;; flakey*) return 0 ;; esac
+  case $3 in hold) ms=$HOLD ;; flakey*) return 0 ;; esac
   case $2 in r) r=$ms ;; w) w=$ms ;; f) f=$ms ;; esac
   set_delay $1 $r $w $f
-  [ "$3" != hold ] || hold $1 $2
 }
 path_off() { set_delay $1 0 0 0; }
 
@@ -311,7 +311,7 @@ op_rw() {
 # copied waits for the copy.
 op_copyheld() {
   start_merge
-  wait_count o w 1 60
+  wait_count o w 1 30
   sleep 1
   cow_list
   cmp_line "origin writes held: COW list $LIST"
@@ -326,7 +326,7 @@ op_copyheld() {
   if [ -f /tmp/done.ch.1 ]; then cmp_line "write to a chunk being copied back: returned while the copy was held"
   else cmp_line "write to a chunk being copied back: waits while the copy is held"; fi
   chk "tail chunk 3 while its write waits" $((TAIL + 3 * CB)) $CB
-  release o w
+  release o
   bg_ok ch.1; model_apply $((TAIL + 3 * CB)) ch.1
   chk "tail chunk 3 written" $((TAIL + 3 * CB)) $CB
   path_off o
@@ -338,7 +338,7 @@ op_copyheld() {
 # copied chunk is released (dual write: both copies) or waits (upstream).
 op_flushheld() {
   start_merge
-  wait_count o f 1 60
+  wait_count o f 1 30
   sleep 1
   cow_list
   cmp_line "origin flush held: COW list $LIST"
@@ -365,7 +365,7 @@ op_flushheld() {
   fi
   cow_list
   cmp_line "origin flush held, after the write: COW list $LIST"
-  release o f
+  release o
   bg_ok fh.1
   chk "copied chunk after the release" $((TAIL + 5 * CB)) $CB
   path_off o
@@ -379,7 +379,7 @@ op_flushheld() {
 # equal the COW copy its on-disk entry points to.
 op_dual() {
   start_merge
-  wait_count o f 1 60
+  wait_count o f 1 30
   sleep 1
   for i in 0 1 2 3 4 5; do dual_start $((TAIL + i * CB)) $i; done
   dmsetup suspend gcw
@@ -411,7 +411,7 @@ op_dual() {
     done
     before=
   fi
-  release o f
+  release o
   bg_ok $all
   path_off o
   wait_merged base 240
@@ -430,7 +430,7 @@ op_dual() {
 # the disk image is the model.
 op_cowflushheld() {
   start_merge
-  wait_count c f 1 60
+  wait_count c f 1 30
   sleep 1
   cow_list
   note "COW flush held: COW list $LIST"
@@ -451,7 +451,7 @@ op_cowflushheld() {
     note "write to the committing batch waits with the COW flush held"
     model_apply $((TAIL + 6 * CB)) cf.1
   fi
-  release c f
+  release c
   bg_ok cf.1
   chk "committing chunk after the release" $((TAIL + 6 * CB)) $CB
   path_off c
@@ -462,7 +462,7 @@ op_cowflushheld() {
 # no progress while suspended; a write sent meanwhile lands after resume.
 op_suspend() {
   start_merge
-  wait_count o f 1 60
+  wait_count o f 1 30
   t=$(now_ms)
   dmsetup suspend base
   note "suspend took $(( $(now_ms) - t )) ms"
@@ -485,7 +485,7 @@ op_suspend() {
 # upstream refuses it ("A snapshot is already merging.").
 op_reload() {
   start_merge
-  wait_count o f 1 60
+  wait_count o f 1 30
   dmesg -c > /dev/null
   if dmsetup load base --table "$MERGE_TABLE" 2>/dev/null; then
     cmp_line "reload with the same snapshot-merge table: accepted"
@@ -508,7 +508,7 @@ op_reload() {
 # the disks.
 op_reactivate() {
   start_merge
-  wait_count o w 1 60
+  wait_count o w 1 30
   sleep 0.5
   t=$(now_ms)
   dmsetup suspend base
@@ -533,7 +533,7 @@ op_reactivate() {
 op_fail() {
   path_on o f hold
   start_merge
-  wait_count o f 1 60
+  wait_count o f 1 30
   if [ "$PHOW" = flakey ]; then
     dmsetup load gcw --table "0 $CSEC flakey /dev/vdc 0 0 1 1 error_writes"
   else
@@ -543,7 +543,7 @@ op_fail() {
     dmsetup load gcw /tmp/gcw.table
   fi
   dmsetup resume gcw
-  release o f
+  release o
   i=0
   while :; do
     st=$(dmsetup status base | cut -d' ' -f4-)
@@ -587,14 +587,17 @@ op_fail() {
 run_case() {  # MODULE CASE DISK CLASS HOW OP
   M=$1 CASE=$2 PDISK=$3 PCLASS=$4 PHOW=$5
   rm -f /tmp/$M.$CASE.cmp /tmp/done.*
+  local t; t=$(now_ms)
   setup
+  note "setup took $(( $(now_ms) - t )) ms"
   path_on $PDISK $PCLASS $PHOW
   op_$6
 }
 
 cleanup() {
   local d
-  for d in gor gow gof gcr gcw gcf pvo pvc base; do dmsetup resume $d 2>/dev/null || true; done
+  for d in gor gow gof gcr gcw gcf base; do dmsetup resume $d 2>/dev/null || true; done
+  for d in o c; do set_delay $d 0 0 0 2>/dev/null || true; done
   [ ! -s /tmp/bgpids ] || { sleep 1; kill $(cat /tmp/bgpids) 2>/dev/null || true; }
   : > /tmp/bgpids
   sleep 0.2
