@@ -18,13 +18,13 @@
 # case hold the COW's writes briefly (a burst) and be replaced by
 # dm-flakey error_writes for the "merge failed" cases.
 #
-# Geometry: 8 MiB origin, 4 KiB chunks (256 exceptions per area). The
-# snapshot is taken, 0..5 MiB of the origin is rewritten (1280 copy-outs:
-# areas 0..4, one consecutive run each) and 64 KiB at 7 MiB is written to
-# the snapshot (area 5, 16 entries): the newest, merged first by both
-# modules (upstream: one run per area, area 5 first; this module: batches
-# of up to 4 MiB from the tail). The merge uses LVM's table sequence
-# (origin -> snapshot-merge, snapshot -> error).
+# Geometry: 4 MiB origin, 4 KiB chunks (256 exceptions per area). The
+# snapshot is taken, 0..3 MiB of the origin is rewritten (768 copy-outs:
+# areas 0..2, one consecutive run each) and 64 KiB at 3.5 MiB is written
+# to the snapshot (area 3, 16 entries): the newest, merged first by both
+# modules (upstream: one run per area, area 3 first; this module: batches
+# of up to 4 MiB from the tail, here one). The merge uses LVM's table
+# sequence (origin -> snapshot-merge, snapshot -> error).
 #
 # The model /tmp/M is what the merging device must read: the snapshot image
 # plus every write made to the merging device. Every read is checked
@@ -39,19 +39,18 @@
 # scenario fails at the end listing every failing case.
 . /tests/lib.sh
 
-OSZ=8388608; OSEC=16384
-CSEC=16384
+OSZ=4194304; OSEC=8192
+CSEC=8192
 CB=4096; CH=8
 EPA=256
-TAIL=7340032          # 64 KiB written to the snapshot: area 5, merged first
-A0=0; A1=1048576; A2=2097152; A3=3145728; A4=4194304
-NOEX=6291456          # no exception
+TAIL=3670016          # 64 KiB written to the snapshot: area 3, merged first
+A0=0; A1=1048576; A2=2097152; A3=3145728   # areas 0, 1, 2 (A3: their end)
+NOEX=3145728          # no exception
 MERGE_TABLE="0 $OSEC snapshot-merge /dev/mapper/base-real /dev/mapper/base-cow P $CH"
-LIST0="256,256,256,256,256,16"
 
 # case  path(disk class how)  operation
 # how: milliseconds of delay, "hold" (delayed $HOLD ms until released),
-# "flakey" (all COW writes fail) or "flakey2" (writes to COW area 2 fail).
+# "flakey" (all COW writes fail) or "flakey2" (writes to COW area 1 fail).
 CASES="
 rw-oread     o r 400     rw
 rw-owrite    o w 400     rw
@@ -119,11 +118,19 @@ setup() {
   cmp_line "COW list before the merge: $LIST"
 }
 
-start_merge() {  # LVM's lvconvert --merge
+# start_merge [HOOK]: LVM's lvconvert --merge. HOOK (a command) runs in
+# the background from just before the origin resumes ($HOOK: its pid): its
+# first I/O waits for the resume and meets the merge start.
+start_merge() {
   T0=$(now_ms)
   dmsetup suspend base; dmsetup suspend snap
   dmsetup load base --table "$MERGE_TABLE"
   dmsetup load snap --table "0 $OSEC error"
+  if [ -n "${1:-}" ]; then
+    ( set -e; $1 ) &
+    HOOK=$!
+    sleep 0.3
+  fi
   dmsetup resume base
   dmsetup resume snap
 }
@@ -265,40 +272,46 @@ dual_read() {
 
 # rw: rounds of reads and writes of the merging device (chunks in the
 # batch being merged, not yet merged, merged, without exception; single
-# writes; one pair of concurrent overlapping writes) until the merge is
-# done (at most 4 rounds; the delay is taken off after the third). Every
-# read is checked
+# writes; one pair of concurrent overlapping writes). Round 1 is issued
+# while the origin is suspended for the switch to snapshot-merge, so it
+# meets the merge start; more rounds follow until the merge is done (at
+# most 4; the delay is taken off after the third). Every read is checked
 # against the model; each pair is read again after the merge (no write in
 # between: the two reads must agree).
+rw_round() {
+  local r=$1 st p o
+  st=$(dmsetup status base | cut -d' ' -f4-)
+  chk "tail (merged first)" $TAIL 16384
+  chk "area 0 (merged last)" $((A0 + r * 65536)) 16384
+  chk "area 2" $((A2 + r * 16384)) 16384
+  chk "no exception" $NOEX 8192
+  mw $((TAIL + r * CB)) $CB "rw.t$r"; chk "tail chunk written" $((TAIL + r * CB)) $CB
+  mw $((A1 + r * 2 * CB)) $CB "rw.a$r"; chk "area 1 chunk written" $((A1 + r * 2 * CB)) $CB
+  mw $((NOEX + r * CB)) $CB "rw.n$r"; chk "no-exception chunk written" $((NOEX + r * CB)) $CB
+  p=$((A3 - (r + 1) * CB))   # area 2's tail, merged in the middle
+  [ $((r % 2)) = 0 ] || p=$((TAIL + (8 + r) * CB))
+  dual_start $p $r
+  bg_wait 240 da.$r db.$r || fail "pair $r did not return"
+  bg_ok da.$r db.$r
+  o=$(dual_read $p $r)
+  [ "$o" != neither ] || fail "$CASE: pair $r at $p reads as neither write"
+  echo "$p:$r:$o" >> /tmp/pairs
+  note "round $r from '$st': pair at $p shows $o"
+}
 op_rw() {
-  start_merge
-  r=0; pairs=
-  while :; do
+  : > /tmp/pairs
+  start_merge "rw_round 1"
+  wait $HOOK || fail "$CASE: round 1 (issued across the merge start) failed"
+  r=1
+  while ! merged && [ $r -lt 4 ]; do
     r=$((r + 1))
-    st=$(dmsetup status base | cut -d' ' -f4-)
-    chk "tail (merged first)" $TAIL 65536
-    chk "area 0 (merged last)" $((A0 + r * 65536)) 65536
-    chk "area 2" $((A2 + r * 16384)) 16384
-    chk "no exception" $NOEX 16384
-    mw $((TAIL + r * CB)) $CB "rw.t$r"; chk "tail chunk written" $((TAIL + r * CB)) $CB
-    mw $((A2 + r * 2 * CB)) $CB "rw.a$r"; chk "area 2 chunk written" $((A2 + r * 2 * CB)) $CB
-    mw $((NOEX + r * CB)) $CB "rw.n$r"; chk "no-exception chunk written" $((NOEX + r * CB)) $CB
-    p=$((A4 - (r + 1) * CB))   # area 3's tail, merged in the middle
-    [ $((r % 2)) = 0 ] || p=$((TAIL + (8 + r) * CB))
-    dual_start $p $r
-    bg_wait 240 da.$r db.$r || fail "pair $r did not return"
-    bg_ok da.$r db.$r
-    o=$(dual_read $p $r)
-    [ "$o" != neither ] || fail "$CASE: pair $r at $p reads as neither write"
-    pairs="$pairs $p:$r:$o"
-    note "round $r from '$st': pair at $p shows $o"
-    if merged || [ $r -ge 4 ]; then break; fi
-    [ $r -lt 3 ] || { path_off $PDISK; note "delay off after 3 rounds"; }
+    rw_round $r
+    [ $r -lt 3 ] || { path_off $PDISK; note "delay off after round 3"; }
   done
-  note "$r rounds; merge still running after round $((r - 1))"
+  note "$r rounds"
   path_off $PDISK
   finish
-  for x in $pairs; do
+  for x in $(cat /tmp/pairs); do
     p=${x%%:*}; rest=${x#*:}; i=${rest%%:*}; o=${rest#*:}
     o2=$( [ "$(sum_at /dev/mapper/base $p $CB)" = "$(sum_file /tmp/c1.$i)" ] && echo b-last || echo a-last)
     expect_eq "$CASE: pair $i at $p after the merge (read before: $o)" "$o2" "$o"
@@ -526,9 +539,9 @@ op_reactivate() {
   finish
 }
 
-# fail: COW writes fail (all, or only area 2's) from the first commit on:
+# fail: COW writes fail (all, or only area 1's) from the first commit on:
 # "Merge failed", reads still the model, the disk image still the model
-# (also after writes to chunks of areas 0, 1 and 3), then the COW is
+# (also after writes to chunks of areas 0, 1 and 2), then the COW is
 # repaired and a reactivation finishes the merge.
 op_fail() {
   path_on o f hold
@@ -537,9 +550,9 @@ op_fail() {
   if [ "$PHOW" = flakey ]; then
     dmsetup load gcw --table "0 $CSEC flakey /dev/vdc 0 0 1 1 error_writes"
   else
-    a2=$(( (1 + 2 * (EPA + 1)) * CH ))
-    printf '%s\n' "0 $a2 linear /dev/vdc 0" "$a2 $CH flakey /dev/vdc $a2 0 1 1 error_writes" \
-      "$((a2 + CH)) $((CSEC - a2 - CH)) linear /dev/vdc $((a2 + CH))" > /tmp/gcw.table
+    a1=$(( (1 + 1 * (EPA + 1)) * CH ))
+    printf '%s\n' "0 $a1 linear /dev/vdc 0" "$a1 $CH flakey /dev/vdc $a1 0 1 1 error_writes" \
+      "$((a1 + CH)) $((CSEC - a1 - CH)) linear /dev/vdc $((a1 + CH))" > /tmp/gcw.table
     dmsetup load gcw /tmp/gcw.table
   fi
   dmsetup resume gcw
@@ -556,11 +569,11 @@ op_fail() {
   dmesg | grep -i "merge" | tail -2
   path_off o
   chk "tail" $TAIL 65536
-  chk "area 4" $A4 65536
+  chk "area 1" $A1 65536
   chk "area 2" $A2 65536
   chk "area 0" $A0 65536
   disk_check "merge failed"
-  for w in "$A0 fl.0" "$((A1 + 5 * CB)) fl.1" "$((A3 + 5 * CB)) fl.3" "$((NOEX + CB)) fl.n"; do
+  for w in "$A0 fl.0" "$((A1 + 5 * CB)) fl.1" "$((A2 + 5 * CB)) fl.2" "$((NOEX + CB)) fl.n"; do
     off=${w% *}; s=${w#* }
     gen $s $CB > /tmp/w.$s
     if $DD if=/tmp/w.$s of=/dev/mapper/base bs=$CB seek=$off oflag=direct,seek_bytes conv=notrunc 2>/dev/null; then
@@ -610,7 +623,7 @@ cleanup() {
 grep -q '^dm_delay ' /proc/modules || insmod /modules/dm-delay.ko
 grep -q '^dm_flakey ' /proc/modules || insmod /modules/dm-flakey.ko
 gen fill $OSZ > /tmp/fill
-gen up 5242880 > /tmp/up
+gen up 3145728 > /tmp/up
 gen snapw 65536 > /tmp/sw
 cp /tmp/fill /tmp/S; patch_file /tmp/S $TAIL /tmp/sw
 cp /tmp/fill /tmp/O; patch_file /tmp/O 0 /tmp/up
