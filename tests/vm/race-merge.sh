@@ -232,7 +232,7 @@ cow_list() {
   done
 }
 # cow_header: magic, valid, version, chunk size (sectors) as on disk.
-cow_header() { read_at /dev/vdc 0 16 | od -A n -t x4 | tr -s ' ' | sed 's/^ //'; }
+cow_header() { read_at /dev/vdc 0 512 | head -c 16 | od -A n -t x4 | tr -s ' ' | sed 's/^ //'; }
 # disk_check LABEL: the disk image (raw origin + raw COW list) = model.
 disk_check() {
   cow_list
@@ -416,6 +416,7 @@ op_dual() {
   start_merge
   wait_count o f 1 30
   sleep 1
+  bad=
   for i in 0 1 2 3 4 5; do dual_start $((TAIL + i * CB)) $i; done
   dmsetup suspend gcw
   for i in 6 7 8 9 10 11; do dual_start $((TAIL + i * CB)) $i; done
@@ -427,7 +428,7 @@ op_dual() {
     note "all 24 writes returned with the origin flush held ($(( $(now_ms) - t )) ms after the burst)"
     bg_ok $all
     cow_list
-    before=; bad=
+    before=
     for i in 0 1 2 3 4 5 6 7 8 9 10 11; do
       o=$(dual_read $((TAIL + i * CB)) $i); before="$before $o"
       [ "$o" != neither ] || bad="$bad $i:neither"
@@ -435,8 +436,8 @@ op_dual() {
       [ "$e" != differ ] || bad="$bad $i:raw-origin-differs-from-COW-copy"
     done
     note "orders before the commit:$before"
-    [ -z "$bad" ] || fail "$CASE: with the origin flush held:$bad"
-    disk_check "origin flush held, pairs written"
+    [ -z "$bad" ] || echo "FAIL: $CASE: with the origin flush held:$bad"
+    ( disk_check "origin flush held, pairs written" ) || bad="$bad disk-image"
   else
     n=0; for s in $all; do [ -f /tmp/done.$s ] && n=$((n + 1)); done
     note "$n of 24 writes returned within 4 s with the origin flush held"
@@ -456,7 +457,11 @@ op_dual() {
     [ "$o" != neither ] || fail "$CASE: pair $i reads as neither write after the merge"
   done
   note "orders after the merge:$after"
-  [ -z "$before" ] || expect_eq "$CASE: pair orders after the commit (no write in between)" "$after" "$before"
+  if [ -n "$before" ] && [ "$after" != "$before" ]; then
+    echo "FAIL: $CASE: pair orders differ before the commit and after the merge (no write in between):$before /$after"
+    bad="$bad orders"
+  fi
+  [ -z "$bad" ] || fail "$CASE:$bad"
   finish
 }
 
