@@ -37,7 +37,8 @@
 # raw list sizes and ordering facts that do not depend on batch sizes);
 # "info:" lines report what was measured (durations, which writes were
 # released while a window was held). Every case runs on both modules; the
-# scenario fails at the end listing every failing case.
+# scenario fails at the end listing every failing case. A subset runs with
+# VM_APPEND="dmsnap.race=CASE,CASE" (scripts/vm/run.sh).
 . /tests/lib.sh
 
 OSZ=4194304; OSEC=8192
