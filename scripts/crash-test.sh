@@ -12,9 +12,12 @@
 #   CRASH_IMPL=rs|upstream   module under test (default rs)
 #   CRASH_KO=path     the module (default: ./dm-snapshot-rs.ko, built if
 #                     missing; copied first, so a rebuild meanwhile is harmless)
-#   CRASH_DELAY=MS    dm-delay under phase A's origin and COW: every write
-#                     and flush to them waits MS ms in the guest (default
-#                     100; 0 = no dm-delay; dm-delay busy-polls below 50)
+#   CRASH_DELAY=D     phase A's delay profiles (see crash-a.sh): while the
+#                     merge runs, and for the upgrade writes a copy-out cut
+#                     aims at, the I/O of the origin and COW waits D ms in
+#                     dm-delay (default 300; 0 = no dm-delay; at least 150,
+#                     as dm-delay busy-polls for delays under 50 and the
+#                     copy profile delays origin reads by D/3)
 #   CRASH_KILL_MIN / CRASH_KILL_MAX   kill window in seconds after QEMU
 #                     starts, for the timer cuts (default 20..45)
 #   CRASH_OVF_DELAY=MS   the overflow cut's COW write delay (default 4000)
@@ -40,19 +43,22 @@
 #   phase A (tests/crash/crash-a.sh) takes a snapshot, writes the origin
 #     (copy-outs), merges it back with LVM's table sequence while a stamped
 #     write load hits the merging device, goes back to linear, and repeats
-#     in rounds; notes of what must be on disk go O_DSYNC to /dev/vdd. The
-#     origin and the COW sit on dm-delay (CRASH_DELAY), so each copy-out,
-#     commit and merge batch is in flight for at least that long, and the
-#     merge for seconds (undelayed it takes well under a second, and 14 of
-#     16 timer-and-stage cuts landed after it had finished).
-#     The guest prints markers (STAGE, UPG, MERGE lines, see crash-a.sh) to
-#     results.log; the host watches it and SIGKILLs QEMU a seeded delay after
-#     the marker its aim waits for. Aims, by cut seed s (round 2 instead of
-#     round 1 for one seed in four):
-#       s%8 = 4..7  merge:    when the merge has a seeded 5..95% of its
-#                             chunks left (MERGE lines), + 0..99 ms
-#       s%8 = 1, 2  copy-out: 0..399 ms after upgrade write k (seeded 1..41)
-#                             is issued
+#     in rounds; notes of what must be on disk go O_DSYNC to /dev/vdd.
+#     Undelayed, the merge takes well under a second and a copy-out a few
+#     ms (a timer-and-stage version of this test landed 14 of 16 cuts after
+#     the merge had finished), so the origin and the COW sit on dm-delay
+#     while the merge runs, and for the two upgrade writes a copy-out cut
+#     aims at (CRASH_DELAY: each merge batch and each copy-out with its
+#     commit is then in flight for about a second).
+#     The guest prints markers (STAGE, UPG, MERGE, SLOW lines, see
+#     crash-a.sh) to results.log; the host watches it and SIGKILLs QEMU a
+#     seeded delay after the marker its aim waits for. Aims, by cut seed s
+#     (round 2 instead of round 1 for one seed in four):
+#       s%8 = 4..7  merge:    0..4D ms after the merge reports a seeded 100,
+#                             75, 50 or 25% of its chunks left (MERGE lines;
+#                             at the latest when it reports it has finished)
+#       s%8 = 1, 2  copy-out: 0..999 ms after upgrade write k (seeded 1..41,
+#                             slowed with write k+1) is issued
 #       s%8 = 3     switch:   0..1499 ms after the upgrade is written (the
 #                             snapshot-merge table switch follows)
 #       s%8 = 0     timer:    CRASH_KILL_MIN..MAX s after QEMU starts
@@ -93,7 +99,7 @@ n=${1:-6}
 seed=${CRASH_SEED:-$(date +%s)}
 impl=${CRASH_IMPL:-rs}
 lo=${CRASH_KILL_MIN:-20} hi=${CRASH_KILL_MAX:-45}
-dw=${CRASH_DELAY:-100}
+dw=${CRASH_DELAY:-300}
 ovfdelay=${CRASH_OVF_DELAY:-4000}
 work=${CRASH_OUT:-$here/out/crash}
 kdir=$(bash "$here/scripts/kernel.sh")
@@ -232,15 +238,16 @@ for i in $(seq 1 "$n"); do
   d=$work/cut$i
   rm -rf "$d"; mkdir -p "$d/disks"
   m_round=$(( (h >> 4) % 4 == 0 ? 2 : 1 ))
+  slowk=0
   case $((s % 8)) in
-    0) aim=timer; delay=$(( lo + (h >> 8) % (hi - lo + 1) )) ;;
-    1|2) aim=copy-out; m_k=$(( 1 + (h >> 8) % 41 )); jit=$(( (h >> 16) % 400 )) ;;
+    0) aim=timer; delay=$(( lo + (h >> 8) % (hi - lo + 1) )); slowk=$(( 1 + (h >> 16) % 41 )) ;;
+    1|2) aim=copy-out; m_k=$(( 1 + (h >> 8) % 41 )); jit=$(( (h >> 16) % 1000 )); slowk=$m_k ;;
     3) aim=switch; jit=$(( (h >> 16) % 1500 )) ;;
-    *) aim=merge; m_pct=$(( 5 + (h >> 8) % 91 )); jit=$(( (h >> 16) % 100 )) ;;
+    *) aim=merge; m_pct=$(( 100 - 25 * ((h >> 8) % 4) )); jit=$(( (h >> 16) % (4 * dw + 1) )) ;;
   esac
   [ $aim = timer ] || delay=$((hi + 300))   # a backstop only
   VM_DISK_DIR=$d/disks VM_KILL_AFTER=$delay VM_QUIET=1 SCENARIO_TIMEOUT=600 \
-    VM_APPEND="dmsnap.seed=$s dmsnap.impl=$impl dmsnap.delay=$dw" \
+    VM_APPEND="dmsnap.seed=$s dmsnap.impl=$impl dmsnap.delay=$dw dmsnap.slowk=$slowk" \
     bash "$tree/scripts/vm/run.sh" "$kdir" "$work/module.ko" "$d/a" crash-a > "$d/a.out" 2>&1 &
   rpid=$!
   find_qemu $rpid
@@ -248,7 +255,7 @@ for i in $(seq 1 "$n"); do
     timer) how="timer ${delay}s" pred= ;;
     copy-out) how="copy-out: $(secs $jit)s after round $m_round's write $m_k is issued" pred=is_upg_issued ;;
     switch) how="switch: $(secs $jit)s after round $m_round's upgrade" pred=is_stage2 ;;
-    merge) how="merge: $(secs $jit)s after round $m_round's merge is ${m_pct}% left" pred=is_merge_pct ;;
+    merge) how="merge: $(secs $jit)s after round $m_round's merge has <= ${m_pct}% left" pred=is_merge_pct ;;
   esac
   if [ -n "$pred" ] && watch_log "$d/a/results.log" $rpid $pred; then
     sleep "$(secs $jit)"
@@ -268,7 +275,7 @@ for i in $(seq 1 "$n"); do
   ev_stage=$(sed -n 's/^CRASH-EVIDENCE stage=\([0-9]*\) round=\([0-9]*\).*/\1 \2/p' "$d/b/results.log" | head -1)
   ev_left=$(sed -n 's/^CRASH-EVIDENCE left0=\([0-9?]*\) of=\([0-9]*\).*/\1 \2/p' "$d/b/results.log" | head -1)
   r=${ev_stage#* } st=${ev_stage%% *} left=${ev_left%% *} of=${ev_left#* }
-  last=$(grep -E "^(STAGE [0-9]|UPG|MERGE) round=${r:-x} " "$d/a/results.log" | tail -1 || true)
+  last=$(grep -E "^(STAGE [0-9]|UPG|MERGE|SLOW) round=${r:-x} " "$d/a/results.log" | tail -1 || true)
   lastw=$(echo "$last" | awk '{ print $1, $2, $3, ($1 == "UPG" ? $4 : "") }' | sed 's/ *$//')
   if [ -z "$ev_stage" ]; then
     if grep -q '^CRASH-RESULT early' "$d/b/results.log"; then phase=early ev="no notes"

@@ -17,11 +17,20 @@
 #   1 MiB       S's content of the load region R = [rs, rs+rl)
 #   2 MiB+512*N "ACK N": load write N of the current round returned (it was
 #               O_DSYNC); round r's records start at 2 MiB + r*256 KiB
-# Disks: origin = /dev/vda 0..32 MiB, COW = /dev/vdc 0..32 MiB. With
-# dmsnap.delay=MS (MS >= 50) both sit under dm-delay, which holds every
-# write and flush to them MS ms inside the guest: copy-outs, commits and
-# merge batches are then in flight long enough for the host to aim its cut
-# at them (a SIGKILL loses what dm-delay still holds, like any queued I/O).
+# Disks: origin = /dev/vda 0..32 MiB, COW = /dev/vdc 0..32 MiB, each under
+# a device (base-real, base-cow) that is linear, or dm-delay while a "slow"
+# profile is on (dmsnap.delay=D ms, D >= 50; 0 = never slow):
+#   merge  from before the merge table switch until the merge has finished:
+#          COW reads, origin writes, flushes of both wait D ms, so each merge
+#          batch (read the COW, write the origin, commit) is in flight for
+#          about 3 D and the merge for seconds (undelayed: well under one)
+#   copy   for upgrade writes K and K+1 (dmsnap.slowk=K, 0 = none): origin
+#          reads D/3, COW writes and flushes D: the copy-out, and the commit
+#          the origin write waits for, are in flight for about 3 D
+# Whatever dm-delay holds is lost when QEMU is killed, like any I/O queued
+# in the guest. Switching a profile reloads base-real and base-cow
+# (suspend, resume) while no snapshot I/O is in flight, except the load
+# writes after the merge.
 #
 # Progress goes to results.log; the host aims its cuts at these markers and
 # classifies them by the last one before the kill:
@@ -34,6 +43,7 @@
 #                                            (used - metadata sectors of its
 #                                            status, y before the merge),
 #                                            each time it changes
+#   SLOW round=<r> <profile> <uptime>        a delay profile is on (or off)
 . /tests/lib.sh
 arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 SEED=$(arg dmsnap.seed); SEED=${SEED:-1}
@@ -43,7 +53,9 @@ OSZ=33554432; OSEC=$((OSZ / 512))
 RS=8388608; RL=262144; NB=$((RL / 4096)); SALT=$((SEED % 97))
 NLOAD=30
 DW=$(arg dmsnap.delay); DW=${DW:-0}
-stage() { echo "STAGE $1 round=$round $2 $(cut -d' ' -f1 /proc/uptime)"; }
+SLOWK=$(arg dmsnap.slowk); SLOWK=${SLOWK:-0}
+up() { read -r u _ < /proc/uptime; echo "$u"; }   # no fork per marker
+stage() { echo "STAGE $1 round=$round $2 $(up)"; }
 note() {  # note TEXT OFFSET: a durable 512-byte record on the notes disk
   { printf '%s\n' "$1"; head -c 511 /dev/zero; } | head -c 512 > /tmp/note
   $DD if=/tmp/note of=/dev/vdd bs=512 seek=$(($2 / 512)) oflag=direct,dsync conv=notrunc 2>/dev/null || fail "note"
@@ -61,7 +73,7 @@ merge_watch() {
     [ "$3" = snapshot-merge ] || fail "base: not a snapshot-merge status: $st"
     case "$4" in */*) ;; *) fail "base: merge status '$st'" ;; esac
     used=${4%%/*}; meta=$5
-    [ "$((used - meta))" = "$last" ] || echo "MERGE round=$round left=$((used - meta)) of=$((USED - META)) $4 $5 $(cut -d' ' -f1 /proc/uptime)"
+    [ "$((used - meta))" = "$last" ] || echo "MERGE round=$round left=$((used - meta)) of=$((USED - META)) $4 $5 $(up)"
     last=$((used - meta))
     [ "$used" = "$meta" ] && return 0
     n=$((n + 1)); [ $n -lt 6000 ] || fail "base: merge did not finish: $st"
@@ -69,18 +81,35 @@ merge_watch() {
   done
 }
 
-# lower DEV: the table of a device over all of DEV's first OSZ bytes.
+# lower DEV RD WD FD: the table of a device over DEV's first OSZ bytes that
+# delays reads, writes, flushes by RD, WD, FD ms (linear if all are 0).
 lower() {
-  if [ "$DW" -gt 0 ]; then echo "0 $OSEC delay $1 0 0 $1 0 $DW"; else echo "0 $OSEC linear $1 0"; fi
+  if [ "$2$3$4" = 000 ]; then echo "0 $OSEC linear $1 0"
+  else echo "0 $OSEC delay $1 0 $2 $1 0 $3 $1 0 $4"; fi
+}
+# slow off|copy|merge: switch the delay profile of base-real and base-cow.
+slow() {
+  local o c
+  case $1 in
+    off) o="0 0 0" c="0 0 0" ;;
+    copy) o="$((DW / 3)) 0 0" c="0 $DW $DW" ;;
+    merge) o="0 $DW $DW" c="$DW 0 $DW" ;;
+  esac
+  [ "$DW" -gt 0 ] || return 0
+  dmsetup load base-real --table "$(lower /dev/vda $o)"
+  dmsetup load base-cow --table "$(lower /dev/vdc $c)"
+  dmsetup suspend base-real; dmsetup resume base-real
+  dmsetup suspend base-cow; dmsetup resume base-cow
+  echo "SLOW round=$round $1 $(up)"
 }
 
 load_module "$IMPL"
 [ "$DW" = 0 ] || grep -q '^dm_delay ' /proc/modules || insmod /modules/dm-delay.ko
 round=0 USED=0 META=0
-stage 0 "seed=$SEED chunk=$CHUNK impl=$IMPL delay=${DW}ms"
+stage 0 "seed=$SEED chunk=$CHUNK impl=$IMPL delay=${DW}ms slowk=$SLOWK"
 head -c $OSZ /dev/urandom | $DD of=/dev/vda bs=1M iflag=fullblock oflag=direct conv=fsync 2>/dev/null || fail fill
-dmsetup create base-real --table "$(lower /dev/vda)"
-dmsetup create base-cow --table "$(lower /dev/vdc)"
+dmsetup create base-real --table "$(lower /dev/vda 0 0 0)"
+dmsetup create base-cow --table "$(lower /dev/vdc 0 0 0)"
 dmsetup create base --table "0 $OSEC linear /dev/mapper/base-real 0"
 
 while :; do
@@ -110,13 +139,16 @@ while :; do
   while read -r off len; do
     k=$((k + 1))
     head -c $len /dev/urandom > /tmp/w
-    echo "UPG round=$round k=$k issued $(cut -d' ' -f1 /proc/uptime)"
+    [ $k != "$SLOWK" ] || slow copy
+    echo "UPG round=$round k=$k issued $(up)"
     write_at /dev/mapper/base $off /tmp/w
-    echo "UPG round=$round k=$k done $(cut -d' ' -f1 /proc/uptime)"
+    echo "UPG round=$round k=$k done $(up)"
+    [ $k != $((SLOWK + 1)) ] || slow off
   done < /tmp/upgrade
   st=$(dmsetup status snap)
-  stage 2 "upgrade written: $st"
   set -- $st; USED=${4%%/*} META=$5
+  slow merge
+  stage 2 "upgrade written: $st"
 
   # lvconvert --merge, with a stamped load on the merging device.
   header 2
@@ -137,6 +169,7 @@ while :; do
     done
   ) &
   merge_watch
+  slow off
   stage 4 "merged: $(dmsetup status base)"
   wait $! || fail "load failed"
   # Merge done: LVM drops the snapshot and the origin becomes linear.

@@ -6,8 +6,9 @@
 # Before any check it prints what the host needs to place the cut:
 #   CRASH-EVIDENCE stage=<notes' stage> round=<r> acked=<A>
 #   CRASH-EVIDENCE left0=<x> of=<y>   (stage 1, 2: what the snapshot or the
-#       merge had left when it was activated after the cut: used - metadata
-#       sectors of its status; y is the figure before the merge, 0 in stage 1)
+#       merge had left when it was loaded after the cut, before it resumed:
+#       used - metadata sectors of its status; y is the figure before the
+#       merge, 0 in stage 1)
 . /tests/lib.sh
 read_at /dev/vdd 0 512 | tr -d '\0' | head -1 > /tmp/hdr
 case "$(cat /tmp/hdr)" in
@@ -58,10 +59,15 @@ case $H_stage in
 esac
 if [ "$H_stage" != 3 ]; then
   # LVM activates a merging snapshot directly as snapshot-merge.
-  dmsetup create base --table "0 $OSEC snapshot-merge /dev/mapper/base-real /dev/mapper/base-cow P $H_chunk" \
+  # (The status of the inactive table: what the COW held at the cut, before
+  # the merge resumes; undelayed, it may finish before a status after the
+  # resume.)
+  dmsetup create base --notable
+  dmsetup load base --table "0 $OSEC snapshot-merge /dev/mapper/base-real /dev/mapper/base-cow P $H_chunk" \
     || fail "stage $H_stage: snapshot-merge does not load"
-  st0=$(dmsetup status base)
+  st0=$(dmsetup status --inactive base)
   evidence "$st0" $(( ${H_used:-0} - ${H_meta:-0} ))
+  dmsetup resume base
   wait_merged base 300
   info "merge resumed at '$st0', finished: $(dmsetup status base)"
   r=$(check_after_load "stage $H_stage merged" /dev/mapper/base $H_osz $H_rs $H_rl /tmp/S.R $H_sum $A $maxa $NB $H_salt) \
