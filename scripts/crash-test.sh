@@ -53,13 +53,17 @@
 #     The guest prints markers (STAGE, UPG, MERGE, SLOW lines, see
 #     crash-a.sh) to results.log; the host watches it and SIGKILLs QEMU a
 #     seeded delay after the marker its aim waits for. Aims, by cut seed s
-#     (round 2 instead of round 1 for one seed in four):
-#       s%8 = 4..7  merge:    0..4D ms after the merge reports a seeded 100,
-#                             75, 50 or 25% of its chunks left (MERGE lines;
-#                             at the latest when it reports it has finished)
+#     (round 2 instead of round 1 for one seed in eight):
+#       s%8 = 4..7  merge:    when the merge first reports (MERGE lines) at
+#                             most 100% (half the merge cuts), 60% or 30% of
+#                             its chunks left, + 0..10D, 0..2D or 0..D ms
+#                             respectively (with the Rust module's batches,
+#                             D = 300 ms: the first batch takes ~4 s, the
+#                             next ones ~1.5 s and ~0.7 s); or as soon as
+#                             it reports that it has finished
 #       s%8 = 1, 2  copy-out: 0..999 ms after upgrade write k (seeded 1..41,
 #                             slowed with write k+1) is issued
-#       s%8 = 3     switch:   0..1499 ms after the upgrade is written (the
+#       s%8 = 3     switch:   100..1499 ms after the upgrade is written (the
 #                             snapshot-merge table switch follows)
 #       s%8 = 0     timer:    CRASH_KILL_MIN..MAX s after QEMU starts
 #                             (anything: setup, a later round, linear, ...)
@@ -237,13 +241,18 @@ for i in $(seq 1 "$n"); do
   h=$(( s * 2654435761 % 4294967296 ))
   d=$work/cut$i
   rm -rf "$d"; mkdir -p "$d/disks"
-  m_round=$(( (h >> 4) % 4 == 0 ? 2 : 1 ))
+  m_round=$(( (h >> 4) % 8 == 0 ? 2 : 1 ))
   slowk=0
   case $((s % 8)) in
     0) aim=timer; delay=$(( lo + (h >> 8) % (hi - lo + 1) )); slowk=$(( 1 + (h >> 16) % 41 )) ;;
     1|2) aim=copy-out; m_k=$(( 1 + (h >> 8) % 41 )); jit=$(( (h >> 16) % 1000 )); slowk=$m_k ;;
-    3) aim=switch; jit=$(( (h >> 16) % 1500 )) ;;
-    *) aim=merge; m_pct=$(( 100 - 25 * ((h >> 8) % 4) )); jit=$(( (h >> 16) % (4 * dw + 1) )) ;;
+    3) aim=switch; jit=$(( 100 + (h >> 16) % 1400 )) ;;
+    *) aim=merge
+       case $(( (h >> 8) % 4 )) in
+         0|1) m_pct=100; jit=$(( (h >> 16) % (10 * dw + 1) )) ;;
+         2) m_pct=60; jit=$(( (h >> 16) % (2 * dw + 1) )) ;;
+         3) m_pct=30; jit=$(( (h >> 16) % (dw + 1) )) ;;
+       esac ;;
   esac
   [ $aim = timer ] || delay=$((hi + 300))   # a backstop only
   VM_DISK_DIR=$d/disks VM_KILL_AFTER=$delay VM_QUIET=1 SCENARIO_TIMEOUT=600 \

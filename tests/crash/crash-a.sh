@@ -140,10 +140,10 @@ while :; do
     k=$((k + 1))
     head -c $len /dev/urandom > /tmp/w
     [ $k != "$SLOWK" ] || slow copy
-    echo "UPG round=$round k=$k issued $(up)"
+    read -r u _ < /proc/uptime; echo "UPG round=$round k=$k issued $u"
     write_at /dev/mapper/base $off /tmp/w
-    echo "UPG round=$round k=$k done $(up)"
-    [ $k != $((SLOWK + 1)) ] || slow off
+    read -r u _ < /proc/uptime; echo "UPG round=$round k=$k done $u"
+    [ "$SLOWK" = 0 ] || [ $k != $((SLOWK + 1)) ] || slow off
   done < /tmp/upgrade
   st=$(dmsetup status snap)
   set -- $st; USED=${4%%/*} META=$5
