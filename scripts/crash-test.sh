@@ -54,13 +54,13 @@
 #     crash-a.sh) to results.log; the host watches it and SIGKILLs QEMU a
 #     seeded delay after the marker its aim waits for. Aims, by cut seed s
 #     (round 2 instead of round 1 for one seed in eight):
-#       s%8 = 4..7  merge:    when the merge first reports (MERGE lines) at
-#                             most 100% (half the merge cuts), 60% or 30% of
-#                             its chunks left, + 0..10D, 0..2D or 0..D ms
-#                             respectively (with the Rust module's batches,
-#                             D = 300 ms: the first batch takes ~4 s, the
-#                             next ones ~1.5 s and ~0.7 s); or as soon as
-#                             it reports that it has finished
+#       s%8 = 4..7  merge:    0..10D ms after the merge's first MERGE line
+#                             (its status as soon as it runs), or 0..3D ms
+#                             after the second (its first progress), for
+#                             half the merge cuts each; at the latest when
+#                             it reports that it has finished. (With the
+#                             Rust module and D = 300, the merge runs in
+#                             about three batches of ~4, ~1.5 and ~0.7 s.)
 #       s%8 = 1, 2  copy-out: 0..999 ms after upgrade write k (seeded 1..41,
 #                             slowed with write k+1) is issued
 #       s%8 = 3     switch:   100..1499 ms after the upgrade is written (the
@@ -177,16 +177,15 @@ find_qemu() {
 }
 
 # Predicates for watch_log (the aim's parameters in globals).
-m_round=1 m_k=1 m_pct=50
+m_round=1 m_k=1 m_nth=1 m_seen=0
 is_upg_issued() { [[ $1 == "UPG round=$m_round k=$m_k issued "* ]]; }
 is_stage2() { [[ $1 == "STAGE 2 round=$m_round "* ]]; }
-is_merge_pct() {
-  local left of
+# The m_nth-th MERGE line of round m_round, or the end of its merge.
+is_merge_nth() {
   case "$1" in
     "STAGE 4 round=$m_round "*) return 0 ;;
-    "MERGE round=$m_round "*)
-      left=${1#*left=}; left=${left%% *}; of=${1#*of=}; of=${of%% *}
-      [ $((left * 100)) -le $((of * m_pct)) ] ;;
+    "MERGE round=$m_round left=0 "*) return 0 ;;
+    "MERGE round=$m_round "*) m_seen=$((m_seen + 1)); [ $m_seen -ge $m_nth ] ;;
     *) return 1 ;;
   esac
 }
@@ -247,12 +246,9 @@ for i in $(seq 1 "$n"); do
     0) aim=timer; delay=$(( lo + (h >> 8) % (hi - lo + 1) )); slowk=$(( 1 + (h >> 16) % 41 )) ;;
     1|2) aim=copy-out; m_k=$(( 1 + (h >> 8) % 41 )); jit=$(( (h >> 16) % 1000 )); slowk=$m_k ;;
     3) aim=switch; jit=$(( 100 + (h >> 16) % 1400 )) ;;
-    *) aim=merge
-       case $(( (h >> 8) % 4 )) in
-         0|1) m_pct=100; jit=$(( (h >> 16) % (10 * dw + 1) )) ;;
-         2) m_pct=60; jit=$(( (h >> 16) % (2 * dw + 1) )) ;;
-         3) m_pct=30; jit=$(( (h >> 16) % (dw + 1) )) ;;
-       esac ;;
+    *) aim=merge m_seen=0
+       if [ $(( (h >> 8) % 2 )) = 0 ]; then m_nth=1 jit=$(( (h >> 16) % (10 * dw + 1) ))
+       else m_nth=2 jit=$(( (h >> 16) % (3 * dw + 1) )); fi ;;
   esac
   [ $aim = timer ] || delay=$((hi + 300))   # a backstop only
   VM_DISK_DIR=$d/disks VM_KILL_AFTER=$delay VM_QUIET=1 SCENARIO_TIMEOUT=600 \
@@ -264,7 +260,7 @@ for i in $(seq 1 "$n"); do
     timer) how="timer ${delay}s" pred= ;;
     copy-out) how="copy-out: $(secs $jit)s after round $m_round's write $m_k is issued" pred=is_upg_issued ;;
     switch) how="switch: $(secs $jit)s after round $m_round's upgrade" pred=is_stage2 ;;
-    merge) how="merge: $(secs $jit)s after round $m_round's merge has <= ${m_pct}% left" pred=is_merge_pct ;;
+    merge) how="merge: $(secs $jit)s after round $m_round's MERGE line $m_nth" pred=is_merge_nth ;;
   esac
   if [ -n "$pred" ] && watch_log "$d/a/results.log" $rpid $pred; then
     sleep "$(secs $jit)"
