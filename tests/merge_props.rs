@@ -197,7 +197,7 @@ fn tail_edge_cases() {
 }
 
 mod batch_sizing {
-    use dmsnap_core::pure::merge::{BatchLimit, BatchSizing, MergeLoad};
+    use dmsnap_core::pure::merge::{throttle_idle_us, BatchLimit, BatchSizing, MergeLoad, THROTTLE_MAX_IDLE_US};
     use proptest::prelude::*;
     use MergeLoad::{Active, Idle, Waiting};
 
@@ -237,6 +237,36 @@ mod batch_sizing {
         assert_eq!(pace_delay_us(1, 1000, 12_000), 0);
         assert_eq!(pace_delay_us(0, 1000, 0), 0);
         assert_eq!(pace_delay_us(usize::MAX, i64::MAX, -5), i64::MAX);
+    }
+
+    #[test]
+    fn throttle_idle() {
+        // 100 (the default) and above: never idle.
+        assert_eq!(throttle_idle_us(5_000, 100), 0);
+        assert_eq!(throttle_idle_us(u64::MAX, 250), 0);
+        // 50: as long idle as busy; 10: nine times as long; 75: a third.
+        assert_eq!(throttle_idle_us(20_000, 50), 20_000);
+        assert_eq!(throttle_idle_us(20_000, 10), 180_000);
+        assert_eq!(throttle_idle_us(30_000, 75), 10_000);
+        // Capped, and 0 is the longest idle.
+        assert_eq!(throttle_idle_us(500_000, 10), THROTTLE_MAX_IDLE_US);
+        assert_eq!(throttle_idle_us(u64::MAX, 1), THROTTLE_MAX_IDLE_US);
+        assert_eq!(throttle_idle_us(0, 0), THROTTLE_MAX_IDLE_US);
+        assert_eq!(throttle_idle_us(0, 10), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn throttle_keeps_the_duty_cycle(busy in 1u64..100_000, pct in 1u32..100) {
+            let idle = throttle_idle_us(busy, pct);
+            // The copy's share of busy + idle is at most pct percent (up to
+            // rounding), unless the cap cut the idle time.
+            if idle < THROTTLE_MAX_IDLE_US {
+                prop_assert!(busy * 100 <= u64::from(pct) * (busy + idle) + 100);
+            }
+            // Monotonic: a lower percentage never idles less.
+            prop_assert!(throttle_idle_us(busy, pct.saturating_sub(1).max(1)) >= idle);
+        }
     }
 
     fn load() -> impl Strategy<Value = MergeLoad> {

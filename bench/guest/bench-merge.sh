@@ -8,6 +8,9 @@
 # random writes, queue depth 1) runs on the merging device during the merge;
 # from its per-I/O latency log, the I/Os that completed while the merge ran
 # give the write throughput and latency percentiles during the merge.
+# Each merge runs at every snapshot_copy_throttle of MERGE_THROTTLES
+# (percent of the time the copies may keep the disks busy; 100: no limit),
+# set on both modules after the COW is filled.
 . /tests/bench-lib.sh
 
 # window_stats LOG T1 TB META: fio's latency log (ms since fio started,
@@ -32,6 +35,7 @@ for layout in seq rand; do
   RSECT=$(( (mb > REGION_MB ? mb : REGION_MB) * 2048 ))
   COWSECT=$((RSECT + RSECT / 8 + 8192))
   for load in idle fio; do
+   for thr in ${MERGE_THROTTLES:-100}; do
     for rep in $(seqn "$REPS"); do
       for impl in $(impls "$rep"); do
         load_module "$impl"
@@ -43,6 +47,10 @@ for layout in seq rand; do
                   --filename=/dev/mapper/base > /dev/null 2>&1 || fail "random fill" ;;
         esac
         st=$(dmsetup status snap0); set -- $st; used=${4%%/*}
+        for mod in dm_snapshot dm_snapshot_rs; do
+          [ ! -w /sys/module/$mod/parameters/snapshot_copy_throttle ] \
+            || echo "$thr" > /sys/module/$mod/parameters/snapshot_copy_throttle
+        done
         dmsetup suspend base; dmsetup suspend snap0
         t0=$(now_us)
         dmsetup load base --table "0 $RSECT snapshot-merge /dev/mapper/base-real /dev/mapper/cow0 P $MERGE_CHUNK"
@@ -65,7 +73,7 @@ for layout in seq rand; do
         dmsetup resume snap0
         wait_merged base 600
         t1=$(now_us)
-        m="{\"impl\":\"$impl\",\"test\":\"merge\",\"layout\":\"$layout\",\"load\":\"$load\",\"chunk\":$MERGE_CHUNK,\"mib\":$mb,\"used_sectors\":$used,\"rep\":$rep"
+        m="{\"impl\":\"$impl\",\"test\":\"merge\",\"layout\":\"$layout\",\"load\":\"$load\",\"chunk\":$MERGE_CHUNK,\"throttle\":$thr,\"mib\":$mb,\"used_sectors\":$used,\"rep\":$rep"
         echo "BENCH $m,\"secs\":$(awk -v a="$t0" -v b="$ta" -v c="$tb" -v d="$t1" 'BEGIN { printf "%.6f", (b - a + d - c) / 1e6 }')}"
         if [ -n "$fpid" ]; then
           # (a background job of a non-interactive shell may ignore SIGINT
@@ -88,6 +96,7 @@ for layout in seq rand; do
         stack_down
       done
     done
+   done
   done
 done
 unload_modules

@@ -248,12 +248,27 @@ impl Bio {
 
     /// The 8-byte per-bio counter slot (first field of the per-bio data).
     pub(crate) fn per_bio_u64(&self, ti: &super::Target) -> Option<&AtomicU64> {
-        let data = self.per_bio_data(ti)?;
+        Self::counter_slot(self.per_bio_data(ti)?)
+    }
+
+    /// [`Self::per_bio_u64`] of a bio the target holds, whose target
+    /// reserved `size` bytes of per-bio data.
+    ///
+    /// # Safety
+    ///
+    /// As for `per_bio_data_sized`.
+    pub(crate) unsafe fn per_bio_u64_sized(&self, size: u32) -> Option<&AtomicU64> {
+        // SAFETY: As guaranteed by the caller.
+        Self::counter_slot(unsafe { self.per_bio_data_sized(size) }?)
+    }
+
+    fn counter_slot<'a>(data: *mut u8) -> Option<&'a AtomicU64> {
         if data.is_null() || data.align_offset(core::mem::align_of::<AtomicU64>()) != 0 {
             return None;
         }
-        // SAFETY: `data` points to 8 suitably aligned bytes that live as long
-        // as the bio, and only this target uses them.
+        // SAFETY: `data` is the start of a bio's per-bio data (callers): 8
+        // suitably aligned bytes that live as long as the bio, and only its
+        // target uses them.
         Some(unsafe { &*data.cast::<AtomicU64>() })
     }
 }

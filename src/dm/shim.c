@@ -108,6 +108,16 @@ struct workqueue_struct *dmsnap_workqueue_create(void)
 	return alloc_workqueue("ksnapd_rs", WQ_MEM_RECLAIM, 0);
 }
 
+/*
+ * The merge workers' queue: a merge waits for copies and commits that run
+ * on ksnapd_rs, so it must not run there (a rescuer busy with the merge
+ * would never run them). Nothing waits on this queue from ksnapd_rs.
+ */
+struct workqueue_struct *dmsnap_merge_workqueue_create(void)
+{
+	return alloc_workqueue("ksnapd_rs_merge", WQ_MEM_RECLAIM | WQ_UNBOUND, 0);
+}
+
 void dmsnap_workqueue_destroy(struct workqueue_struct *wq)
 {
 	destroy_workqueue(wq);

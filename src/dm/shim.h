@@ -42,6 +42,7 @@ void dmsnap_bio_endio_ok(struct bio *bio);
 unsigned int dmsnap_memalloc_noio_save(void);
 void dmsnap_memalloc_noio_restore(unsigned int flags);
 struct workqueue_struct *dmsnap_workqueue_create(void);
+struct workqueue_struct *dmsnap_merge_workqueue_create(void);
 void dmsnap_workqueue_destroy(struct workqueue_struct *wq);
 
 /*

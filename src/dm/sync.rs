@@ -58,15 +58,20 @@ pub(crate) fn sleep_range_us(min: u32, max: u32) {
 }
 
 static WORKQUEUE: AtomicPtr<bindings::workqueue_struct> = AtomicPtr::new(core::ptr::null_mut());
+static MERGE_WORKQUEUE: AtomicPtr<bindings::workqueue_struct> = AtomicPtr::new(core::ptr::null_mut());
 
-/// The module's `WQ_MEM_RECLAIM` work queue (upstream's `ksnapd`), created
-/// by [`ModuleWorkqueue::create`] in module init.
+/// The module's `WQ_MEM_RECLAIM` work queues, created by
+/// [`ModuleWorkqueue::create`] in module init: [`queue`] (upstream's
+/// `ksnapd`: commits, copy-out gathering, dual-write second halves) and
+/// [`merge_queue`] (merge workers, which wait for work on the first).
 ///
 /// # Invariants
 ///
-/// While a `ModuleWorkqueue` exists, `WORKQUEUE` points to a live queue.
+/// While a `ModuleWorkqueue` exists, `WORKQUEUE` and `MERGE_WORKQUEUE`
+/// point to live queues.
 pub(crate) struct ModuleWorkqueue {
     wq: NonNull<bindings::workqueue_struct>,
+    merge_wq: NonNull<bindings::workqueue_struct>,
 }
 
 // SAFETY: A workqueue may be used and destroyed from any thread.
@@ -75,22 +80,34 @@ unsafe impl Send for ModuleWorkqueue {}
 unsafe impl Sync for ModuleWorkqueue {}
 
 impl ModuleWorkqueue {
-    /// Creates the queue and publishes it to [`queue`].
+    /// Creates the queues and publishes them to [`queue`] and
+    /// [`merge_queue`].
     pub(crate) fn create() -> Result<Self> {
         // SAFETY: No preconditions.
         let wq = NonNull::new(unsafe { dmb::dmsnap_workqueue_create() }).ok_or(ENOMEM)?;
+        // SAFETY: No preconditions.
+        let Some(merge_wq) = NonNull::new(unsafe { dmb::dmsnap_merge_workqueue_create() }) else {
+            // SAFETY: Created above, not published, destroyed once.
+            unsafe { dmb::dmsnap_workqueue_destroy(wq.as_ptr()) };
+            return Err(ENOMEM);
+        };
         WORKQUEUE.store(wq.as_ptr(), Ordering::Release);
+        MERGE_WORKQUEUE.store(merge_wq.as_ptr(), Ordering::Release);
         // INVARIANT: published above; cleared in `drop` before destruction.
-        Ok(Self { wq })
+        Ok(Self { wq, merge_wq })
     }
 }
 
 impl Drop for ModuleWorkqueue {
     fn drop(&mut self) {
+        MERGE_WORKQUEUE.store(core::ptr::null_mut(), Ordering::Release);
         WORKQUEUE.store(core::ptr::null_mut(), Ordering::Release);
-        // SAFETY: The queue is live and destroyed once. No target instance
-        // remains (module unload), so nothing queues work any more.
-        unsafe { dmb::dmsnap_workqueue_destroy(self.wq.as_ptr()) };
+        // SAFETY: The queues are live and destroyed once. No target
+        // instance remains (module unload), so nothing queues work any more.
+        unsafe {
+            dmb::dmsnap_workqueue_destroy(self.merge_wq.as_ptr());
+            dmb::dmsnap_workqueue_destroy(self.wq.as_ptr());
+        }
     }
 }
 
@@ -100,17 +117,28 @@ pub(crate) fn queue_raw() -> *mut bindings::workqueue_struct {
     WORKQUEUE.load(Ordering::Acquire)
 }
 
-/// The module's work queue. Only called from target code, which cannot run
-/// before module init or after module exit; falls back to the system queue
-/// if that ever were not the case.
-pub(crate) fn queue() -> &'static Queue {
-    let wq = queue_raw();
+/// The queue behind `ptr`, or the system queue if it is not set up. Only
+/// called from target code, which cannot run before module init or after
+/// module exit.
+fn queue_or_system(ptr: &AtomicPtr<bindings::workqueue_struct>) -> &'static Queue {
+    let wq = ptr.load(Ordering::Acquire);
     if wq.is_null() {
         return kernel::workqueue::system_long();
     }
     // SAFETY: By the `ModuleWorkqueue` invariant the queue is live until the
     // module unloads, after every target is gone.
     unsafe { Queue::from_raw(wq) }
+}
+
+/// The module's work queue (`ksnapd_rs`). Its work items never wait for
+/// one another, so its rescuer alone drains it.
+pub(crate) fn queue() -> &'static Queue {
+    queue_or_system(&WORKQUEUE)
+}
+
+/// The merge workers' queue (`ksnapd_rs_merge`).
+pub(crate) fn merge_queue() -> &'static Queue {
+    queue_or_system(&MERGE_WORKQUEUE)
 }
 
 /// Waits until the last queued run of `work` has finished (`flush_work()`),

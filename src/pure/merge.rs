@@ -399,6 +399,26 @@ pub fn pace_delay_us(runs: usize, per_run_us: i64, elapsed_us: i64) -> i64 {
     runs.saturating_mul(per_run_us).saturating_sub(elapsed_us).max(0)
 }
 
+/// Longest idle time the copy throttle adds after one copy step, in
+/// microseconds (upstream's kcopyd sleeps at most 10 x 100 ms per job).
+pub const THROTTLE_MAX_IDLE_US: u64 = 1_000_000;
+
+/// How long the merge idles after a copy step that kept the disks busy for
+/// `busy_us`, so that its copies take at most `pct` percent of the time
+/// (`snapshot_copy_throttle`, as kcopyd's throttle applies it to its own
+/// jobs): `busy * (100 - pct) / pct`, capped at [`THROTTLE_MAX_IDLE_US`];
+/// 100 or more is no throttle, 0 the longest idle.
+pub fn throttle_idle_us(busy_us: u64, pct: u32) -> u64 {
+    if pct >= 100 {
+        return 0;
+    }
+    if pct == 0 {
+        return THROTTLE_MAX_IDLE_US;
+    }
+    let idle = busy_us.saturating_mul(u64::from(100 - pct)) / u64::from(pct);
+    idle.min(THROTTLE_MAX_IDLE_US)
+}
+
 /// Merge batch sizing. Writes to a batch's chunks wait for the whole
 /// batch, so its size trades merge throughput for the latency of those
 /// writes; its number of runs (separate copies, all in flight at once) is

@@ -18,8 +18,12 @@
 //!    through the origin's snapshots again and then reach the origin.
 //!
 //! Snapshot reads of chunks without an exception go to the origin and are
-//! counted in `tracked`; a held origin write is released only once no such
-//! read is in flight for its chunk (the 2008 read/COW race).
+//! counted in `tracked`; a pending exception is removed only once no such
+//! read is in flight for its chunk, and until then origin writes to the
+//! chunk queue on it (the 2008 read/COW race).
+//!
+//! An invalidation (overflow, failed copy or commit) is durable before the
+//! origin writes it concerns go on: they wait for the header write.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -40,7 +44,7 @@ use crate::dm::bio::FullWrite;
 use crate::dm::{BdevHandle, Bio, BioList, BioOp, MapResult, OwnedBio, TargetHandle};
 
 use crate::pure::alloc::CommitSlot;
-use crate::pure::merge::{pace_delay_us, runs_contain, BatchLimit, BatchSizing, CopyPlan, MergeLoad, MergeRun};
+use crate::pure::merge::{pace_delay_us, runs_contain, throttle_idle_us, BatchLimit, BatchSizing, CopyPlan, MergeLoad, MergeRun};
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::status::{InfoStatus, Usage};
 
@@ -50,6 +54,16 @@ use super::table::ExceptionTable;
 
 /// Buckets of the in-flight snapshot-read counters.
 const TRACK_BUCKETS: usize = 64;
+
+/// The counters of [`SnapCore::tracked`] that count dual writes in flight
+/// (after the merge's two generations of writes to COW copies); the merge
+/// never waits for them.
+const DUAL_WRITES: usize = 2;
+
+/// The first of the two generations of [`SnapCore::tracked`] that count
+/// snapshot reads sent to the origin; each bucket has its own current one
+/// ([`SnapCore::read_epoch`]).
+const ORIGIN_READS: usize = 3;
 
 /// One exception of a commit batch: origin chunk, COW chunk, whether its
 /// copy succeeded (and the store is valid), and its slot in the area.
@@ -67,10 +81,6 @@ struct Pending {
     /// A full-chunk snapshot write that replaced the copy; ended when the
     /// exception is committed.
     full_write: Option<FullWrite>,
-    /// Made for an origin write (which may be held on another chunk's
-    /// exception): snapshot reads of the chunk still going to the origin
-    /// must finish before the exception completes.
-    for_origin: bool,
 }
 
 /// Mutable state of a snapshot, under [`SnapCore::state`].
@@ -94,6 +104,10 @@ pub(crate) struct SnapState {
     /// it, and the merge worker copies its chunks back.
     merging: bool,
     merge_failed: bool,
+    /// A merge of this owner failed before the merge was last restarted:
+    /// the status still says so (upstream's `merge_failed` stays set
+    /// until the table is replaced; a resume restarts the merge anyway).
+    merge_failed_before: bool,
     /// The merge worker is running (or queued).
     merge_running: bool,
     /// Asked to stop (presuspend, destructor).
@@ -109,15 +123,30 @@ pub(crate) struct SnapState {
     /// The generation (0 or 1) of `SnapCore::tracked` that new tracked
     /// bios count in; each merge batch flips it as it sets its window.
     track_gen: usize,
+    /// Runs whose merge commit failed, sorted: copied back and flushed to
+    /// the origin, but on disk still listed or not (an area write may have
+    /// landed, another not), in memory maybe still in the table. Until the
+    /// next activation, writes to them go to both the COW copy and the
+    /// origin, which is right whichever of the two reactivation trusts.
+    merge_unsettled: KVec<MergeRun>,
+    /// Some unsettled runs could not be recorded (no memory): writes to
+    /// any chunk still in the table are treated as unsettled.
+    merge_unsettled_lost: bool,
     /// Writes to the merge window, already pointed at the origin, waiting
     /// for the window to be merged.
     merge_queue: BioList,
     /// I/Os the merging target has mapped (wrapping): while it changes,
     /// the merge shares the disks with that I/O ([`MergeLoad::Active`]).
     merge_io: u64,
-    /// Invalidated: the header must be rewritten and an event raised; the
-    /// commit worker does both (no synchronous I/O in `map`).
+    /// Invalidated, and the header saying so is not durable yet: the commit
+    /// worker writes it and raises the event (no synchronous I/O in `map`).
+    /// Until then origin writes that this snapshot would have needed a
+    /// copy for wait in `invalid_header_waiters`: a crash must never load
+    /// the snapshot as valid with such a write in the origin
+    /// (`__invalidate_snapshot()` writes the header before `map` returns).
     invalidated_pending_io: bool,
+    /// Origin writes held until the invalid header is durable.
+    invalid_header_waiters: BioList,
     table: ExceptionTable,
     pending: RBTree<Chunk, Pending>,
     /// Allocation order: sequence number -> chunk. Commits follow it.
@@ -190,9 +219,16 @@ pub(crate) struct SnapCore {
     work: Work<SnapCore>,
     #[pin]
     merge_work: Work<SnapCore, 1>,
-    /// Tracked bios in flight, by generation (`SnapState::track_gen`) and
-    /// origin chunk bucket: `[generation * TRACK_BUCKETS + bucket]`.
-    tracked: [AtomicU32; 2 * TRACK_BUCKETS],
+    /// Tracked bios in flight, by generation and origin chunk bucket:
+    /// `[generation * TRACK_BUCKETS + bucket]`. Generations 0 and 1
+    /// (`SnapState::track_gen`): writes of the merging target to COW
+    /// copies; [`DUAL_WRITES`]: dual writes; [`ORIGIN_READS`] and the one
+    /// after it: snapshot reads sent to the origin, in the bucket's epoch.
+    tracked: [AtomicU32; 5 * TRACK_BUCKETS],
+    /// Per bucket, which of the two [`ORIGIN_READS`] generations new
+    /// snapshot reads count in (changed under the state lock, only by the
+    /// commit worker, in `complete`).
+    read_epoch: [AtomicU32; TRACK_BUCKETS],
     /// Exceptions allocated and not yet completed (for `shutdown`).
     in_flight: AtomicU64,
     /// Chunks being copied (`SnapState::copying`, readable without the
@@ -204,6 +240,17 @@ pub(crate) struct SnapCore {
 impl_has_work! {
     impl HasWork<Self> for SnapCore { self.work }
     impl HasWork<Self, 1> for SnapCore { self.merge_work }
+}
+
+/// Why a table may not take a live store over ([`SnapCore::add_waiting`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HandoverRefusal {
+    /// Another table already waits for the store, or its owner is gone.
+    Pairing,
+    /// A `snapshot-merge` table of the origin exists.
+    AlreadyMerging,
+    /// A `snapshot-merge` table for a transient store.
+    NoMergeSupport,
 }
 
 /// What a constructor hands to [`SnapCore::new`].
@@ -242,14 +289,18 @@ impl SnapCore {
             overflowed: false,
             merging: parts.merging,
             merge_failed: false,
+            merge_failed_before: false,
             merge_running: false,
             merge_stop: false,
             merge_window: KVec::new(),
             merge_copied: KVec::new(),
+            merge_unsettled: KVec::new(),
+            merge_unsettled_lost: false,
             track_gen: 0,
             merge_queue: BioList::new(),
             merge_io: 0,
             invalidated_pending_io: false,
+            invalid_header_waiters: BioList::new(),
             table: parts.table,
             pending: RBTree::new(),
             order: RBTree::new(),
@@ -271,6 +322,7 @@ impl SnapCore {
                 work <- new_work!("dm_snapshot_rs:commit"),
                 merge_work <- new_work!("dm_snapshot_rs:merge"),
                 tracked: core::array::from_fn(|_| AtomicU32::new(0)),
+                read_epoch: core::array::from_fn(|_| AtomicU32::new(0)),
                 in_flight: AtomicU64::new(0),
                 copies_in_progress: AtomicU64::new(0),
             }),
@@ -321,6 +373,34 @@ impl SnapCore {
         }
     }
 
+    /// The generation a snapshot read of `chunk` sent to the origin counts
+    /// in (caller holds the state lock).
+    fn origin_read_gen(&self, chunk: Chunk) -> usize {
+        let epoch = self.read_epoch.get(Self::track_bucket(chunk)).map_or(0, |e| e.load(Ordering::Acquire));
+        ORIGIN_READS + (epoch as usize & 1)
+    }
+
+    /// Waits (commit worker) until the snapshot reads of `chunk` sent to
+    /// the origin before its exception went into the table have finished
+    /// (`__check_for_conflicting_io()`). Reads of other chunks of the same
+    /// bucket cannot hold it up for long: the reads of the bucket's other
+    /// epoch, older still, drain first (none join them), then new reads
+    /// are switched to that epoch and the current one drains.
+    fn drain_origin_reads(&self, chunk: Chunk) {
+        let b = Self::track_bucket(chunk);
+        let Some(epoch) = self.read_epoch.get(b) else {
+            return;
+        };
+        let current = epoch.load(Ordering::Acquire) & 1;
+        let bucket = 1u64 << b;
+        self.wait_tracked(ORIGIN_READS + (1 - current as usize), bucket);
+        {
+            let _st = self.state.lock();
+            epoch.store(1 - current, Ordering::Release);
+        }
+        self.wait_tracked(ORIGIN_READS + current as usize, bucket);
+    }
+
     /// Marks the snapshot invalid (`__invalidate_snapshot()`); the worker
     /// rewrites the header and raises the table event.
     fn invalidate(self: &Arc<Self>, st: &mut SnapState, why: &str) {
@@ -362,7 +442,6 @@ impl SnapCore {
             snapshot_bios: BioList::new(),
             origin_bios: BioList::new(),
             full_write: None,
-            for_origin: !from_snapshot_write,
         };
         let seq = st.next_seq;
         if st.pending.try_create_and_insert(chunk, pe, GFP_KERNEL).is_err() {
@@ -430,7 +509,7 @@ impl SnapCore {
         if discard && self.discard_passdown_origin && bio.target_bio_nr() != 0 {
             // The second discard clone frees space in the origin, without
             // copying anything out first (that would defeat its purpose).
-            self.track(bio, slot, chunk, st.track_gen);
+            self.track(bio, slot, chunk, self.origin_read_gen(chunk));
             drop(st);
             // SAFETY: By the type invariant the origin device is held.
             unsafe { bio.set_bdev(self.origin) };
@@ -456,7 +535,7 @@ impl SnapCore {
         if !write {
             // The origin still holds this chunk's snapshot data: any origin
             // write to it is held until this read is done (see `complete`).
-            self.track(bio, slot, chunk, st.track_gen);
+            self.track(bio, slot, chunk, self.origin_read_gen(chunk));
             drop(st);
             // SAFETY: By the type invariant the origin device is held.
             unsafe { bio.set_bdev(self.origin) };
@@ -614,9 +693,13 @@ impl SnapCore {
     ) {
         let _noio = NoIoScope::enter();
         let mut st = self.state.lock();
+        if !st.valid {
+            Self::hold_until_invalid_header(&mut st, bio);
+            return;
+        }
         // A merging snapshot never gets new exceptions: its data is what
         // the origin is becoming.
-        if !st.valid || !st.active || st.merging || st.owner == 0 {
+        if !st.active || st.merging || st.owner == 0 {
             return;
         }
         let end = end.min(st.len);
@@ -640,6 +723,7 @@ impl SnapCore {
             }
             // `None`: the store is full and the snapshot now invalid.
             let Some(new) = self.new_pending(&mut st, chunk, false) else {
+                Self::hold_until_invalid_header(&mut st, bio);
                 break;
             };
             if let Some(b) = bio.take() {
@@ -648,6 +732,17 @@ impl SnapCore {
                 }
             }
             runs.push(chunk, new);
+        }
+    }
+
+    /// Holds an origin write (if not held yet) while the header that says
+    /// this snapshot is invalid is not durable: the origin chunk it writes
+    /// may be one the snapshot still needs (an overflow, a failed copy).
+    fn hold_until_invalid_header(st: &mut SnapState, bio: &mut Option<OriginBio<'_>>) {
+        if st.invalidated_pending_io {
+            if let Some(b) = bio.take() {
+                st.invalid_header_waiters.push(b.into_owned());
+            }
         }
     }
 
@@ -669,7 +764,9 @@ impl SnapCore {
         self.state.lock().table.lookup(chunk)
     }
 
-    /// Whether a chunk of origin sectors `start..end` has a copy in flight.
+    /// Whether a chunk of origin sectors `start..end` has a copy in flight,
+    /// or the snapshot is invalid and its header does not say so yet: the
+    /// merge must not overwrite the origin before either is durable.
     pub(crate) fn copy_pending_in(&self, start: u64, end: u64) -> bool {
         if start >= end {
             return false;
@@ -677,7 +774,7 @@ impl SnapCore {
         let first = self.chunk.sector_to_chunk(start);
         let last = self.chunk.sector_to_chunk(end - 1);
         let st = self.state.lock();
-        (first..=last).any(|c| st.pending.get(&c).is_some())
+        st.invalidated_pending_io || (first..=last).any(|c| st.pending.get(&c).is_some())
     }
 
     /// Starts copying origin chunk `chunk` to COW chunk `new`.
@@ -716,7 +813,8 @@ impl SnapCore {
     pub(crate) fn info_status(&self, me: usize) -> InfoStatus {
         let st = self.state.lock();
         let usage: Usage = st.cursor.usage(self.cow_sectors());
-        InfoStatus::select(st.valid && st.owner == me, st.merge_failed, st.overflowed, usage)
+        let merge_failed = st.merge_failed || st.merge_failed_before;
+        InfoStatus::select(st.valid && st.owner == me, merge_failed, st.overflowed, usage)
     }
 
     /// Whether this snapshot is being merged.
@@ -726,7 +824,8 @@ impl SnapCore {
 
     /// Whether a merge failed (for the IMA line).
     pub(crate) fn merge_failed(&self) -> bool {
-        self.state.lock().merge_failed
+        let st = self.state.lock();
+        st.merge_failed || st.merge_failed_before
     }
 
     /// Whether the snapshot is valid (for target `me`) and whether it
@@ -737,15 +836,28 @@ impl SnapCore {
     }
 
     /// Registers target `me` as the one to take this core over when it
-    /// resumes (`__validate_exception_handover()`). Fails if another one
-    /// already waits or the handover was cancelled.
-    pub(crate) fn add_waiting(&self, me: usize) -> bool {
+    /// resumes (`__validate_exception_handover()`, in upstream's order).
+    /// Fails if another one already waits or the handover was cancelled;
+    /// a `snapshot-merge` target (`merge`) also if any `snapshot-merge`
+    /// table of the origin exists (`merge_tables`), or if the store is
+    /// transient.
+    pub(crate) fn add_waiting(&self, me: usize, merge: bool, merge_tables: bool) -> Result<(), HandoverRefusal> {
         let mut st = self.state.lock();
         if st.waiting.is_some() || st.owner == 0 {
-            return false;
+            return Err(HandoverRefusal::Pairing);
+        }
+        if merge {
+            if merge_tables {
+                return Err(HandoverRefusal::AlreadyMerging);
+            }
+            // The store, not the owner's table line, decides: a `P` table
+            // may have taken an `N` store over.
+            if matches!(st.cursor, Cursor::Transient(_)) {
+                return Err(HandoverRefusal::NoMergeSupport);
+            }
         }
         st.waiting = Some(me);
-        true
+        Ok(())
     }
 
     /// The owner and the waiting target, and the owner's target handle.
@@ -762,11 +874,19 @@ impl SnapCore {
         if st.waiting == Some(me) && st.owner != 0 {
             // `__handover_exceptions()`: the table, the store and the
             // valid/overflow flags stay; only the owning target changes.
+            // The merge state is the new target's own, as upstream's new
+            // `dm_snapshot` starts without one: a `snapshot` taking a
+            // merging store over gets copies from origin writes again, and
+            // no earlier merge failure. (The old owner is suspended, so its
+            // merge was stopped.)
             st.waiting = None;
             st.owner = me;
             st.ti = Some(ti);
             st.len = len;
             st.kind = kind;
+            st.merging = merging;
+            st.merge_failed = false;
+            st.merge_failed_before = false;
         }
         if st.owner == me && merging {
             st.merging = true;
@@ -831,24 +951,7 @@ impl SnapCore {
         let mut unflushed: Option<KVec<CommitEntry>> = None;
         'batches: loop {
             // Invalidation side effects first: header, then the event.
-            let invalidated = core::mem::replace(&mut self.state.lock().invalidated_pending_io, false);
-            if invalidated {
-                if let Some(meta) = self.meta.lock().as_mut() {
-                    if meta.write_header(false).is_err() {
-                        dm_err!("write header failed");
-                    }
-                }
-                // The event goes to the owner at this moment, under the
-                // state lock: a handover replaces `ti` and an owner's
-                // destructor clears it (`release`) under the same lock.
-                let st = self.state.lock();
-                if let Some(ti) = st.ti {
-                    // SAFETY: `ti` is the owner's target, alive while it is
-                    // stored here (see above and the type invariant).
-                    unsafe { ti.table_event() };
-                }
-                drop(st);
-            }
+            let invalidated = self.finish_invalidation();
 
             let mut batch: KVec<CommitEntry> = KVec::new();
             let mut area: Option<(Chunk, Option<Chunk>)> = None;
@@ -964,6 +1067,42 @@ impl SnapCore {
             let flushed = self.flush_cow();
             self.complete_batch(last, flushed);
         }
+        // An invalidation by the last completions: its waiters go now.
+        self.finish_invalidation();
+    }
+
+    /// Makes a pending invalidation durable: writes the header (valid = 0),
+    /// then releases the origin writes held for it, then raises the table
+    /// event. Whether there was one.
+    fn finish_invalidation(self: &Arc<Self>) -> bool {
+        if !self.state.lock().invalidated_pending_io {
+            return false;
+        }
+        // The flag stays set during the write, so origin writes arriving
+        // meanwhile are held too.
+        if let Some(meta) = self.meta.lock().as_mut() {
+            if meta.write_header(false).is_err() {
+                // As upstream: the snapshot stays invalid in memory (a
+                // failing COW cannot be made to say more).
+                dm_err!("write header failed");
+            }
+        }
+        let mut st = self.state.lock();
+        st.invalidated_pending_io = false;
+        let mut waiters = st.invalid_header_waiters.take();
+        // The event goes to the owner at this moment, under the state
+        // lock: a handover replaces `ti` and an owner's destructor clears
+        // it (`release`) under the same lock.
+        if let Some(ti) = st.ti {
+            // SAFETY: `ti` is the owner's target, alive while it is stored
+            // here (see above and the type invariant).
+            unsafe { ti.table_event() };
+        }
+        drop(st);
+        while let Some(bio) = waiters.pop() {
+            self.entry.retry(bio);
+        }
+        true
     }
 
     /// Flushes the COW; `false` (and the snapshot invalidated) on error.
@@ -988,6 +1127,14 @@ impl SnapCore {
     }
 
     /// Finishes one exception (`pending_complete()`).
+    ///
+    /// The completed exception goes into the table first, so new snapshot
+    /// reads of the chunk go to the COW copy. The pending exception stays
+    /// until the snapshot reads already sent to the origin for this chunk
+    /// have finished: while it exists, origin writes to the chunk queue on
+    /// it (`origin_cow_range` looks for it first), so none can overtake
+    /// such a read, whatever made the exception (an origin write, a
+    /// snapshot write, the merge's copy-out).
     fn complete(self: &Arc<Self>, chunk: Chunk, new: Chunk, ok: bool) {
         let mut st = self.state.lock();
         let mut ok = ok && st.valid;
@@ -998,27 +1145,31 @@ impl SnapCore {
         if !ok {
             self.invalidate(&mut st, "Error reading/writing");
         }
+        if st.pending.get(&chunk).is_none() {
+            return;
+        }
+        drop(st);
+        self.drain_origin_reads(chunk);
+
+        let mut st = self.state.lock();
         let Some(mut pe) = st.pending.remove(&chunk) else {
             return;
         };
+        let mut origin_bios = pe.origin_bios.take();
+        if st.invalidated_pending_io {
+            // Invalid, and not durably so yet: the held origin writes go
+            // once the header is written (`finish_invalidation`).
+            while let Some(bio) = origin_bios.pop() {
+                st.invalid_header_waiters.push(bio);
+            }
+        }
         drop(st);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
 
         if let Some(full) = pe.full_write.take() {
             full.finish(ok);
         }
-        let snapshot_bios = pe.snapshot_bios.take();
-        let mut origin_bios = pe.origin_bios.take();
-        if !origin_bios.is_empty() || pe.for_origin {
-            // Snapshot reads of this chunk sent to the origin before the
-            // exception existed must finish before the origin changes (the
-            // write may be held on another chunk, and proceed once that one
-            // completes).
-            let bucket = 1u64 << Self::track_bucket(chunk);
-            self.wait_tracked(0, bucket);
-            self.wait_tracked(1, bucket);
-        }
-        let mut snapshot_bios = snapshot_bios;
+        let mut snapshot_bios = pe.snapshot_bios.take();
         while let Some(bio) = snapshot_bios.pop() {
             if ok {
                 bio.submit();
@@ -1055,25 +1206,57 @@ impl SnapCore {
         let write = bio.is_write();
         let _noio = NoIoScope::enter();
         let mut st = self.state.lock();
-        if st.owner != me {
-            return MapResult::Kill;
+        // A target that does not own the store is upstream's invalid
+        // snapshot-merge (its handover was cancelled, or it handed the
+        // store over): everything goes to the origin.
+        let owner = st.owner == me;
+        if owner {
+            st.merge_io = st.merge_io.wrapping_add(1);
         }
-        st.merge_io = st.merge_io.wrapping_add(1);
-        if st.valid {
+        if owner && st.valid {
             if let Some(new) = st.table.lookup(chunk) {
+                if write && (st.merge_unsettled_lost || runs_contain(&st.merge_unsettled, chunk)) {
+                    // Its commit failed: write both copies, or nothing.
+                    let size = ti.per_io_data_size();
+                    // SAFETY: `bio` is this target's clone; it reserved `size`.
+                    if !unsafe { bio.dual_writable(size) } {
+                        dm_err!("merge commit failed: only plain writes to its chunks are possible until reactivation");
+                        return MapResult::Kill;
+                    }
+                    while self.dual_write_in_flight(chunk) {
+                        // One at a time per chunk (bucket): the one in
+                        // flight ends on its own (the merge is stopped).
+                        drop(st);
+                        dmsync::sleep_us(100);
+                        st = self.state.lock();
+                    }
+                    if st.owner != me || !st.valid || st.table.lookup(chunk) != Some(new) {
+                        // Changed while it waited (a handover): rare.
+                        return MapResult::Kill;
+                    }
+                    self.track(bio, bio.per_bio_u64(ti), chunk, DUAL_WRITES);
+                    drop(st);
+                    // SAFETY: By the type invariant the origin is held.
+                    unsafe { bio.set_bdev(self.origin) };
+                    self.dual_write(bio.defer(), size, self.cow_sector(new, sector));
+                    return MapResult::Submitted;
+                }
                 let in_window = runs_contain(&st.merge_window, chunk);
                 if write && in_window {
                     // SAFETY: By the type invariant the origin is held.
                     unsafe { bio.set_bdev(self.origin) };
                     let size = ti.per_io_data_size();
                     // SAFETY: `bio` is this target's clone; it reserved `size`.
-                    if runs_contain(&st.merge_copied, chunk) && unsafe { bio.dual_writable(size) } {
+                    let dual_writable = unsafe { bio.dual_writable(size) };
+                    if runs_contain(&st.merge_copied, chunk) && dual_writable && !self.dual_write_in_flight(chunk) {
                         // Back in the origin, not committed yet: write both.
+                        self.track(bio, bio.per_bio_u64(ti), chunk, DUAL_WRITES);
                         drop(st);
                         self.dual_write(bio.defer(), size, self.cow_sector(new, sector));
                         return MapResult::Submitted;
                     }
-                    // Wait until this chunk is back in the origin.
+                    // Wait until this chunk is back in the origin (or, if
+                    // a dual write to it is in flight, until the commit).
                     st.merge_queue.push(bio.defer());
                     return MapResult::Submitted;
                 }
@@ -1088,7 +1271,9 @@ impl SnapCore {
         }
         drop(st);
         // Not (or no longer) in the snapshot: the origin holds the data.
-        // SAFETY: By the type invariant the origin is held.
+        // SAFETY: By the type invariant the origin is held while the core
+        // has an owner; a target that is not the owner holds the same
+        // origin device itself (same device number: `entry`).
         unsafe { bio.set_bdev(self.origin) };
         if !write {
             return MapResult::Remapped;
@@ -1106,33 +1291,65 @@ impl SnapCore {
         self.entry.min_chunk_sectors().unwrap_or(self.chunk.sectors())
     }
 
-    /// Starts (or restarts) the merge (`start_merge()`).
-    pub(crate) fn start_merge(self: &Arc<Self>) {
+    /// Starts (or restarts) the merge of target `me` (`start_merge()`, on
+    /// every resume). A merge that failed starts again (the store may work
+    /// again), but the status keeps saying `Merge failed`, as upstream's.
+    pub(crate) fn start_merge(self: &Arc<Self>, me: usize) {
         let mut st = self.state.lock();
+        if st.owner != me {
+            // Upstream's invalid snapshot-merge (see `merge_map`).
+            drop(st);
+            dm_err!("Snapshot is invalid: can't merge");
+            return;
+        }
         if !st.merging || st.merge_running {
             return;
         }
+        if !st.merge_unsettled.is_empty() || st.merge_unsettled_lost {
+            // A commit failed after the copy-back: the on-disk list is no
+            // longer what the planner would read. Only a new activation,
+            // which loads it again, may merge on.
+            drop(st);
+            dm_err!("Merge commit failed earlier: reactivate to merge on");
+            return;
+        }
+        st.merge_failed_before |= st.merge_failed;
+        st.merge_failed = false;
         st.merge_running = true;
         st.merge_stop = false;
         drop(st);
-        if let Err(this) = dmsync::queue().enqueue::<Arc<Self>, 1>(self.clone()) {
+        if let Err(this) = dmsync::merge_queue().enqueue::<Arc<Self>, 1>(self.clone()) {
             // Cannot be queued already (merge_running was clear); be safe.
             this.state.lock().merge_running = false;
         }
     }
 
-    /// Stops the merge and waits until the current step is done
-    /// (`stop_merge()`).
-    pub(crate) fn stop_merge(&self) {
-        self.state.lock().merge_stop = true;
+    /// Stops the merge of target `me` and waits until the current step is
+    /// done (`stop_merge()`). A merge `me` does not own (it handed the
+    /// store over) is not its to stop.
+    pub(crate) fn stop_merge(&self, me: usize) {
+        {
+            let mut st = self.state.lock();
+            if st.owner != me {
+                return;
+            }
+            st.merge_stop = true;
+        }
         while self.state.lock().merge_running {
             dmsync::sleep_ms(1);
         }
     }
 
     fn merge_failed_now(&self, why: &str) {
+        self.merge_failed_with(why, &[]);
+    }
+
+    /// The merge failed while committing `unsettled`, runs copied back to
+    /// the origin whose on-disk and in-memory state is now unknown.
+    fn merge_failed_with(&self, why: &str, unsettled: &[MergeRun]) {
         dm_err!("{}", why);
         let mut st = self.state.lock();
+        Self::record_unsettled(&mut st, unsettled);
         st.merge_failed = true;
         st.merge_window = KVec::new();
         st.merge_copied = KVec::new();
@@ -1141,6 +1358,16 @@ impl SnapCore {
         while let Some(bio) = queued.pop() {
             bio.fail();
         }
+    }
+
+    /// Adds `runs` to the unsettled runs (see `SnapState::merge_unsettled`).
+    fn record_unsettled(st: &mut SnapState, runs: &[MergeRun]) {
+        for run in runs {
+            if st.merge_unsettled.push(*run, GFP_KERNEL).is_err() {
+                st.merge_unsettled_lost = true;
+            }
+        }
+        st.merge_unsettled.sort_unstable_by_key(|r| r.first_old());
     }
 
     /// The merge worker: copies the exceptions back to the origin, newest
@@ -1400,7 +1627,7 @@ impl SnapCore {
             && unsafe { self.cow.flush() }.is_ok();
         drop(meta_guard);
         if !written {
-            self.merge_failed_now("Write error in exception store: shutting down merge");
+            self.merge_failed_with("Write error in exception store: shutting down merge", &batch.runs);
             return false;
         }
         let mut st = self.state.lock();
@@ -1412,6 +1639,10 @@ impl SnapCore {
         let mut removed = true;
         for run in batch.runs.iter() {
             removed &= st.table.remove_range(run.first_old(), u64::from(run.count())).is_ok();
+        }
+        if !committed || !removed {
+            // Before the lock drops: no write may reach a COW copy only.
+            Self::record_unsettled(&mut st, &batch.runs);
         }
         st.merge_window = next_window.unwrap_or_default();
         // The runs still copied are those of the next batch, if it was.
@@ -1437,6 +1668,12 @@ impl SnapCore {
         }
         drop(st);
         if !committed || !removed {
+            // As upstream's merge_callback: the writes held for the batch
+            // fail (they would go to the origin only, while the table may
+            // still send reads of their chunks to the COW copies).
+            while let Some(bio) = released.pop() {
+                bio.fail();
+            }
             self.merge_failed_now("Corrupt exception store: shutting down merge");
         }
         let merged = batch.runs.iter().map(|r| u64::from(r.count())).sum();
@@ -1493,7 +1730,10 @@ impl SnapCore {
             let chunk = self.chunk.sector_to_chunk(bio.view().sector());
             // SAFETY: Queued bios are clones of the owner's target (the
             // owner cannot change while the merge runs).
-            if runs_contain(&st.merge_copied, chunk) && unsafe { bio.view().dual_writable(size) } {
+            let dual_writable = unsafe { bio.view().dual_writable(size) };
+            if runs_contain(&st.merge_copied, chunk) && dual_writable && !self.dual_write_in_flight(chunk) {
+                // SAFETY: As above.
+                self.track(bio.view(), unsafe { bio.view().per_bio_u64_sized(size) }, chunk, DUAL_WRITES);
                 release.push(bio);
             } else {
                 st.merge_queue.push(bio);
@@ -1513,6 +1753,17 @@ impl SnapCore {
             }
         }
         held
+    }
+
+    /// Whether a dual write to a chunk of `chunk`'s bucket is in flight
+    /// (caller holds the state lock, under which dual writes start). Dual
+    /// writes to one chunk must not overlap: two could land in different
+    /// orders on the COW copy and the origin, and a read would then change
+    /// at the commit. A write that meets one waits for the commit.
+    fn dual_write_in_flight(&self, chunk: Chunk) -> bool {
+        self.tracked
+            .get(DUAL_WRITES * TRACK_BUCKETS + Self::track_bucket(chunk))
+            .is_some_and(|c| c.load(Ordering::Acquire) != 0)
     }
 
     /// The tracked-write buckets the origin chunks of `window` hash to.
@@ -1572,7 +1823,8 @@ impl SnapCore {
         if let Some(copier) = copier.as_mut() {
             if ok {
                 let total = plans.iter().filter(|p| bounce(p)).map(|p| p.sectors).sum();
-                ok = copier.copy(self.cow, self.origin, total, plans.iter().filter(|p| bounce(p))).is_ok();
+                let stopping = || self.state.lock().merge_stop;
+                ok = copier.copy(self.cow, self.origin, total, plans.iter().filter(|p| bounce(p)), &stopping).is_ok();
             }
         }
         done.done(ok);
@@ -1648,6 +1900,7 @@ impl BounceCopier {
         to: BdevHandle,
         total: u64,
         plans: impl Iterator<Item = &'a CopyPlan>,
+        stopping: &dyn Fn() -> bool,
     ) -> Result {
         // At least four steps (of 256 KiB or more) when there is little to
         // copy, so that reads and writes still overlap: a batch held short
@@ -1661,6 +1914,7 @@ impl BounceCopier {
             let mut done = 0;
             while done < plan.sectors {
                 let n = (plan.sectors - done).min(step);
+                let started = Ktime::ktime_get();
                 let countdown = IoCountdown::new()?;
                 let (read_buf, write_buf) = if into_b1 { (&mut *b1, &mut *b0) } else { (&mut *b0, &mut *b1) };
                 // SAFETY: `countdown.wait()` below returns once both
@@ -1680,6 +1934,7 @@ impl BounceCopier {
                 if !ok {
                     return Err(EIO);
                 }
+                throttle_after(started, stopping);
                 pending = Some((Region::new(to, plan.dest + done, n), into_b1));
                 into_b1 = !into_b1;
                 done += n;
@@ -1692,6 +1947,26 @@ impl BounceCopier {
         Ok(())
     }
 }
+
+/// Idles after a bounce copy step begun at `started`, so that the merge's
+/// copies keep to `snapshot_copy_throttle` percent of the time, as its
+/// kcopyd copies do (kcopyd throttles only its own jobs). Cut short once
+/// `stopping` says the merge is asked to stop (a suspend waits for it).
+fn throttle_after(started: Ktime, stopping: &dyn Fn() -> bool) {
+    let busy_us = u64::try_from((Ktime::ktime_get() - started).to_ns() / 1000).unwrap_or(0);
+    let mut idle_us = throttle_idle_us(busy_us, crate::dm::kcopyd::copy_throttle_pct());
+    while idle_us != 0 && !stopping() {
+        let slice = idle_us.min(THROTTLE_SLICE_US);
+        // `slice` fits: at most THROTTLE_SLICE_US.
+        let slice_u32 = u32::try_from(slice).unwrap_or(u32::MAX);
+        dmsync::sleep_range_us(slice_u32, slice_u32.saturating_add(500));
+        idle_us -= slice;
+    }
+}
+
+/// The copy throttle's idle time is slept in slices of at most this long,
+/// checking for a stop in between.
+const THROTTLE_SLICE_US: u64 = 20_000;
 
 /// Most data merged per batch: one origin flush and one commit per batch.
 const MERGE_BATCH_BYTES: usize = 16 << 20;

@@ -16,7 +16,7 @@ use kernel::sync::{Arc, Mutex};
 use crate::dm::{kvec, Bio, OwnedBio};
 use crate::pure::merge::CopyPlan;
 
-use super::core::{CopyGroup, NewRuns, SnapCore};
+use super::core::{CopyGroup, HandoverRefusal, NewRuns, SnapCore};
 use super::gather::Gatherer;
 
 /// An origin write, either still in `map` or held and being retried.
@@ -67,6 +67,10 @@ pub(crate) struct OriginEntry {
     devt: u32,
     /// Resumed `snapshot-origin` targets of this origin.
     live_origins: core::sync::atomic::AtomicUsize,
+    /// `snapshot-merge` table entries of this origin, from their
+    /// constructor to their destructor, whether or not they own a store
+    /// (upstream's `snap_merge`: any registered snapshot-merge target).
+    merge_tables: core::sync::atomic::AtomicUsize,
     /// Snapshots, largest chunk size first (upstream's order).
     #[pin]
     snapshots: Mutex<KVec<Arc<SnapCore>>>,
@@ -130,9 +134,28 @@ impl OriginEntry {
         self.snapshots.lock().iter().any(|s| s.is_merging() && !s.cow().same(cow))
     }
 
-    /// The registered snapshot using `cow` as its COW device, if any.
-    pub(crate) fn find_cow(&self, cow: crate::dm::BdevHandle) -> Option<Arc<SnapCore>> {
-        self.snapshots.lock().iter().find(|s| s.cow().same(cow)).cloned()
+    /// Makes target `id` (a `snapshot-merge` one if `merge`) the handover
+    /// destination of the registered snapshot using `cow`, if there is one
+    /// (`__validate_exception_handover()`). A merge target is counted as
+    /// one of the origin's `snapshot-merge` tables from here on, in the
+    /// returned [`MergeTable`].
+    pub(crate) fn claim_cow(
+        self: &Arc<Self>,
+        cow: crate::dm::BdevHandle,
+        id: usize,
+        merge: bool,
+    ) -> Result<Option<Claimed>, HandoverRefusal> {
+        // Under the list lock: another constructor's check and count are
+        // not interleaved with these.
+        let list = self.snapshots.lock();
+        let Some(live) = list.iter().find(|s| s.cow().same(cow)).cloned() else {
+            return Ok(None);
+        };
+        let tables = self.merge_tables.load(Ordering::Acquire) != 0;
+        live.add_waiting(id, merge, tables)?;
+        let merge_table = merge.then(|| MergeTable::new(self.clone()));
+        drop(list);
+        Ok(Some(Claimed { core: live, merge_table }))
     }
 
     /// The smallest chunk size among the active snapshots, in sectors
@@ -237,6 +260,36 @@ impl OriginEntry {
     }
 }
 
+/// A live store a new table waits to take over ([`OriginEntry::claim_cow`]).
+pub(crate) struct Claimed {
+    pub(crate) core: Arc<SnapCore>,
+    /// The new table's count as a `snapshot-merge` table, if it is one.
+    pub(crate) merge_table: Option<MergeTable>,
+}
+
+/// One `snapshot-merge` table entry of an origin, counted in
+/// `OriginEntry::merge_tables` until dropped.
+pub(crate) struct MergeTable {
+    entry: Arc<OriginEntry>,
+}
+
+impl MergeTable {
+    /// Counts a `snapshot-merge` table of `entry`'s origin.
+    pub(crate) fn new(entry: Arc<OriginEntry>) -> Self {
+        entry.merge_tables.fetch_add(1, Ordering::AcqRel);
+        Self { entry }
+    }
+}
+
+impl Drop for MergeTable {
+    fn drop(&mut self) {
+        let _ = self
+            .entry
+            .merge_tables
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
 /// All origin entries. One per loaded module.
 #[pin_data]
 pub(crate) struct Registry {
@@ -314,6 +367,7 @@ impl EntryRef {
             pin_init!(OriginEntry {
                 devt,
                 live_origins: core::sync::atomic::AtomicUsize::new(0),
+                merge_tables: core::sync::atomic::AtomicUsize::new(0),
                 snapshots <- new_mutex!(KVec::new()),
                 gather,
             }),

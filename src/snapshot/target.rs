@@ -21,8 +21,8 @@ use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, MapResult, OpenMode, 
 
 use crate::pure::chunk::ChunkSize;
 
-use super::core::{CoreParts, SnapCore};
-use super::registry::EntryRef;
+use super::core::{CoreParts, HandoverRefusal, SnapCore};
+use super::registry::{Claimed, EntryRef, MergeTable};
 use super::store::{self, StoreKind};
 
 /// Optional features of the table line.
@@ -86,6 +86,8 @@ pub(crate) struct Snapshot {
     merge: bool,
     /// This table's store type (`P`/`PO`/`N`), applied on handover.
     kind: StoreKind,
+    /// Counts this table among the origin's `snapshot-merge` tables.
+    _merge_table: Option<MergeTable>,
     entry: EntryRef,
     features: Features,
     origin: DmDev,
@@ -95,7 +97,9 @@ pub(crate) struct Snapshot {
 impl Drop for Snapshot {
     fn drop(&mut self) {
         if self.merge {
-            self.core.stop_merge();
+            // Only a merge this table owns: dm destroys the old table after
+            // the new one took the store over and started its merge.
+            self.core.stop_merge(self.id);
         }
         if self.core.release(self.id) {
             // No new copies from origin writes, then wait for the ones in
@@ -203,18 +207,31 @@ impl Snapshot {
             .map_err(|e| CtrError::new(e, c_str!("Snapshot origin struct allocation failed")))?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let pairing = c_str!("Snapshot cow pairing for exception table handover failed");
-        if merge && entry.entry().merging_other_than(cow.handle()) {
-            return Err(CtrError::inval(c_str!("A snapshot is already merging.")));
-        }
-        if let Some(live) = entry.entry().find_cow(cow.handle()) {
+        let already_merging = c_str!("A snapshot is already merging.");
+        let claimed = entry.entry().claim_cow(cow.handle(), id, merge).map_err(|r| {
+            CtrError::inval(match r {
+                HandoverRefusal::Pairing => pairing,
+                HandoverRefusal::AlreadyMerging => already_merging,
+                HandoverRefusal::NoMergeSupport => c_str!("Snapshot exception store does not support snapshot-merge."),
+            })
+        })?;
+        if let Some(Claimed { core: live, merge_table }) = claimed {
             // A live snapshot of this origin uses this COW: this table will
             // take its store over when it resumes (a reload, or the start
             // of a merge). The store is not read again.
-            if !live.add_waiting(id) {
-                return Err(CtrError::inval(pairing));
-            }
             let chunk = live.chunk_size();
-            let this = KBox::pin(Snapshot { core: live.clone(), id, merge, kind, entry, features, origin, cow }, GFP_KERNEL);
+            let this = Snapshot {
+                core: live.clone(),
+                id,
+                merge,
+                kind,
+                _merge_table: merge_table,
+                entry,
+                features,
+                origin,
+                cow,
+            };
+            let this = KBox::pin(this, GFP_KERNEL);
             let this = match this {
                 Ok(this) => this,
                 Err(_) => {
@@ -226,6 +243,11 @@ impl Snapshot {
             configure(setup, features, num_flush_bios, chunk)
                 .map_err(|e| CtrError::new(e, c_str!("Cannot allocate private snapshot structure")))?;
             return Ok(this);
+        }
+        // Stricter than upstream, which refuses a second merging snapshot
+        // only when it takes a live store over (above).
+        if merge && entry.entry().merging_other_than(cow.handle()) {
+            return Err(CtrError::inval(already_merging));
         }
         if super::registry::cow_in_use(cow.handle()) {
             // The COW belongs to a snapshot of another origin.
@@ -267,7 +289,9 @@ impl Snapshot {
         configure(setup, features, num_flush_bios, chunk)
             .map_err(|e| CtrError::new(e, c_str!("Failed to read snapshot metadata")))?;
 
-        let this = KBox::pin(Snapshot { core: core.clone(), id, merge, kind, entry, features, origin, cow }, GFP_KERNEL)
+        let merge_table = merge.then(|| MergeTable::new(entry.entry().clone()));
+        let this = Snapshot { core: core.clone(), id, merge, kind, _merge_table: merge_table, entry, features, origin, cow };
+        let this = KBox::pin(this, GFP_KERNEL)
             .map_err(|_| CtrError::new(ENOMEM, c_str!("Cannot allocate private snapshot structure")))?;
         // Registered last: from here on origin writes may copy into it
         // (once it is resumed).
@@ -415,7 +439,7 @@ impl TargetOps for SnapshotMerge {
     }
 
     fn presuspend(&self, _ti: &Target) {
-        self.0.core.stop_merge();
+        self.0.core.stop_merge(self.0.id);
     }
 
     fn preresume(&self, _ti: &Target) -> Result {
@@ -430,7 +454,7 @@ impl TargetOps for SnapshotMerge {
         self.0.resume_common(ti);
         // Writes are cut at the smallest chunk of the origin's snapshots.
         ti.set_max_io_len_on_resume(self.0.core.origin_min_chunk());
-        self.0.core.start_merge();
+        self.0.core.start_merge(self.0.id);
     }
 
     fn status(&self, _ti: &Target, kind: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {

@@ -76,10 +76,21 @@ pattern() {
 # a dm device stacked on it (the boot-time partition scan caches sector 0).
 
 # write_at DEV OFFSET_BYTES FILE: write FILE (a multiple of 512 bytes) at a
-# 512-aligned byte offset.
+# 512-aligned byte offset. The block size divides the file's size: coreutils
+# dd turns O_DIRECT off for a write shorter than bs, which would make a
+# short write a page-cache read-modify-write.
 write_at() {
-  $DD if="$3" of="$1" bs=256K seek="$2" iflag=fullblock oflag=direct,seek_bytes conv=notrunc 2>/dev/null \
+  $DD if="$3" of="$1" bs=$(direct_bs "$3") seek="$2" iflag=fullblock oflag=direct,seek_bytes conv=notrunc 2>/dev/null \
     || fail "write to $1 at $2"
+}
+
+# direct_bs FILE: the largest of 256K, 64K, 4K and 512 that divides FILE's size.
+direct_bs() {
+  local n b; n=$(stat -c %s "$1")
+  for b in 262144 65536 4096 512; do
+    [ $((n % b)) != 0 ] || { echo $b; return; }
+  done
+  echo 512
 }
 
 # read_at DEV OFFSET_BYTES LEN_BYTES: write the bytes to stdout.
@@ -174,7 +185,7 @@ read_fails() {
 
 # write_fails DEV OFFSET_BYTES FILE: true if an O_DIRECT write fails.
 write_fails() {
-  ! $DD if="$3" of="$1" bs=256K seek="$2" iflag=fullblock \
+  ! $DD if="$3" of="$1" bs=$(direct_bs "$3") seek="$2" iflag=fullblock \
       oflag=direct,seek_bytes conv=notrunc 2>/dev/null
 }
 
