@@ -25,8 +25,8 @@
 #                     acknowledged load writes, so cuts with acks must fail
 #   CRASH_OUT=dir     work directory (default out/crash); failed cuts keep
 #                     their disk images there for reproduction
-# Many cuts: `CRASH_SEED=1000 scripts/crash-test.sh 40` (about a minute per
-# cut); several such runs with different seeds can run in parallel with
+# Many cuts: `CRASH_SEED=1000 scripts/crash-test.sh 40` (about 45 s per cut
+# on a busy 2-CPU host; the overflow cut ~30 s); several such runs with different seeds can run in parallel with
 # different CRASH_OUT directories.
 #
 # Cut 0, in every run: the overflow cut (issue 17; tests/crash/crash-ovf-a.sh
@@ -61,8 +61,10 @@
 #                             it reports that it has finished. (With the
 #                             Rust module and D = 300, the merge runs in
 #                             about three batches of ~4, ~1.5 and ~0.7 s.)
-#       s%8 = 1, 2  copy-out: 0..999 ms after upgrade write k (seeded 1..41,
-#                             slowed with write k+1) is issued
+#       s%8 = 1, 2  copy-out: 0..999 ms after upgrade write k (seeded 1..41)
+#                             is issued; writes k and k+1 run under the
+#                             copy profile (a timer cut slows a seeded pair
+#                             too)
 #       s%8 = 3     switch:   100..1499 ms after the upgrade is written (the
 #                             snapshot-merge table switch follows)
 #       s%8 = 0     timer:    CRASH_KILL_MIN..MAX s after QEMU starts
@@ -81,13 +83,14 @@
 #                live (STAGE 3 or MERGE marker of that round)
 #   copy-out     notes stage 1, last marker "UPG ... issued": an origin
 #                write (copy-out, commit, origin write) had not returned
+#                (or dd was still starting: a few ms of a slowed write's ~1 s)
 #   switch       notes stage 2, nothing merged, merge table not reported live
 #   idle         between upgrade writes, before or after the upgrade, merge
 #                finished (the load alone), linear
 #   early        no notes yet (cut during setup)
 # The run ends with that distribution, e.g. "crash-test: cuts landed: 9
 # during merge batches, 4 during copy-out, 1 in the table switch, 2 idle,
-# 0 early (13 of 16 in flight)".
+# 0 early (13 of 16 in flight)"; in flight = merge batch or copy-out.
 # What a SIGKILL of QEMU models: writes QEMU had already passed to the host
 # survive (host page cache), guest-side queued I/O is lost (including what
 # dm-delay holds). It does not model a disk losing its volatile cache;
