@@ -65,8 +65,9 @@
 #                             is issued; writes k and k+1 run under the
 #                             copy profile (a timer cut slows a seeded pair
 #                             too)
-#       s%8 = 3     switch:   100..1499 ms after the upgrade is written (the
-#                             snapshot-merge table switch follows)
+#       s%8 = 3     switch:   50..599 ms after the upgrade is written (the
+#                             notes say stage 2, then the snapshot-merge
+#                             table switch: ~0.1..0.5 s here)
 #       s%8 = 0     timer:    CRASH_KILL_MIN..MAX s after QEMU starts
 #                             (anything: setup, a later round, linear, ...)
 #   phase B (tests/crash/crash-b.sh) boots on the same disks, activates as
@@ -248,7 +249,7 @@ for i in $(seq 1 "$n"); do
   case $((s % 8)) in
     0) aim=timer; delay=$(( lo + (h >> 8) % (hi - lo + 1) )); slowk=$(( 1 + (h >> 16) % 41 )) ;;
     1|2) aim=copy-out; m_k=$(( 1 + (h >> 8) % 41 )); jit=$(( (h >> 16) % 1000 )); slowk=$m_k ;;
-    3) aim=switch; jit=$(( 100 + (h >> 16) % 1400 )) ;;
+    3) aim=switch; jit=$(( 50 + (h >> 16) % 550 )) ;;
     *) aim=merge m_seen=0
        if [ $(( (h >> 8) % 2 )) = 0 ]; then m_nth=1 jit=$(( (h >> 16) % (10 * dw + 1) ))
        else m_nth=2 jit=$(( (h >> 16) % (3 * dw + 1) )); fi ;;
