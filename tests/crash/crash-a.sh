@@ -9,14 +9,41 @@
 #               stage 1: the snapshot exists (reads S), the origin is being
 #                        upgraded; a merge of it must give S
 #               stage 2: the merge may have started (LVM has committed it):
-#                        activation must merge to S + acknowledged writes
+#                        activation must merge to S + acknowledged writes;
+#                        used= and meta= are the COW's status figures before
+#                        the merge (phase B compares them with what is left)
 #               stage 3: merged, back to linear: the origin alone holds
 #                        S + the round's acknowledged writes
 #   1 MiB       S's content of the load region R = [rs, rs+rl)
 #   2 MiB+512*N "ACK N": load write N of the current round returned (it was
 #               O_DSYNC); round r's records start at 2 MiB + r*256 KiB
-# Disks: origin = /dev/vda 0..32 MiB, COW = /dev/vdc 0..32 MiB.
-# Progress goes to results.log as "STAGE <n> <what> <uptime>" lines.
+# Disks: origin = /dev/vda 0..32 MiB, COW = /dev/vdc 0..32 MiB, each under
+# a device (base-real, base-cow) that is linear, or dm-delay while a "slow"
+# profile is on (dmsnap.delay=D ms, D >= 50; 0 = never slow):
+#   merge  from before the merge table switch until the merge has finished:
+#          COW reads, origin writes, flushes of both wait D ms, so each merge
+#          batch (read the COW, write the origin, commit) is in flight for
+#          about 3 D and the merge for seconds (undelayed: well under one)
+#   copy   for upgrade writes K and K+1 (dmsnap.slowk=K, 0 = none): origin
+#          reads D/3, COW writes and flushes D: the copy-out, and the commit
+#          the origin write waits for, are in flight for about 3 D
+# Whatever dm-delay holds is lost when QEMU is killed, like any I/O queued
+# in the guest. Switching a profile reloads base-real and base-cow
+# (suspend, resume) while no snapshot I/O is in flight, except the load
+# writes after the merge.
+#
+# Progress goes to results.log; the host aims its cuts at these markers and
+# classifies them by the last one before the kill:
+#   STAGE <n> round=<r> <what> <uptime>      the stages above, and 0 (setup),
+#                                            2 (upgrade written), 3 (merge
+#                                            table live), 4 (merged), 5 (linear)
+#   UPG round=<r> k=<k> issued|done <uptime> upgrade write k (1..41) was
+#                                            issued / has returned
+#   MERGE round=<r> left=<x> of=<y> <status> <uptime>   the merge's progress
+#                                            (used - metadata sectors of its
+#                                            status, y before the merge),
+#                                            each time it changes
+#   SLOW round=<r> <profile> <uptime>        a delay profile is on (or off)
 . /tests/lib.sh
 arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 SEED=$(arg dmsnap.seed); SEED=${SEED:-1}
@@ -25,20 +52,64 @@ set -- 8 16 32 64 128; shift $((SEED % 5)); CHUNK=$1
 OSZ=33554432; OSEC=$((OSZ / 512))
 RS=8388608; RL=262144; NB=$((RL / 4096)); SALT=$((SEED % 97))
 NLOAD=30
-stage() { echo "STAGE $1 round=$round $2 $(cut -d' ' -f1 /proc/uptime)"; }
+DW=$(arg dmsnap.delay); DW=${DW:-0}
+SLOWK=$(arg dmsnap.slowk); SLOWK=${SLOWK:-0}
+up() { read -r u _ < /proc/uptime; echo "$u"; }   # no fork per marker
+stage() { echo "STAGE $1 round=$round $2 $(up)"; }
 note() {  # note TEXT OFFSET: a durable 512-byte record on the notes disk
   { printf '%s\n' "$1"; head -c 511 /dev/zero; } | head -c 512 > /tmp/note
   $DD if=/tmp/note of=/dev/vdd bs=512 seek=$(($2 / 512)) oflag=direct,dsync conv=notrunc 2>/dev/null || fail "note"
 }
-header() { note "CRASHNOTE stage=$1 round=$round seed=$SEED chunk=$CHUNK osz=$OSZ rs=$RS rl=$RL nload=$NLOAD salt=$SALT sum=$SSUM impl=$IMPL" 0; }
+header() { note "CRASHNOTE stage=$1 round=$round seed=$SEED chunk=$CHUNK osz=$OSZ rs=$RS rl=$RL nload=$NLOAD salt=$SALT sum=$SSUM impl=$IMPL used=$USED meta=$META delay=$DW" 0; }
 ackbase() { echo $((2097152 + round * 262144)); }
 
+# merge_watch: wait_merged base, printing a MERGE line whenever the merge's
+# progress changes.
+merge_watch() {
+  local n=0 st used meta last=
+  while :; do
+    st=$(dmsetup status base) || fail "status of base"
+    set -- $st
+    [ "$3" = snapshot-merge ] || fail "base: not a snapshot-merge status: $st"
+    case "$4" in */*) ;; *) fail "base: merge status '$st'" ;; esac
+    used=${4%%/*}; meta=$5
+    [ "$((used - meta))" = "$last" ] || echo "MERGE round=$round left=$((used - meta)) of=$((USED - META)) $4 $5 $(up)"
+    last=$((used - meta))
+    [ "$used" = "$meta" ] && return 0
+    n=$((n + 1)); [ $n -lt 6000 ] || fail "base: merge did not finish: $st"
+    sleep 0.1
+  done
+}
+
+# lower DEV RD WD FD: the table of a device over DEV's first OSZ bytes that
+# delays reads, writes, flushes by RD, WD, FD ms (linear if all are 0).
+lower() {
+  if [ "$2$3$4" = 000 ]; then echo "0 $OSEC linear $1 0"
+  else echo "0 $OSEC delay $1 0 $2 $1 0 $3 $1 0 $4"; fi
+}
+# slow off|copy|merge: switch the delay profile of base-real and base-cow.
+slow() {
+  local o c
+  case $1 in
+    off) o="0 0 0" c="0 0 0" ;;
+    copy) o="$((DW / 3)) 0 0" c="0 $DW $DW" ;;
+    merge) o="0 $DW $DW" c="$DW 0 $DW" ;;
+  esac
+  [ "$DW" -gt 0 ] || return 0
+  dmsetup load base-real --table "$(lower /dev/vda $o)"
+  dmsetup load base-cow --table "$(lower /dev/vdc $c)"
+  dmsetup suspend base-real; dmsetup resume base-real
+  dmsetup suspend base-cow; dmsetup resume base-cow
+  echo "SLOW round=$round $1 $(up)"
+}
+
 load_module "$IMPL"
-round=0
-stage 0 "seed=$SEED chunk=$CHUNK impl=$IMPL"
-dmsetup create base-real --table "0 $OSEC linear /dev/vda 0"
-dmsetup create base-cow --table "0 $OSEC linear /dev/vdc 0"
-head -c $OSZ /dev/urandom | $DD of=/dev/mapper/base-real bs=1M iflag=fullblock oflag=direct conv=fsync 2>/dev/null || fail fill
+[ "$DW" = 0 ] || grep -q '^dm_delay ' /proc/modules || insmod /modules/dm-delay.ko
+round=0 USED=0 META=0
+stage 0 "seed=$SEED chunk=$CHUNK impl=$IMPL delay=${DW}ms slowk=$SLOWK"
+head -c $OSZ /dev/urandom | $DD of=/dev/vda bs=1M iflag=fullblock oflag=direct conv=fsync 2>/dev/null || fail fill
+dmsetup create base-real --table "$(lower /dev/vda 0 0 0)"
+dmsetup create base-cow --table "$(lower /dev/vdc 0 0 0)"
 dmsetup create base --table "0 $OSEC linear /dev/mapper/base-real 0"
 
 while :; do
@@ -54,6 +125,7 @@ while :; do
   read_at /dev/mapper/snap $RS $RL > /tmp/S.R
   $DD if=/tmp/S.R of=/dev/vdd bs=64K seek=16 oflag=direct,dsync conv=notrunc 2>/dev/null || fail "note S.R"
   $DD if=/dev/zero of=/dev/vdd bs=64K seek=$(( $(ackbase) / 65536 )) count=4 oflag=direct,dsync conv=notrunc 2>/dev/null
+  USED=0 META=0
   header 1
   stage 1 "snapshot taken, upgrading the origin"
 
@@ -63,11 +135,20 @@ while :; do
     print rs - 65536, 196608;
     for (i = 0; i < 40; i++) { split("1 16 32 64", L, " "); l = L[1 + int(rand() * 4)] * 4096;
       o = int(rand() * (osz - l) / 4096) * 4096; print o, l } }' > /tmp/upgrade
+  k=0
   while read -r off len; do
+    k=$((k + 1))
     head -c $len /dev/urandom > /tmp/w
+    [ $k != "$SLOWK" ] || slow copy
+    read -r u _ < /proc/uptime; echo "UPG round=$round k=$k issued $u"
     write_at /dev/mapper/base $off /tmp/w
+    read -r u _ < /proc/uptime; echo "UPG round=$round k=$k done $u"
+    [ "$SLOWK" = 0 ] || [ $k != $((SLOWK + 1)) ] || slow off
   done < /tmp/upgrade
-  stage 2 "upgrade written: $(dmsetup status snap)"
+  st=$(dmsetup status snap)
+  set -- $st; USED=${4%%/*} META=$5
+  slow merge
+  stage 2 "upgrade written: $st"
 
   # lvconvert --merge, with a stamped load on the merging device.
   header 2
@@ -87,7 +168,8 @@ while :; do
       s=$((s + 1))
     done
   ) &
-  wait_merged base 600
+  merge_watch
+  slow off
   stage 4 "merged: $(dmsetup status base)"
   wait $! || fail "load failed"
   # Merge done: LVM drops the snapshot and the origin becomes linear.
