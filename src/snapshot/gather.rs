@@ -37,7 +37,7 @@ use crate::dm::sync::{self as dmsync, NoIoScope};
 use crate::dm::BdevHandle;
 use crate::pure::gather::{join_adjacent, Piece};
 
-use super::core::{OriginCopy, MAX_COPY_DESTS};
+use super::copyout::{OriginCopy, MAX_COPY_DESTS};
 
 /// Size of a batch's buffer (one per origin with snapshots, allocated on
 /// first use).

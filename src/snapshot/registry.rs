@@ -16,7 +16,8 @@ use kernel::sync::{Arc, Mutex};
 use crate::dm::{kvec, Bio, OwnedBio};
 use crate::pure::merge::CopyPlan;
 
-use super::core::{CopyGroup, HandoverRefusal, NewRuns, SnapCore};
+use super::copyout::{CopyGroup, NewRuns};
+use super::snap::{HandoverRefusal, SnapCore};
 use super::gather::Gatherer;
 
 /// An origin write, either still in `map` or held and being retried.

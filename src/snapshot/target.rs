@@ -21,7 +21,7 @@ use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, MapResult, OpenMode, 
 
 use crate::pure::chunk::ChunkSize;
 
-use super::core::{CoreParts, HandoverRefusal, SnapCore};
+use super::snap::{CoreParts, HandoverRefusal, SnapCore};
 use super::registry::{Claimed, EntryRef, MergeTable};
 use super::store::{self, StoreKind};
 

@@ -1,0 +1,329 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The merge: the `snapshot-merge` target's I/O path and the merge worker.
+
+use core::sync::atomic::Ordering;
+
+use kernel::prelude::*;
+use kernel::sync::Arc;
+use kernel::time::Ktime;
+
+use crate::dm::log::dm_err;
+use crate::dm::sync::{self as dmsync, NoIoScope};
+use crate::dm::{Bio, BioOp, MapResult};
+use crate::pure::merge::{runs_contain, throttle_idle_us, MergeRun};
+use crate::snapshot::registry::{OriginBio, OriginOutcome};
+use crate::snapshot::store::{Cursor, MergePlanner};
+
+use super::merge_batch::{BounceCopier, CopiedBatch};
+use super::merge_pace::{MergeBudget, MergePace};
+use super::track::DUAL_WRITES;
+use super::{SnapCore, SnapState};
+
+impl SnapCore {
+    /// `map` of the `snapshot-merge` target (`snapshot_merge_map()`).
+    pub(crate) fn merge_map(self: &Arc<Self>, me: usize, ti: &crate::dm::Target, bio: &Bio) -> MapResult {
+        if let Some(slot) = bio.per_bio_u64(ti) {
+            slot.store(0, Ordering::Relaxed);
+        }
+        if bio.is_preflush() {
+            // Two flush clones: #0 for the origin, #1 for the COW.
+            let dev = if bio.target_bio_nr() == 0 { self.origin } else { self.cow };
+            // SAFETY: By the type invariant both devices are held.
+            unsafe { bio.set_bdev(dev) };
+            return MapResult::Remapped;
+        }
+        if bio.op() == BioOp::Discard {
+            // Once merging, discards no longer change anything.
+            bio.defer().complete();
+            return MapResult::Submitted;
+        }
+        let sector = bio.sector();
+        let chunk = self.chunk.sector_to_chunk(sector);
+        let write = bio.is_write();
+        let _noio = NoIoScope::enter();
+        let mut st = self.state.lock();
+        // A target that does not own the store is upstream's invalid
+        // snapshot-merge (its handover was cancelled, or it handed the
+        // store over): everything goes to the origin.
+        let owner = st.owner == me;
+        if owner {
+            st.merge_io = st.merge_io.wrapping_add(1);
+        }
+        if owner && st.valid {
+            if let Some(new) = st.table.lookup(chunk) {
+                if write && (st.merge_unsettled_lost || runs_contain(&st.merge_unsettled, chunk)) {
+                    // Its commit failed: write both copies, or nothing.
+                    let size = ti.per_io_data_size();
+                    // SAFETY: `bio` is this target's clone; it reserved `size`.
+                    if !unsafe { bio.dual_writable(size) } {
+                        dm_err!("merge commit failed: only plain writes to its chunks are possible until reactivation");
+                        return MapResult::Kill;
+                    }
+                    while self.dual_write_in_flight(chunk) {
+                        // One at a time per chunk (bucket): the one in
+                        // flight ends on its own (the merge is stopped).
+                        drop(st);
+                        dmsync::sleep_us(100);
+                        st = self.state.lock();
+                    }
+                    if st.owner != me || !st.valid || st.table.lookup(chunk) != Some(new) {
+                        // Changed while it waited (a handover): rare.
+                        return MapResult::Kill;
+                    }
+                    self.track(bio, bio.per_bio_u64(ti), chunk, DUAL_WRITES);
+                    drop(st);
+                    // SAFETY: By the type invariant the origin is held.
+                    unsafe { bio.set_bdev(self.origin) };
+                    self.dual_write(bio.defer(), size, self.cow_sector(new, sector));
+                    return MapResult::Submitted;
+                }
+                let in_window = runs_contain(&st.merge_window, chunk);
+                if write && in_window {
+                    // SAFETY: By the type invariant the origin is held.
+                    unsafe { bio.set_bdev(self.origin) };
+                    let size = ti.per_io_data_size();
+                    // SAFETY: `bio` is this target's clone; it reserved `size`.
+                    let dual_writable = unsafe { bio.dual_writable(size) };
+                    if runs_contain(&st.merge_copied, chunk) && dual_writable && !self.dual_write_in_flight(chunk) {
+                        // Back in the origin, not committed yet: write both.
+                        self.track(bio, bio.per_bio_u64(ti), chunk, DUAL_WRITES);
+                        drop(st);
+                        self.dual_write(bio.defer(), size, self.cow_sector(new, sector));
+                        return MapResult::Submitted;
+                    }
+                    // Wait until this chunk is back in the origin (or, if
+                    // a dual write to it is in flight, until the commit).
+                    st.merge_queue.push(bio.defer());
+                    return MapResult::Submitted;
+                }
+                if write {
+                    // The merge waits for writes to chunks it copies.
+                    self.track(bio, bio.per_bio_u64(ti), chunk, st.track_gen);
+                }
+                drop(st);
+                self.remap_to_cow(bio, new, sector);
+                return MapResult::Remapped;
+            }
+        }
+        drop(st);
+        // Not (or no longer) in the snapshot: the origin holds the data.
+        // SAFETY: By the type invariant the origin is held while the core
+        // has an owner; a target that is not the owner holds the same
+        // origin device itself (same device number: `entry`).
+        unsafe { bio.set_bdev(self.origin) };
+        if !write {
+            return MapResult::Remapped;
+        }
+        // Other snapshots of the origin get their copies first.
+        match self.entry.write(OriginBio::Mapping(bio)) {
+            OriginOutcome::Proceed(_) => MapResult::Remapped,
+            OriginOutcome::Queued => MapResult::Submitted,
+        }
+    }
+
+    /// Smallest chunk size among the origin's snapshots, for the merge
+    /// target's `max_io_len`.
+    pub(crate) fn origin_min_chunk(&self) -> u32 {
+        self.entry.min_chunk_sectors().unwrap_or(self.chunk.sectors())
+    }
+
+    /// Starts (or restarts) the merge of target `me` (`start_merge()`, on
+    /// every resume). A merge that failed starts again (the store may work
+    /// again), but the status keeps saying `Merge failed`, as upstream's.
+    pub(crate) fn start_merge(self: &Arc<Self>, me: usize) {
+        let mut st = self.state.lock();
+        if st.owner != me {
+            // Upstream's invalid snapshot-merge (see `merge_map`).
+            drop(st);
+            dm_err!("Snapshot is invalid: can't merge");
+            return;
+        }
+        if !st.merging || st.merge_running {
+            return;
+        }
+        if !st.merge_unsettled.is_empty() || st.merge_unsettled_lost {
+            // A commit failed after the copy-back: the on-disk list is no
+            // longer what the planner would read. Only a new activation,
+            // which loads it again, may merge on.
+            drop(st);
+            dm_err!("Merge commit failed earlier: reactivate to merge on");
+            return;
+        }
+        st.merge_failed_before |= st.merge_failed;
+        st.merge_failed = false;
+        st.merge_running = true;
+        st.merge_stop = false;
+        drop(st);
+        if let Err(this) = dmsync::merge_queue().enqueue::<Arc<Self>, 1>(self.clone()) {
+            // Cannot be queued already (merge_running was clear); be safe.
+            this.state.lock().merge_running = false;
+        }
+    }
+
+    /// Stops the merge of target `me` and waits until the current step is
+    /// done (`stop_merge()`). A merge `me` does not own (it handed the
+    /// store over) is not its to stop.
+    pub(crate) fn stop_merge(&self, me: usize) {
+        {
+            let mut st = self.state.lock();
+            if st.owner != me {
+                return;
+            }
+            st.merge_stop = true;
+        }
+        while self.state.lock().merge_running {
+            dmsync::sleep_ms(1);
+        }
+    }
+
+    pub(super) fn merge_failed_now(&self, why: &str) {
+        self.merge_failed_with(why, &[]);
+    }
+
+    /// The merge failed while committing `unsettled`, runs copied back to
+    /// the origin whose on-disk and in-memory state is now unknown.
+    pub(super) fn merge_failed_with(&self, why: &str, unsettled: &[MergeRun]) {
+        dm_err!("{}", why);
+        let mut st = self.state.lock();
+        Self::record_unsettled(&mut st, unsettled);
+        st.merge_failed = true;
+        st.merge_window = KVec::new();
+        st.merge_copied = KVec::new();
+        let mut queued = st.merge_queue.take();
+        drop(st);
+        while let Some(bio) = queued.pop() {
+            bio.fail();
+        }
+    }
+
+    /// Adds `runs` to the unsettled runs (see `SnapState::merge_unsettled`).
+    pub(super) fn record_unsettled(st: &mut SnapState, runs: &[MergeRun]) {
+        for run in runs {
+            if st.merge_unsettled.push(*run, GFP_KERNEL).is_err() {
+                st.merge_unsettled_lost = true;
+            }
+        }
+        st.merge_unsettled.sort_unstable_by_key(|r| r.first_old());
+    }
+
+    /// The merge worker: copies the exceptions back to the origin, newest
+    /// first, a batch at a time, until the store is empty
+    /// (`snapshot_merge_next_chunks()` and `merge_callback()`).
+    ///
+    /// Pipelined: batch `i + 1` is planned and copied while the origin
+    /// flush of batch `i` runs, and batch `i` is committed right after.
+    /// Writes to a batch's chunks wait only while it is copied back; from
+    /// then until its commit they go to both copies (`dual_write`).
+    pub(super) fn merge(self: &Arc<Self>) {
+        let _noio = NoIoScope::enter();
+        // Copies started before the snapshot became merging still commit
+        // into the store: let them finish before the list starts to shrink.
+        while self.in_flight.load(Ordering::Acquire) != 0 && !self.state.lock().merge_stop {
+            dmsync::sleep_ms(1);
+        }
+        // Large runs are copied through one bounce buffer with big dm-io
+        // requests; without it (no memory) kcopyd copies everything.
+        let mut copier = BounceCopier::new().ok();
+        if let Some(mut planner) = self.merge_planner() {
+            self.merge_batches(&mut planner, copier.as_mut());
+        }
+        drop(copier);
+        self.merge_stopped();
+    }
+
+    /// Merges batch after batch until done, stopped or failed.
+    pub(super) fn merge_batches(&self, planner: &mut MergePlanner, mut copier: Option<&mut BounceCopier>) {
+        let mut budget = MergeBudget::new(self.chunk, self.state.lock().merge_io);
+        let mut pace = MergePace::default();
+        // The batch copied last, not committed yet (its flush, if any, is
+        // waited for before this returns: `PendingFlush`).
+        let mut copied: Option<CopiedBatch> = None;
+        let mut failed = None;
+        // SAFETY: Reads a module parameter.
+        let always = unsafe { crate::dm::bindings::dmsnap_test_merge_pipeline() };
+        // Idle time `snapshot_copy_throttle` asks for after the last copy.
+        let mut throttle_us = 0;
+        loop {
+            // Writes wait for the copied batch: commit it before planning
+            // (with the busy limits) rather than keep them waiting through
+            // the next one too. Likewise before a pause (`MergePace`, the
+            // copy throttle): no window is held while the merge idles.
+            let pause = (budget.limit.runs.is_some() && pace.due_in_us() > 0) || throttle_us != 0;
+            if copied.is_some() && !always && (pause || !self.state.lock().merge_queue.is_empty()) {
+                if let Some(prev) = copied.take() {
+                    if !self.finish_merge_batch(prev, None, &mut budget) {
+                        return;
+                    }
+                }
+            }
+            self.throttle_idle(core::mem::take(&mut throttle_us));
+            if budget.limit.runs.is_some() {
+                pace.wait();
+            }
+            let mut next = match self.open_merge_batch(planner, &budget, copied.as_ref()) {
+                Ok(Some(next)) => {
+                    pace.started(next.batch.runs.len());
+                    next
+                }
+                Ok(None) => break,
+                Err(why) => {
+                    failed = Some(why);
+                    break;
+                }
+            };
+            let copy_start = Ktime::ktime_get();
+            let copy_ok = next.plans.is_empty() || self.copy_back(&next.plans, copier.as_deref_mut());
+            let copy_us = u64::try_from((Ktime::ktime_get() - copy_start).to_ns() / 1000).unwrap_or(0);
+            throttle_us = throttle_idle_us(copy_us, crate::dm::kcopyd::copy_throttle_pct());
+            if copy_ok {
+                next.held = self.batch_copied(&next, copied.as_ref());
+            }
+            if let Some(prev) = copied.take() {
+                if !self.finish_merge_batch(prev, next.window.take(), &mut budget) {
+                    // Failed: the writes held for `next` were failed too.
+                    return;
+                }
+            }
+            if !copy_ok {
+                self.merge_failed_now("Read error: shutting down merge.");
+                return;
+            }
+            // Writes to it no longer wait for its commit (`batch_copied`):
+            // it is committed after the next one is copied.
+            copied = Some(self.start_origin_flush(next, copier.as_deref().map(|c| &c.io)));
+        }
+        // The writes held for the last copied batch go (even if the next
+        // one could not be planned).
+        if let Some(prev) = copied.take() {
+            self.finish_merge_batch(prev, None, &mut budget);
+        }
+        if let Some(why) = failed {
+            self.merge_failed_now(why);
+        }
+    }
+
+    /// The merge worker is done (it may be queued again).
+    pub(super) fn merge_stopped(&self) {
+        self.state.lock().merge_running = false;
+    }
+
+    /// A planner from the committed state; `None` if there is nothing to
+    /// plan (a transient store, no metadata client) or it failed.
+    pub(super) fn merge_planner(&self) -> Option<MergePlanner> {
+        let meta_guard = self.meta.lock();
+        let meta = meta_guard.as_ref()?;
+        let p = match &self.state.lock().cursor {
+            Cursor::Persistent(p) => *p,
+            Cursor::Transient(_) => return None,
+        };
+        match meta.merge_planner(p) {
+            Ok(planner) => Some(planner),
+            Err(e) => {
+                drop(meta_guard);
+                self.merge_failed_now(e.message());
+                None
+            }
+        }
+    }
+}

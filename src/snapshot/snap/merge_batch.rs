@@ -1,0 +1,456 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One merge batch: planned, copied back, committed.
+
+use kernel::bindings;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+use crate::dm::dm_io::{DmIoClient, IoBuffer, IoCountdown};
+use crate::dm::kcopyd::{CopyFlags, Region};
+use crate::dm::log::dm_err;
+use crate::dm::sync::{self as dmsync, Countdown};
+use crate::dm::{BdevHandle, BioList, OwnedBio};
+use crate::pure::merge::{runs_contain, CopyPlan, MergeRun};
+use crate::snapshot::store::{Cursor, MergeBatch, MergePlanner};
+
+use super::SnapCore;
+use super::merge_pace::MergeBudget;
+use super::track::DUAL_WRITES;
+
+impl SnapCore {
+    /// Plans the next batch and makes writes to its chunks wait: `None`
+    /// when the merge is done or stopped, the message it fails with if it
+    /// cannot go on. `copied`, the batch copied before (not yet
+    /// committed), keeps its chunks in the window.
+    pub(super) fn open_merge_batch(
+        &self,
+        planner: &mut MergePlanner,
+        budget: &MergeBudget,
+        copied: Option<&CopiedBatch>,
+    ) -> Result<Option<OpenBatch>, &'static str> {
+        {
+            let st = self.state.lock();
+            if st.merge_stop || st.merge_failed {
+                return Ok(None);
+            }
+            if !st.valid {
+                drop(st);
+                dm_err!("Snapshot is invalid: can't merge");
+                return Ok(None);
+            }
+        }
+        let planned = match self.meta.lock().as_mut() {
+            Some(meta) => {
+                let max_runs = budget.limit.runs.map_or(usize::MAX, |r| r as usize);
+                meta.plan_merge_batch(planner, budget.limit.chunks, max_runs)
+            }
+            None => return Ok(None),
+        };
+        let batch = match planned {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e.message()),
+        };
+
+        // The copies, and the window they cover (sorted for lookups); with
+        // a copied batch still in the window, the union of both.
+        let origin_sectors = self.origin_sectors();
+        let mut plans: KVec<CopyPlan> = KVec::new();
+        let mut window: KVec<MergeRun> = KVec::new();
+        let mut union: KVec<MergeRun> = KVec::new();
+        let mut ok = true;
+        for run in batch.runs.iter() {
+            ok &= window.push(*run, GFP_KERNEL).is_ok()
+                && run.copy_plan(self.chunk, origin_sectors).map_or(true, |p| plans.push(p, GFP_KERNEL).is_ok());
+        }
+        if let Some(prev) = copied {
+            for run in Iterator::chain(prev.open.batch.runs.iter(), batch.runs.iter()) {
+                ok &= union.push(*run, GFP_KERNEL).is_ok();
+            }
+        }
+        if !ok {
+            return Err("Out of memory: shutting down merge");
+        }
+        window.sort_unstable_by_key(|r| r.first_old());
+        union.sort_unstable_by_key(|r| r.first_old());
+
+        // Other snapshots copy these origin chunks out first (nothing to do
+        // without copies).
+        self.entry.prepare_extents(&plans);
+        let buckets = Self::window_buckets(&window);
+        // Writes to the COW copies tracked in the other generation were
+        // sent before the previous batch set its window; none are added.
+        let gen = self.state.lock().track_gen;
+        self.wait_tracked(1 - gen, u64::MAX);
+        // From now on writes to the window wait, and the others count in
+        // the other generation: `gen`'s counters only go down.
+        let window = {
+            let mut st = self.state.lock();
+            st.track_gen = 1 - gen;
+            if copied.is_some() {
+                st.merge_window = union;
+                Some(window)
+            } else {
+                st.merge_window = window;
+                None
+            }
+        };
+        if !plans.is_empty() {
+            // Writes already sent to the COW copies of the window finish
+            // (upstream's `__check_for_conflicting_io()`): only those
+            // sent before the window was set, so a steady stream of writes
+            // elsewhere cannot hold the merge up.
+            self.wait_tracked(gen, buckets);
+        }
+        Ok(Some(OpenBatch { batch, plans, window, held: false }))
+    }
+
+    /// Starts, with `io`, the origin flush that must precede `open`'s
+    /// commit. `io` must outlive the returned batch.
+    pub(super) fn start_origin_flush(&self, open: OpenBatch, io: Option<&DmIoClient>) -> CopiedBatch {
+        let mut flush = None;
+        if let (false, Some(io), Ok(countdown)) = (open.plans.is_empty(), io, IoCountdown::new()) {
+            // SAFETY: By the type invariant the origin stays open until
+            // `shutdown`, which stops the merge first; the flush is waited
+            // for before the batch is gone (`PendingFlush`).
+            if unsafe { io.start_flush(self.origin, &countdown) }.is_ok() {
+                flush = Some(PendingFlush(Some(countdown)));
+            } else {
+                // Not started: the commit flushes synchronously.
+                let _ = countdown.wait();
+            }
+        }
+        CopiedBatch { open, flush }
+    }
+
+    /// Commits a copied batch: waits for its origin flush, shrinks the
+    /// on-disk list and makes that durable before any write to its chunks
+    /// reaches the origin (an entry that came back after a crash would
+    /// merge its old data over such a write), then releases the writes
+    /// held for it. `next_window`, the window of the batch copied after
+    /// it, stays in place. `false` if the merge failed.
+    pub(super) fn finish_merge_batch(&self, copied: CopiedBatch, next_window: Option<KVec<MergeRun>>, budget: &mut MergeBudget) -> bool {
+        // SAFETY: Reads a module parameter (0 outside KUnit kernels).
+        let delay = unsafe { crate::dm::bindings::dmsnap_test_merge_commit_delay_ms() };
+        if delay != 0 {
+            dmsync::sleep_ms(delay);
+        }
+        let CopiedBatch { open, flush } = copied;
+        let mut batch = open.batch;
+        if !open.plans.is_empty() {
+            // The origin must hold the data before the exceptions go (the
+            // 2021 merge data-loss fix). A failed flush is not retried: the
+            // data it should have made durable may be gone, and a second
+            // flush would not say so.
+            let flushed = match flush {
+                Some(flush) => flush.wait(),
+                // SAFETY: By the type invariant the origin is held.
+                None => unsafe { self.origin.flush() }.is_ok(),
+            };
+            if !flushed {
+                self.merge_failed_now("Flush after merge failed: shutting down merge");
+                return false;
+            }
+        }
+
+        let mut meta_guard = self.meta.lock();
+        let Some(meta) = meta_guard.as_mut() else {
+            return false;
+        };
+        let written = meta.commit_merge_batch(&mut batch).is_ok()
+            // SAFETY: By the type invariant the COW is held.
+            && unsafe { self.cow.flush() }.is_ok();
+        drop(meta_guard);
+        if !written {
+            self.merge_failed_with("Write error in exception store: shutting down merge", &batch.runs);
+            return false;
+        }
+        let mut st = self.state.lock();
+        let io = st.merge_io;
+        let committed = match &mut st.cursor {
+            Cursor::Persistent(p) => p.commit_merge_to(batch.end.0, batch.end.1).is_ok(),
+            Cursor::Transient(_) => false,
+        };
+        let mut removed = true;
+        for run in batch.runs.iter() {
+            removed &= st.table.remove_range(run.first_old(), u64::from(run.count())).is_ok();
+        }
+        if !committed || !removed {
+            // Before the lock drops: no write may reach a COW copy only.
+            Self::record_unsettled(&mut st, &batch.runs);
+        }
+        st.merge_window = next_window.unwrap_or_default();
+        // The runs still copied are those of the next batch, if it was.
+        let mut still: KVec<MergeRun> = KVec::new();
+        let mut ok = true;
+        for run in st.merge_copied.iter() {
+            if runs_contain(&st.merge_window, run.first_old()) {
+                ok &= still.push(*run, GFP_KERNEL).is_ok();
+            }
+        }
+        // Without memory, writes to the next batch wait for its commit.
+        st.merge_copied = if ok { still } else { KVec::new() };
+        // Writes held for this batch go; those for the next one stay.
+        let mut queued = st.merge_queue.take();
+        let mut released = BioList::new();
+        while let Some(bio) = queued.pop() {
+            let chunk = self.chunk.sector_to_chunk(bio.view().sector());
+            if runs_contain(&st.merge_window, chunk) {
+                st.merge_queue.push(bio);
+            } else {
+                released.push(bio);
+            }
+        }
+        drop(st);
+        if !committed || !removed {
+            // As upstream's merge_callback: the writes held for the batch
+            // fail (they would go to the origin only, while the table may
+            // still send reads of their chunks to the COW copies).
+            while let Some(bio) = released.pop() {
+                bio.fail();
+            }
+            self.merge_failed_now("Corrupt exception store: shutting down merge");
+        }
+        let merged = batch.runs.iter().map(|r| u64::from(r.count())).sum();
+        budget.adapt(merged, open.held || !released.is_empty(), io);
+        // These writes target merged chunks: the origin holds them now, and
+        // the other snapshots already have their copies.
+        while let Some(bio) = released.pop() {
+            bio.submit();
+        }
+        committed && removed
+    }
+
+    /// Writes `bio`, pointed at a chunk of the origin that is copied back
+    /// but not committed, to that chunk's COW copy at `cow_sector` first,
+    /// then to the origin. Until the commit a crash merges the COW copy
+    /// again, so it must have the write too; afterwards the origin is the
+    /// chunk. Writes that are not plain data writes wait for the commit
+    /// (callers check [`Bio::dual_writable`] with the same `size`).
+    pub(super) fn dual_write(&self, bio: OwnedBio, size: u32, cow_sector: u64) {
+        // SAFETY: `bio` is a clone of the merge target, which reserved
+        // `size` bytes; by the type invariant the COW stays open until
+        // `shutdown`, after dm core has waited for the target's bios.
+        if let Err(bio) = unsafe { bio.dual_write(size, self.cow, cow_sector) } {
+            // Cannot happen (checked by the caller); never write one copy.
+            dm_err!("internal error: merge write could not go to both copies; failing it");
+            bio.fail();
+        }
+    }
+
+    /// The runs of `open` (and of `prev`, copied before it and not yet
+    /// committed) are back in the origin: from now on writes to them go to
+    /// both copies, and those held while they were copied go now. Returns
+    /// whether any write was held.
+    pub(super) fn batch_copied(&self, open: &OpenBatch, prev: Option<&CopiedBatch>) -> bool {
+        let prev_runs = prev.map_or(&[][..], |p| &p.open.batch.runs[..]);
+        let mut copied: KVec<MergeRun> = KVec::new();
+        let mut ok = true;
+        for run in Iterator::chain(prev_runs.iter(), open.batch.runs.iter()) {
+            ok &= copied.push(*run, GFP_KERNEL).is_ok();
+        }
+        copied.sort_unstable_by_key(|r| r.first_old());
+        let mut st = self.state.lock();
+        let held = !st.merge_queue.is_empty();
+        // SAFETY: The owner's target is alive while stored in `ti`.
+        let size = st.ti.map_or(0, |ti| unsafe { ti.per_io_data_size() });
+        if !ok || size == 0 {
+            // The held writes wait for the commit, as before.
+            return held;
+        }
+        st.merge_copied = copied;
+        let mut queued = st.merge_queue.take();
+        let mut release = BioList::new();
+        while let Some(bio) = queued.pop() {
+            let chunk = self.chunk.sector_to_chunk(bio.view().sector());
+            // SAFETY: Queued bios are clones of the owner's target (the
+            // owner cannot change while the merge runs).
+            let dual_writable = unsafe { bio.view().dual_writable(size) };
+            if runs_contain(&st.merge_copied, chunk) && dual_writable && !self.dual_write_in_flight(chunk) {
+                // SAFETY: As above.
+                self.track(bio.view(), unsafe { bio.view().per_bio_u64_sized(size) }, chunk, DUAL_WRITES);
+                release.push(bio);
+            } else {
+                st.merge_queue.push(bio);
+            }
+        }
+        drop(st);
+        while let Some(bio) = release.pop() {
+            let sector = bio.view().sector();
+            // Only this worker's commit removes the exceptions of the window.
+            let new = self.state.lock().table.lookup(self.chunk.sector_to_chunk(sector));
+            match new {
+                Some(new) => self.dual_write(bio, size, self.cow_sector(new, sector)),
+                None => {
+                    dm_err!("internal error: merging chunk without exception; failing the write");
+                    bio.fail();
+                }
+            }
+        }
+        held
+    }
+
+    /// Copies the batch back to the origin; whether every copy succeeded.
+    ///
+    /// Small runs (a randomly filled COW) all go to kcopyd at once. Large
+    /// ones (a sequentially filled COW) go through `copier`, which moves up
+    /// to `BOUNCE_BYTES` per dm-io request while kcopyd's jobs run: kcopyd
+    /// splits every job into 64 KiB reads and writes, which caps the merge
+    /// far below the disks' copy bandwidth.
+    pub(super) fn copy_back(&self, plans: &[CopyPlan], mut copier: Option<&mut BounceCopier>) -> bool {
+        let Ok(done) = Countdown::new() else {
+            return false;
+        };
+        let bounce = |p: &CopyPlan| p.sectors >= BOUNCE_MIN_SECTORS;
+        let mut ok = true;
+        let kc = self.kcopyd.lock();
+        for plan in plans {
+            if copier.is_some() && bounce(plan) {
+                continue;
+            }
+            let Some(kc) = kc.as_ref() else {
+                ok = false;
+                break;
+            };
+            done.add();
+            // SAFETY: By the type invariant both devices stay open until
+            // `shutdown`, which stops the merge first.
+            let r = unsafe {
+                kc.copy(
+                    &Region::new(self.cow, plan.src, plan.sectors),
+                    &[Region::new(self.origin, plan.dest, plan.sectors)],
+                    CopyFlags::default(),
+                    done.clone(),
+                )
+            };
+            if r.is_err() {
+                done.done(false);
+                ok = false;
+                break;
+            }
+        }
+        drop(kc);
+        if let Some(copier) = copier.as_mut() {
+            if ok {
+                let total = plans.iter().filter(|p| bounce(p)).map(|p| p.sectors).sum();
+                ok = copier.copy(self.cow, self.origin, total, plans.iter().filter(|p| bounce(p))).is_ok();
+            }
+        }
+        done.done(ok);
+        done.wait()
+    }
+}
+
+/// A planned merge batch whose chunks are in the window.
+pub(super) struct OpenBatch {
+    pub(super) batch: MergeBatch,
+    /// Its copies (runs past the origin's end have none).
+    pub(super) plans: KVec<CopyPlan>,
+    /// Its own window, sorted, while the window holds the union with the
+    /// batch before it (installed when that one is committed).
+    pub(super) window: Option<KVec<MergeRun>>,
+    /// Writes waited for its copy.
+    pub(super) held: bool,
+}
+
+/// A merge batch copied back to the origin, not yet committed.
+pub(super) struct CopiedBatch {
+    pub(super) open: OpenBatch,
+    /// The origin flush started after the copies (`None`: flush
+    /// synchronously at the commit).
+    pub(super) flush: Option<PendingFlush>,
+}
+
+/// A flush in flight. Dropping it waits for it: the device and the dm-io
+/// client it uses must outlive it.
+pub(super) struct PendingFlush(Option<Arc<IoCountdown>>);
+
+impl PendingFlush {
+    /// Waits; whether the flush succeeded.
+    pub(super) fn wait(mut self) -> bool {
+        self.0.take().is_some_and(IoCountdown::wait)
+    }
+}
+
+impl Drop for PendingFlush {
+    fn drop(&mut self) {
+        if let Some(countdown) = self.0.take() {
+            let _ = countdown.wait();
+        }
+    }
+}
+
+/// Copies through two bounce buffers with large dm-io requests (dm-io
+/// splits each into bios of up to 1 MiB, all in flight together): step
+/// `i + 1` is read into one buffer while step `i` is written from the
+/// other, so a copy moves at about the slower device's speed rather than
+/// at half of it (read, then write).
+pub(super) struct BounceCopier {
+    pub(super) io: DmIoClient,
+    pub(super) bufs: [IoBuffer; 2],
+}
+
+/// Bytes of one step (each of the two buffers).
+pub(super) const BOUNCE_BYTES: usize = 2 << 20;
+/// Runs of at least this many sectors (256 KiB) use the bounce copier.
+pub(super) const BOUNCE_MIN_SECTORS: u64 = 512;
+
+impl BounceCopier {
+    pub(super) fn new() -> Result<Self> {
+        Ok(Self { io: DmIoClient::new()?, bufs: [IoBuffer::new(BOUNCE_BYTES)?, IoBuffer::new(BOUNCE_BYTES)?] })
+    }
+
+    /// Copies every plan, `total` sectors in all, from `from` to `to`.
+    /// The devices must stay open during the call (the merge worker's
+    /// caller holds them).
+    pub(super) fn copy<'a>(
+        &mut self,
+        from: BdevHandle,
+        to: BdevHandle,
+        total: u64,
+        plans: impl Iterator<Item = &'a CopyPlan>,
+    ) -> Result {
+        // At least four steps (of 256 KiB or more) when there is little to
+        // copy, so that reads and writes still overlap: a batch held short
+        // because writes wait for it is often a single 1 MiB run.
+        let step = (total / 4).clamp(BOUNCE_MIN_SECTORS, (BOUNCE_BYTES / 512) as u64);
+        let [b0, b1] = &mut self.bufs;
+        // The step read last (its destination and the buffer holding it).
+        let mut pending: Option<(Region, bool)> = None;
+        let mut into_b1 = false;
+        for plan in plans {
+            let mut done = 0;
+            while done < plan.sectors {
+                let n = (plan.sectors - done).min(step);
+                let countdown = IoCountdown::new()?;
+                let (read_buf, write_buf) = if into_b1 { (&mut *b1, &mut *b0) } else { (&mut *b0, &mut *b1) };
+                // SAFETY: `countdown.wait()` below returns once both
+                // requests completed, so both buffers (borrowed here)
+                // outlive them; the devices are held (see above).
+                let mut r = unsafe {
+                    self.io.start(&Region::new(from, plan.src + done, n), bindings::req_op_REQ_OP_READ, read_buf, 0, &countdown)
+                };
+                if let Some((dest, _)) = pending.take() {
+                    // SAFETY: As above; the previous step's buffer is the
+                    // one not being read into.
+                    let w = unsafe { self.io.start(&dest, bindings::req_op_REQ_OP_WRITE, write_buf, 0, &countdown) };
+                    r = r.and(w);
+                }
+                let ok = countdown.wait();
+                r?;
+                if !ok {
+                    return Err(EIO);
+                }
+                pending = Some((Region::new(to, plan.dest + done, n), into_b1));
+                into_b1 = !into_b1;
+                done += n;
+            }
+        }
+        if let Some((dest, in_b1)) = pending {
+            let buf = if in_b1 { b1 } else { b0 };
+            self.io.sync_io(&dest, bindings::req_op_REQ_OP_WRITE, buf)?;
+        }
+        Ok(())
+    }
+}

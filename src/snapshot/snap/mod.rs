@@ -1,0 +1,409 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The state of one snapshot, shared by its target, the origin writes that
+//! copy into it, kcopyd completions and its commit worker.
+//!
+//! Life of an exception (upstream's pending exception):
+//! 1. A write to an origin chunk, or to a snapshot chunk, that has no
+//!    exception yet allocates a COW chunk and a [`Pending`] entry, and the
+//!    write is held on it.
+//! 2. kcopyd copies the origin chunk to the COW chunk ([`SnapCore::start_copy`]).
+//! 3. The completion marks the copy done and kicks the commit worker.
+//! 4. The worker commits finished copies in allocation order, batched: one
+//!    metadata write with PREFLUSH (and FUA, or a later flush on a COW
+//!    without native FUA; see [`SnapCore::commit`]) makes the data copies
+//!    and the new entries durable together.
+//! 5. Only then are the exceptions added to the table and the held bios
+//!    released: snapshot writes go to the COW copy, origin writes are run
+//!    through the origin's snapshots again and then reach the origin.
+//!
+//! Snapshot reads of chunks without an exception go to the origin and are
+//! counted in `tracked`; a pending exception is removed only once no such
+//! read is in flight for its chunk, and until then origin writes to the
+//! chunk queue on it (the 2008 read/COW race).
+//!
+//! An invalidation (overflow, failed copy or commit) is durable before the
+//! origin writes it concerns go on: they wait for the header write.
+
+mod commit;
+mod handover;
+mod map;
+mod merge;
+mod merge_batch;
+mod merge_pace;
+mod origin_write;
+mod pending;
+mod track;
+
+pub(crate) use handover::HandoverRefusal;
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use kernel::new_mutex;
+use kernel::prelude::*;
+use kernel::rbtree::RBTree;
+use kernel::sync::{Arc, Mutex};
+use kernel::workqueue::{Work, WorkItem};
+use kernel::{impl_has_work, new_work};
+
+use crate::dm::kcopyd::{CopyFlags, KcopydClient, Region};
+use crate::dm::log::dm_err;
+use crate::dm::sync::{self as dmsync};
+use crate::dm::{BdevHandle, BioList, TargetHandle};
+use crate::pure::chunk::{Chunk, ChunkSize};
+use crate::pure::merge::MergeRun;
+use crate::pure::status::{InfoStatus, Usage};
+use crate::snapshot::copyout::CopyJob;
+use crate::snapshot::registry::OriginEntry;
+use crate::snapshot::store::{Cursor, MetadataIo, StoreKind};
+use crate::snapshot::table::ExceptionTable;
+
+use pending::Pending;
+use track::TRACK_BUCKETS;
+
+/// Mutable state of a snapshot, under [`SnapCore::state`].
+pub(crate) struct SnapState {
+    /// The target instance that owns this core (0: none; a cancelled
+    /// handover). Only the owner's I/O is served.
+    owner: usize,
+    /// A new table's target waiting to take the core over on its resume.
+    waiting: Option<usize>,
+    /// The owner's target, for table events (`None` only for a core built
+    /// without a target, by the KUnit tests).
+    ti: Option<TargetHandle>,
+    /// Length of the owner: origin writes beyond it need no copy.
+    len: u64,
+    /// Store type of the owner's table (`P` or `PO` may change on reload).
+    kind: StoreKind,
+    pub(crate) valid: bool,
+    pub(crate) active: bool,
+    pub(crate) overflowed: bool,
+    /// Owned by a `snapshot-merge` target: origin writes do not copy into
+    /// it, and the merge worker copies its chunks back.
+    merging: bool,
+    merge_failed: bool,
+    /// A merge of this owner failed before the merge was last restarted:
+    /// the status still says so (upstream's `merge_failed` stays set
+    /// until the table is replaced; a resume restarts the merge anyway).
+    merge_failed_before: bool,
+    /// The merge worker is running (or queued).
+    merge_running: bool,
+    /// Asked to stop (presuspend, destructor).
+    merge_stop: bool,
+    /// The runs of the merge batches not yet committed (the one being
+    /// copied back and, while the merge is pipelined, the one before it),
+    /// sorted by origin chunk; empty when no batch is open.
+    merge_window: KVec<MergeRun>,
+    /// The runs of `merge_window` already copied back to the origin: a
+    /// write to them goes to the chunk's COW copy, then to the origin
+    /// ([`SnapCore::dual_write`]), so it need not wait for the commit.
+    merge_copied: KVec<MergeRun>,
+    /// The generation (0 or 1) of `SnapCore::tracked` that new tracked
+    /// bios count in; each merge batch flips it as it sets its window.
+    track_gen: usize,
+    /// Runs whose merge commit failed, sorted: copied back and flushed to
+    /// the origin, but on disk still listed or not (an area write may have
+    /// landed, another not), in memory maybe still in the table. Until the
+    /// next activation, writes to them go to both the COW copy and the
+    /// origin, which is right whichever of the two reactivation trusts.
+    merge_unsettled: KVec<MergeRun>,
+    /// Some unsettled runs could not be recorded (no memory): writes to
+    /// any chunk still in the table are treated as unsettled.
+    merge_unsettled_lost: bool,
+    /// Writes to the merge window, already pointed at the origin, waiting
+    /// for the window to be merged.
+    merge_queue: BioList,
+    /// I/Os the merging target has mapped (wrapping): while it changes,
+    /// the merge shares the disks with that I/O ([`MergeLoad::Active`]).
+    merge_io: u64,
+    /// Invalidated, and the header saying so is not durable yet: the commit
+    /// worker writes it and raises the event (no synchronous I/O in `map`).
+    /// Until then origin writes that this snapshot would have needed a
+    /// copy for wait in `invalid_header_waiters`: a crash must never load
+    /// the snapshot as valid with such a write in the origin
+    /// (`__invalidate_snapshot()` writes the header before `map` returns).
+    invalidated_pending_io: bool,
+    /// Origin writes held until the invalid header is durable.
+    invalid_header_waiters: BioList,
+    table: ExceptionTable,
+    pending: RBTree<Chunk, Pending>,
+    /// Allocation order: sequence number -> chunk. Commits follow it.
+    order: RBTree<u64, Chunk>,
+    next_seq: u64,
+    /// Pending exceptions whose copy has not finished yet.
+    copying: u64,
+    /// Entries in `order`.
+    ordered: u64,
+    pub(crate) cursor: Cursor,
+}
+
+/// One snapshot's shared core.
+///
+/// # Invariants
+///
+/// `origin` and `cow` stay valid until [`SnapCore::shutdown`] returns: the
+/// owning target (`state.owner`) holds the two devices and calls `shutdown`
+/// in its destructor before releasing them. `state.ti`, if set, is the
+/// owner's live target: its destructor clears it in [`SnapCore::release`]. A handover
+/// moves ownership to a target holding the same two devices, and only
+/// while the old owner is suspended.
+#[pin_data]
+pub(crate) struct SnapCore {
+    chunk: ChunkSize,
+    origin: BdevHandle,
+    cow: BdevHandle,
+    /// `discard_passdown_origin`: discard clone 1 goes to the origin.
+    discard_passdown_origin: bool,
+    entry: Arc<OriginEntry>,
+    #[pin]
+    pub(crate) state: Mutex<SnapState>,
+    /// Metadata I/O, used by the commit worker (and the final shutdown).
+    #[pin]
+    meta: Mutex<Option<MetadataIo>>,
+    #[pin]
+    kcopyd: Mutex<Option<KcopydClient>>,
+    #[pin]
+    work: Work<SnapCore>,
+    #[pin]
+    merge_work: Work<SnapCore, 1>,
+    /// Tracked bios in flight, by generation and origin chunk bucket:
+    /// `[generation * TRACK_BUCKETS + bucket]`. Generations 0 and 1
+    /// (`SnapState::track_gen`): writes of the merging target to COW
+    /// copies; [`DUAL_WRITES`]: dual writes; [`ORIGIN_READS`] and the one
+    /// after it: snapshot reads sent to the origin, in the bucket's epoch.
+    tracked: [AtomicU32; 5 * TRACK_BUCKETS],
+    /// Per bucket, which of the two [`ORIGIN_READS`] generations new
+    /// snapshot reads count in (changed under the state lock, only by the
+    /// commit worker, in `complete`).
+    read_epoch: [AtomicU32; TRACK_BUCKETS],
+    /// Exceptions allocated and not yet completed (for `shutdown`).
+    in_flight: AtomicU64,
+    /// Chunks being copied (`SnapState::copying`, readable without the
+    /// lock): upstream's `in_progress`, which `snapshot_cow_threshold`
+    /// bounds.
+    copies_in_progress: AtomicU64,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for SnapCore { self.work }
+    impl HasWork<Self, 1> for SnapCore { self.merge_work }
+}
+
+/// What a constructor hands to [`SnapCore::new`].
+pub(crate) struct CoreParts {
+    pub(crate) chunk: ChunkSize,
+    pub(crate) kind: StoreKind,
+    pub(crate) origin: BdevHandle,
+    pub(crate) cow: BdevHandle,
+    pub(crate) owner: usize,
+    pub(crate) merging: bool,
+    pub(crate) ti: Option<TargetHandle>,
+    pub(crate) len: u64,
+    pub(crate) discard_passdown_origin: bool,
+    pub(crate) entry: Arc<OriginEntry>,
+    pub(crate) valid: bool,
+    pub(crate) table: ExceptionTable,
+    pub(crate) cursor: Cursor,
+    pub(crate) meta: Option<MetadataIo>,
+    pub(crate) kcopyd: KcopydClient,
+}
+
+impl SnapCore {
+    /// Builds the core.
+    ///
+    /// The caller must uphold the type invariants for `parts.origin`,
+    /// `parts.cow` and `parts.ti` (see [`SnapCore`]).
+    pub(crate) fn new(parts: CoreParts) -> Result<Arc<Self>> {
+        let state = SnapState {
+            owner: parts.owner,
+            waiting: None,
+            ti: parts.ti,
+            len: parts.len,
+            kind: parts.kind,
+            valid: parts.valid,
+            active: false,
+            overflowed: false,
+            merging: parts.merging,
+            merge_failed: false,
+            merge_failed_before: false,
+            merge_running: false,
+            merge_stop: false,
+            merge_window: KVec::new(),
+            merge_copied: KVec::new(),
+            merge_unsettled: KVec::new(),
+            merge_unsettled_lost: false,
+            track_gen: 0,
+            merge_queue: BioList::new(),
+            merge_io: 0,
+            invalidated_pending_io: false,
+            invalid_header_waiters: BioList::new(),
+            table: parts.table,
+            pending: RBTree::new(),
+            order: RBTree::new(),
+            next_seq: 0,
+            copying: 0,
+            ordered: 0,
+            cursor: parts.cursor,
+        };
+        Arc::pin_init(
+            pin_init!(Self {
+                chunk: parts.chunk,
+                origin: parts.origin,
+                cow: parts.cow,
+                discard_passdown_origin: parts.discard_passdown_origin,
+                entry: parts.entry,
+                state <- new_mutex!(state, "dm_snapshot_rs:state"),
+                meta <- new_mutex!(parts.meta, "dm_snapshot_rs:meta"),
+                kcopyd <- new_mutex!(Some(parts.kcopyd), "dm_snapshot_rs:kcopyd"),
+                work <- new_work!("dm_snapshot_rs:commit"),
+                merge_work <- new_work!("dm_snapshot_rs:merge"),
+                tracked: core::array::from_fn(|_| AtomicU32::new(0)),
+                read_epoch: core::array::from_fn(|_| AtomicU32::new(0)),
+                in_flight: AtomicU64::new(0),
+                copies_in_progress: AtomicU64::new(0),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The chunk size.
+    pub(crate) fn chunk_size(&self) -> ChunkSize {
+        self.chunk
+    }
+
+    /// The origin device.
+    pub(crate) fn origin(&self) -> BdevHandle {
+        self.origin
+    }
+
+    /// The origin's registry entry.
+    pub(crate) fn entry(&self) -> &Arc<OriginEntry> {
+        &self.entry
+    }
+
+    /// Starts a kcopyd copy of origin sectors `src` to `dests`, COW regions
+    /// of snapshots whose exceptions `job` completes.
+    pub(crate) fn kcopyd_copy(&self, src: &Region, dests: &[Region], job: Arc<CopyJob>) -> Result {
+        let kc = self.kcopyd.lock();
+        match kc.as_ref() {
+            // SAFETY: The origin and every destination COW stay open until
+            // the job's callback ran: each member's `shutdown` waits for its
+            // exceptions (completed by that callback), and this core
+            // destroys the client (waiting for the job) in its own
+            // `shutdown` (type invariant).
+            Some(kc) => unsafe { kc.copy(src, dests, CopyFlags::default(), job) },
+            None => Err(ENODEV),
+        }
+    }
+
+    /// The COW device.
+    pub(crate) fn cow(&self) -> BdevHandle {
+        self.cow
+    }
+
+    fn cow_sectors(&self) -> u64 {
+        // SAFETY: By the type invariant the COW device is held.
+        unsafe { self.cow.size_sectors() }
+    }
+
+    pub(crate) fn origin_sectors(&self) -> u64 {
+        // SAFETY: By the type invariant the origin device is held.
+        unsafe { self.origin.size_sectors() }
+    }
+
+    /// Marks the snapshot invalid (`__invalidate_snapshot()`); the worker
+    /// rewrites the header and raises the table event.
+    fn invalidate(self: &Arc<Self>, st: &mut SnapState, why: &str) {
+        if !st.valid {
+            return;
+        }
+        dm_err!("Invalidating snapshot: {}.", why);
+        st.valid = false;
+        st.invalidated_pending_io = true;
+        self.kick();
+    }
+
+    fn kick(self: &Arc<Self>) {
+        // Already queued is fine: the worker drains everything it finds.
+        let _ = dmsync::queue().enqueue::<Arc<Self>, 0>(self.clone());
+    }
+
+    /// Activates a core built without a target (KUnit).
+    #[cfg(CONFIG_KUNIT)]
+    pub(crate) fn activate_for_test(&self) {
+        self.state.lock().active = true;
+    }
+
+    /// Number of exceptions allocated and not yet completed.
+    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))]
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The COW chunk of origin chunk `chunk`, if its exception is complete.
+    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))]
+    pub(crate) fn lookup(&self, chunk: Chunk) -> Option<Chunk> {
+        self.state.lock().table.lookup(chunk)
+    }
+
+    /// Status line (`snapshot_status()` for `STATUSTYPE_INFO`) as target
+    /// `me` sees it: a target that handed its store over is invalid.
+    pub(crate) fn info_status(&self, me: usize) -> InfoStatus {
+        let st = self.state.lock();
+        let usage: Usage = st.cursor.usage(self.cow_sectors());
+        let merge_failed = st.merge_failed || st.merge_failed_before;
+        InfoStatus::select(st.valid && st.owner == me, merge_failed, st.overflowed, usage)
+    }
+
+    /// Whether this snapshot is being merged.
+    pub(crate) fn is_merging(&self) -> bool {
+        self.state.lock().merging
+    }
+
+    /// Whether a merge failed (for the IMA line).
+    pub(crate) fn merge_failed(&self) -> bool {
+        let st = self.state.lock();
+        st.merge_failed || st.merge_failed_before
+    }
+
+    /// Whether the snapshot is valid (for target `me`) and whether it
+    /// overflowed.
+    pub(crate) fn flags(&self, me: usize) -> (bool, bool) {
+        let st = self.state.lock();
+        (st.valid && st.owner == me, st.overflowed)
+    }
+
+    /// Waits for all in-flight work on this snapshot and releases its
+    /// kcopyd and dm-io clients. Called from the target's destructor, after
+    /// the snapshot was removed from its origin; afterwards nothing uses the
+    /// devices or the target any more.
+    pub(crate) fn shutdown(self: &Arc<Self>) {
+        // dm core suspended the device, so no snapshot bio is outstanding;
+        // copies started by origin writes before removal still finish.
+        while self.in_flight.load(Ordering::Acquire) != 0 {
+            dmsync::sleep_ms(1);
+        }
+        // The commit worker may still be finishing the last batch (or a
+        // header write): wait for it, and only for it (not for a merge of
+        // another snapshot running on the same queue).
+        dmsync::flush_work(&self.work);
+        drop(self.kcopyd.lock().take());
+        drop(self.meta.lock().take());
+    }
+}
+
+impl WorkItem<1> for SnapCore {
+    type Pointer = Arc<SnapCore>;
+
+    fn run(this: Arc<SnapCore>) {
+        this.merge();
+    }
+}
+
+impl WorkItem for SnapCore {
+    type Pointer = Arc<SnapCore>;
+
+    fn run(this: Arc<SnapCore>) {
+        this.commit();
+    }
+}

@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Pending exceptions: allocated, being copied, committed, completed.
+
+use core::sync::atomic::Ordering;
+
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+use crate::dm::BioList;
+use crate::dm::bio::FullWrite;
+use crate::dm::log::dm_err;
+use crate::pure::chunk::Chunk;
+use crate::snapshot::copyout::{CopyGroup, NewRun};
+use crate::snapshot::store::StoreKind;
+
+use super::{SnapCore, SnapState};
+
+/// An exception whose copy is in flight or not yet committed.
+pub(super) struct Pending {
+    pub(super) new: Chunk,
+    /// `None` while copying; then whether the copy succeeded.
+    pub(super) copied: Option<bool>,
+    /// Snapshot writes to this chunk, already remapped to the COW chunk.
+    pub(super) snapshot_bios: BioList,
+    /// Origin writes waiting for this copy.
+    pub(super) origin_bios: BioList,
+    /// A full-chunk snapshot write that replaced the copy; ended when the
+    /// exception is committed.
+    pub(super) full_write: Option<FullWrite>,
+}
+
+impl SnapCore {
+    /// Allocates a new pending exception for `chunk` (caller holds the
+    /// state lock). `None` if the COW is full or memory ran out, in which
+    /// case the snapshot was invalidated or marked overflowed.
+    pub(super) fn new_pending(self: &Arc<Self>, st: &mut SnapState, chunk: Chunk, from_snapshot_write: bool) -> Option<Chunk> {
+        let new = match st.cursor.prepare(self.cow_sectors()) {
+            Ok(new) => new,
+            Err(_) => {
+                if from_snapshot_write && st.kind == (StoreKind::Persistent { overflow: true }) {
+                    if !st.overflowed {
+                        dm_err!("Snapshot overflowed: Unable to allocate exception.");
+                    }
+                    st.overflowed = true;
+                } else {
+                    self.invalidate(st, "Unable to allocate exception");
+                }
+                return None;
+            }
+        };
+        let pe = Pending {
+            new,
+            copied: None,
+            snapshot_bios: BioList::new(),
+            origin_bios: BioList::new(),
+            full_write: None,
+        };
+        let seq = st.next_seq;
+        if st.pending.try_create_and_insert(chunk, pe, GFP_KERNEL).is_err() {
+            self.invalidate(st, "Unable to allocate exception");
+            return None;
+        }
+        if st.order.try_create_and_insert(seq, chunk, GFP_KERNEL).is_err() {
+            // Undo: the exception was never started.
+            st.pending.remove(&chunk);
+            self.invalidate(st, "Unable to allocate exception");
+            return None;
+        }
+        st.next_seq += 1;
+        st.copying += 1;
+        st.ordered += 1;
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.copies_in_progress.fetch_add(1, Ordering::AcqRel);
+        Some(new)
+    }
+
+    /// Whether a chunk of origin sectors `start..end` has a copy in flight,
+    /// or the snapshot is invalid and its header does not say so yet: the
+    /// merge must not overwrite the origin before either is durable.
+    pub(crate) fn copy_pending_in(&self, start: u64, end: u64) -> bool {
+        if start >= end {
+            return false;
+        }
+        let first = self.chunk.sector_to_chunk(start);
+        let last = self.chunk.sector_to_chunk(end - 1);
+        let st = self.state.lock();
+        st.invalidated_pending_io || (first..=last).any(|c| st.pending.get(&c).is_some())
+    }
+
+    /// Starts copying origin chunk `chunk` to COW chunk `new`.
+    pub(crate) fn start_copy(self: &Arc<Self>, chunk: Chunk, new: Chunk) {
+        let mut group = CopyGroup::new();
+        group.add(self, NewRun { chunk, new, count: 1 });
+        group.start();
+    }
+
+    /// A copy finished: mark it and let the worker commit it in order.
+    pub(super) fn copy_done(self: &Arc<Self>, chunk: Chunk, ok: bool) {
+        self.copies_done(chunk, 1, ok);
+    }
+
+    /// The copy of origin chunks `chunk .. chunk + count` finished.
+    pub(crate) fn copies_done(self: &Arc<Self>, chunk: Chunk, count: u32, ok: bool) {
+        let mut st = self.state.lock();
+        for c in chunk..chunk.saturating_add(u64::from(count)) {
+            let mut first = false;
+            if let Some(pe) = st.pending.get_mut(&c) {
+                first = pe.copied.replace(ok).is_none();
+            }
+            if first {
+                st.copying = st.copying.saturating_sub(1);
+                let _ = self.copies_in_progress.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    Some(n.saturating_sub(1))
+                });
+            }
+        }
+        drop(st);
+        self.kick();
+    }
+
+    /// Finishes one exception (`pending_complete()`).
+    ///
+    /// The completed exception goes into the table first, so new snapshot
+    /// reads of the chunk go to the COW copy. The pending exception stays
+    /// until the snapshot reads already sent to the origin for this chunk
+    /// have finished: while it exists, origin writes to the chunk queue on
+    /// it (`origin_cow_range` looks for it first), so none can overtake
+    /// such a read, whatever made the exception (an origin write, a
+    /// snapshot write, the merge's copy-out).
+    pub(super) fn complete(self: &Arc<Self>, chunk: Chunk, new: Chunk, ok: bool) {
+        let mut st = self.state.lock();
+        let mut ok = ok && st.valid;
+        if ok && st.table.insert(chunk, new).is_err() {
+            self.invalidate(&mut st, "Unable to allocate exception");
+            ok = false;
+        }
+        if !ok {
+            self.invalidate(&mut st, "Error reading/writing");
+        }
+        if st.pending.get(&chunk).is_none() {
+            return;
+        }
+        drop(st);
+        self.drain_origin_reads(chunk);
+
+        let mut st = self.state.lock();
+        let Some(mut pe) = st.pending.remove(&chunk) else {
+            return;
+        };
+        let mut origin_bios = pe.origin_bios.take();
+        if st.invalidated_pending_io {
+            // Invalid, and not durably so yet: the held origin writes go
+            // once the header is written (`finish_invalidation`).
+            while let Some(bio) = origin_bios.pop() {
+                st.invalid_header_waiters.push(bio);
+            }
+        }
+        drop(st);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+
+        if let Some(full) = pe.full_write.take() {
+            full.finish(ok);
+        }
+        let mut snapshot_bios = pe.snapshot_bios.take();
+        while let Some(bio) = snapshot_bios.pop() {
+            if ok {
+                bio.submit();
+            } else {
+                bio.fail();
+            }
+        }
+        while let Some(bio) = origin_bios.pop() {
+            self.entry.retry(bio);
+        }
+    }
+}
