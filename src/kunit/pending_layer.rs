@@ -14,7 +14,7 @@ use crate::kunit::fill;
 use crate::pure::alloc::TransientState;
 use crate::pure::chunk::ChunkSize;
 use crate::snapshot::copyout::{CopyGroup, NewRuns};
-use crate::snapshot::snap::{CoreParts, SnapCore};
+use crate::snapshot::snap::{CoreParts, SnapCore, TargetId};
 use crate::snapshot::registry::EntryRef;
 use crate::snapshot::store::{Cursor, StoreKind};
 use crate::snapshot::table::ExceptionTable;
@@ -56,7 +56,7 @@ fn pending_exception_lifecycle() {
         kind: StoreKind::Transient,
         origin: dev.handle(),
         cow: dev.handle(),
-        owner: 1,
+        owner: TargetId::new_unique(),
         merging: false,
         ti: None,
         len: u64::MAX,

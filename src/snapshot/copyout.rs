@@ -8,8 +8,8 @@ use kernel::sync::Arc;
 use crate::dm::kcopyd::{CopyCallback, Region};
 use crate::dm::sync::NoIoScope;
 use crate::pure::chunk::{Chunk, ChunkSize};
-
 use super::snap::SnapCore;
+
 
 /// Context of one kcopyd copy: the snapshots (and their origin chunks)
 /// whose pending exceptions it fills.

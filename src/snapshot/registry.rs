@@ -17,7 +17,7 @@ use crate::dm::{kvec, Bio, OwnedBio};
 use crate::pure::merge::CopyPlan;
 
 use super::copyout::{CopyGroup, NewRuns};
-use super::snap::{HandoverRefusal, SnapCore};
+use super::snap::{HandoverRefusal, SnapCore, TargetId};
 use super::gather::Gatherer;
 
 /// An origin write, either still in `map` or held and being retried.
@@ -143,7 +143,7 @@ impl OriginEntry {
     pub(crate) fn claim_cow(
         self: &Arc<Self>,
         cow: crate::dm::BdevHandle,
-        id: usize,
+        id: TargetId,
         merge: bool,
     ) -> Result<Option<Claimed>, HandoverRefusal> {
         // Under the list lock: another constructor's check and count are

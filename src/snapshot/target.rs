@@ -10,7 +10,7 @@ use kernel::c_str;
 use kernel::ffi::c_int;
 use kernel::prelude::*;
 use kernel::str::CStr;
-use core::sync::atomic::{AtomicUsize, Ordering};
+
 
 use kernel::sync::Arc;
 
@@ -21,7 +21,7 @@ use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, MapResult, OpenMode, 
 
 use crate::pure::chunk::ChunkSize;
 
-use super::snap::{CoreParts, HandoverRefusal, SnapCore};
+use super::snap::{CoreParts, HandoverRefusal, Resume, SnapCore, TargetId};
 use super::registry::{Claimed, EntryRef, MergeTable};
 use super::store::{self, StoreKind};
 
@@ -72,16 +72,13 @@ impl Features {
     }
 }
 
-/// Identifies one target instance (for store ownership and handover).
-static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
-
 /// One `snapshot` table entry.
 ///
 /// Several table entries (an old and a new table during a reload) may share
 /// one [`SnapCore`]; the core serves only its current owner.
 pub(crate) struct Snapshot {
     core: Arc<SnapCore>,
-    id: usize,
+    id: TargetId,
     /// A `snapshot-merge` target.
     merge: bool,
     /// This table's store type (`P`/`PO`/`N`), applied on handover.
@@ -205,7 +202,7 @@ impl Snapshot {
 
         let entry = EntryRef::get(origin.devt())
             .map_err(|e| CtrError::new(e, c_str!("Snapshot origin struct allocation failed")))?;
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = TargetId::new_unique();
         let pairing = c_str!("Snapshot cow pairing for exception table handover failed");
         let already_merging = c_str!("A snapshot is already merging.");
         let claimed = entry.entry().claim_cow(cow.handle(), id, merge).map_err(|r| {
@@ -309,24 +306,11 @@ impl Snapshot {
     }
 
     fn preresume_common(&self) -> Result {
-        let (owner, waiting, owner_ti) = self.core.handover_state();
-        if owner == self.id && waiting.is_some() {
-            dm_err!("Unable to resume snapshot source until handover completes.");
-            return Err(EINVAL);
-        }
-        if owner != self.id && owner != 0 && waiting == Some(self.id) {
-            // SAFETY: The owner is alive: its destructor would have
-            // cancelled this handover (`release`).
-            if owner_ti.is_some_and(|ti| !unsafe { ti.is_suspended() }) {
-                dm_err!("Unable to perform snapshot handover until source is suspended.");
-                return Err(EINVAL);
-            }
-        }
-        Ok(())
+        self.core.preresume_check(self.id)
     }
 
     fn resume_common(&self, ti: &Target) {
-        self.core.resume_as(self.id, ti.handle(), ti.len(), self.kind, self.merge);
+        self.core.resume_as(Resume { id: self.id, ti: ti.handle(), len: ti.len(), kind: self.kind, merging: self.merge });
     }
 
     fn status_common(&self, name: &CStr, version: [u32; 3], kind: StatusType, out: &mut StatusWriter<'_>) {

@@ -11,8 +11,8 @@ use crate::dm::sync::NoIoScope;
 use crate::pure::alloc::CommitSlot;
 use crate::pure::chunk::Chunk;
 use crate::snapshot::store::Cursor;
-
 use super::{SnapCore, SnapState};
+
 
 /// One exception of a commit batch: origin chunk, COW chunk, whether its
 /// copy succeeded (and the store is valid), and its slot in the area.
@@ -26,21 +26,21 @@ impl SnapState {
     /// chunks during a burst of first writes.
     pub(super) fn commit_due(&self) -> bool {
         let room = match &self.cursor {
-            Cursor::Persistent(p) if self.valid && self.copying != 0 => {
+            Cursor::Persistent(p) if self.valid && self.pending.copying != 0 => {
                 p.geometry().exceptions_per_area().saturating_sub(p.current_committed())
             }
             _ => return true,
         };
         // Cheap test first: this runs on every copy completion.
-        if self.ordered.saturating_sub(self.copying) < u64::from(room) {
+        if self.pending.ordered.saturating_sub(self.pending.copying) < u64::from(room) {
             return false;
         }
         let mut finished = 0u32;
-        for (_, chunk) in self.order.iter() {
+        for (_, chunk) in self.pending.order.iter() {
             if finished >= room {
                 break;
             }
-            match self.pending.get(chunk) {
+            match self.pending.map.get(chunk) {
                 Some(pe) if pe.copied.is_none() => break,
                 _ => finished += 1,
             }
@@ -78,16 +78,16 @@ impl SnapCore {
                     // The last copy to finish kicks the worker again.
                     break 'batches;
                 }
-                while let Some((seq, chunk)) = first_in_order(&mut st.order) {
-                    let Some(pe) = st.pending.get(&chunk) else {
-                        st.order.remove(&seq);
-                        st.ordered = st.ordered.saturating_sub(1);
+                while let Some((seq, chunk)) = first_in_order(&mut st.pending.order) {
+                    let Some(pe) = st.pending.map.get(&chunk) else {
+                        st.pending.order.remove(&seq);
+                        st.pending.ordered = st.pending.ordered.saturating_sub(1);
                         continue;
                     };
                     let Some(copied) = pe.copied else { break };
                     let new = pe.new;
-                    st.order.remove(&seq);
-                    st.ordered = st.ordered.saturating_sub(1);
+                    st.pending.order.remove(&seq);
+                    st.pending.ordered = st.pending.ordered.saturating_sub(1);
                     let mut ok = copied && st.valid;
                     let mut slot = None;
                     if ok {
@@ -192,7 +192,7 @@ impl SnapCore {
     /// then releases the origin writes held for it, then raises the table
     /// event. Whether there was one.
     pub(super) fn finish_invalidation(self: &Arc<Self>) -> bool {
-        if !self.state.lock().invalidated_pending_io {
+        if !self.state.lock().invalidation.header_pending {
             return false;
         }
         // The flag stays set during the write, so origin writes arriving
@@ -205,12 +205,12 @@ impl SnapCore {
             }
         }
         let mut st = self.state.lock();
-        st.invalidated_pending_io = false;
-        let mut waiters = st.invalid_header_waiters.take();
+        st.invalidation.header_pending = false;
+        let mut waiters = st.invalidation.waiters.take();
         // The event goes to the owner at this moment, under the state
         // lock: a handover replaces `ti` and an owner's destructor clears
         // it (`release`) under the same lock.
-        if let Some(ti) = st.ti {
+        if let Some(ti) = st.ownership.target() {
             // SAFETY: `ti` is the owner's target, alive while it is stored
             // here (see above and the type invariant).
             unsafe { ti.table_event() };

@@ -1,14 +1,97 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Which target owns the core, and handing it over to a new table.
+//! Which table entry owns a snapshot's core, and handing the core over to
+//! a new table (a reload, or the start of a merge).
+//!
+//! States ([`Ownership`]), upstream's `__find_snapshots_sharing_cow()` and
+//! `__handover_exceptions()`:
+//!
+//! ```text
+//!   Owned(o) --add_waiting(n)--> HandingOver(o, n) --resume_as(n)--> Owned(n)
+//!      |                            |   \--release(n)-------------> Owned(o)
+//!      |                            \--release(o): cancelled -----> Released
+//!      \--release(o)---------------------------------------------> Released
+//! ```
+//!
+//! Only the owner's I/O is served; a `Released` core serves nobody and
+//! accepts no new waiter. The old owner must be suspended for the
+//! handover (checked in [`SnapCore::preresume_check`]).
+
+use core::num::NonZeroUsize;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use kernel::prelude::*;
 
-use crate::dm::TargetHandle;
 use crate::dm::log::dm_err;
+use crate::dm::TargetHandle;
 use crate::snapshot::store::{Cursor, StoreKind};
-
 use super::SnapCore;
+
+
+/// Identifies one table entry (target instance) of the `snapshot` and
+/// `snapshot-merge` targets, unique for the module's lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TargetId(NonZeroUsize);
+
+impl TargetId {
+    /// A fresh id.
+    pub(crate) fn new_unique() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(1);
+        // 2^64 constructors would wrap to 0: skip it rather than panic.
+        loop {
+            if let Some(id) = NonZeroUsize::new(NEXT.fetch_add(1, Ordering::Relaxed)) {
+                return Self(id);
+            }
+        }
+    }
+}
+
+/// The owning table entry and what the core needs to know of it.
+#[derive(Clone, Copy)]
+pub(super) struct Owner {
+    pub(super) id: TargetId,
+    /// Its target, for table events (`None` only for a core built
+    /// without a target, by the KUnit tests).
+    ///
+    /// INVARIANT: while stored here the target is alive: its destructor
+    /// releases the core ([`SnapCore::release`]) and a handover replaces
+    /// it, both under the state lock.
+    pub(super) ti: Option<TargetHandle>,
+    /// Its length: origin writes beyond it need no copy.
+    pub(super) len: u64,
+    /// Its table's store type (`P` or `PO` may change on reload).
+    pub(super) kind: StoreKind,
+}
+
+/// Who owns the core (see the module documentation).
+pub(super) enum Ownership {
+    /// `Owner` is served.
+    Owned(Owner),
+    /// `Owner` is served; `waiting` takes the core over on its resume.
+    HandingOver { owner: Owner, waiting: TargetId },
+    /// The owner's destructor ran: nobody is served (a cancelled handover).
+    Released,
+}
+
+impl Ownership {
+    /// The owner, if any.
+    pub(super) fn owner(&self) -> Option<&Owner> {
+        match self {
+            Self::Owned(owner) | Self::HandingOver { owner, .. } => Some(owner),
+            Self::Released => None,
+        }
+    }
+
+    /// Whether `id` owns the core.
+    pub(super) fn is(&self, id: TargetId) -> bool {
+        self.owner().is_some_and(|o| o.id == id)
+    }
+
+    /// The owner's target, for table events and its per-bio data size.
+    pub(super) fn target(&self) -> Option<TargetHandle> {
+        self.owner().and_then(|o| o.ti)
+    }
+}
 
 /// Why a table may not take a live store over ([`SnapCore::add_waiting`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,18 +104,27 @@ pub(crate) enum HandoverRefusal {
     NoMergeSupport,
 }
 
+/// What a table entry's `resume` brings to the core ([`SnapCore::resume_as`]).
+pub(crate) struct Resume {
+    pub(crate) id: TargetId,
+    pub(crate) ti: TargetHandle,
+    pub(crate) len: u64,
+    pub(crate) kind: StoreKind,
+    pub(crate) merging: bool,
+}
+
 impl SnapCore {
-    /// Registers target `me` as the one to take this core over when it
+    /// Registers `me` as the table entry to take this core over when it
     /// resumes (`__validate_exception_handover()`, in upstream's order).
-    /// Fails if another one already waits or the handover was cancelled;
-    /// a `snapshot-merge` target (`merge`) also if any `snapshot-merge`
+    /// Fails if another one already waits or the owner is gone; a
+    /// `snapshot-merge` target (`merge`) also if any `snapshot-merge`
     /// table of the origin exists (`merge_tables`), or if the store is
     /// transient.
-    pub(crate) fn add_waiting(&self, me: usize, merge: bool, merge_tables: bool) -> Result<(), HandoverRefusal> {
+    pub(crate) fn add_waiting(&self, me: TargetId, merge: bool, merge_tables: bool) -> Result<(), HandoverRefusal> {
         let mut st = self.state.lock();
-        if st.waiting.is_some() || st.owner == 0 {
+        let Ownership::Owned(owner) = st.ownership else {
             return Err(HandoverRefusal::Pairing);
-        }
+        };
         if merge {
             if merge_tables {
                 return Err(HandoverRefusal::AlreadyMerging);
@@ -43,62 +135,80 @@ impl SnapCore {
                 return Err(HandoverRefusal::NoMergeSupport);
             }
         }
-        st.waiting = Some(me);
+        st.ownership = Ownership::HandingOver { owner, waiting: me };
         Ok(())
     }
 
-    /// The owner and the waiting target, and the owner's target handle.
-    pub(crate) fn handover_state(&self) -> (usize, Option<usize>, Option<TargetHandle>) {
+    /// `preresume` of `me` (`snapshot_preresume()`): the owner may not
+    /// resume while a handover waits, and `me` may take the core over only
+    /// from a suspended owner.
+    pub(crate) fn preresume_check(&self, me: TargetId) -> Result {
         let st = self.state.lock();
-        (st.owner, st.waiting, st.ti)
+        let Ownership::HandingOver { owner, waiting } = &st.ownership else {
+            return Ok(());
+        };
+        if owner.id == me {
+            dm_err!("Unable to resume snapshot source until handover completes.");
+            return Err(EINVAL);
+        }
+        if *waiting == me {
+            // SAFETY: The owner's target is alive while stored (`Owner::ti`),
+            // and the state lock is held.
+            let running = owner.ti.is_some_and(|ti| !unsafe { ti.is_suspended() });
+            if running {
+                dm_err!("Unable to perform snapshot handover until source is suspended.");
+                return Err(EINVAL);
+            }
+        }
+        Ok(())
     }
 
-    /// `resume` of target `me`: takes the core over if `me` was waiting
-    /// for it (the caller checked in `preresume` that the old owner is
-    /// suspended), then origin writes copy into the snapshot.
-    pub(crate) fn resume_as(&self, me: usize, ti: TargetHandle, len: u64, kind: StoreKind, merging: bool) {
+    /// `resume` of a table entry: it takes the core over if it was waiting
+    /// for it (`preresume_check` passed, so the old owner is suspended),
+    /// then origin writes copy into the snapshot.
+    pub(crate) fn resume_as(&self, r: Resume) {
         let mut st = self.state.lock();
-        if st.waiting == Some(me) && st.owner != 0 {
-            // `__handover_exceptions()`: the table, the store and the
-            // valid/overflow flags stay; only the owning target changes.
-            // The merge state is the new target's own, as upstream's new
-            // `dm_snapshot` starts without one: a `snapshot` taking a
-            // merging store over gets copies from origin writes again, and
-            // no earlier merge failure. (The old owner is suspended, so its
-            // merge was stopped.)
-            st.waiting = None;
-            st.owner = me;
-            st.ti = Some(ti);
-            st.len = len;
-            st.kind = kind;
-            st.merging = merging;
-            st.merge_failed = false;
-            st.merge_failed_before = false;
+        if let Ownership::HandingOver { waiting, .. } = st.ownership {
+            if waiting == r.id {
+                // `__handover_exceptions()`: the table, the store and the
+                // valid/overflow flags stay; only the owning target
+                // changes. The merge state is the new target's own, as
+                // upstream's new `dm_snapshot` starts without one: a
+                // `snapshot` taking a merging store over gets copies from
+                // origin writes again, and no earlier merge failure. (The
+                // old owner is suspended, so its merge was stopped.)
+                st.ownership = Ownership::Owned(Owner { id: r.id, ti: Some(r.ti), len: r.len, kind: r.kind });
+                st.merge.merging = r.merging;
+                st.merge.failed = false;
+                st.merge.failed_before = false;
+            }
         }
-        if st.owner == me && merging {
-            st.merging = true;
-        }
-        if st.owner == me {
+        if st.ownership.is(r.id) {
+            if r.merging {
+                st.merge.merging = true;
+            }
             st.active = true;
         }
     }
 
-    /// The destructor of target `me`. Returns whether it owned the core and
-    /// must therefore shut it down; cancels a handover waiting for it, or
+    /// The destructor of `me`. Returns whether it owned the core and must
+    /// therefore shut it down; cancels a handover waiting for it, or
     /// withdraws `me` from waiting.
-    pub(crate) fn release(&self, me: usize) -> bool {
+    pub(crate) fn release(&self, me: TargetId) -> bool {
         let mut st = self.state.lock();
-        if st.owner == me {
-            if st.waiting.take().is_some() {
-                dm_err!("Cancelling snapshot handover.");
+        match st.ownership {
+            Ownership::Owned(owner) | Ownership::HandingOver { owner, .. } if owner.id == me => {
+                if matches!(st.ownership, Ownership::HandingOver { .. }) {
+                    dm_err!("Cancelling snapshot handover.");
+                }
+                st.ownership = Ownership::Released;
+                true
             }
-            st.owner = 0;
-            st.ti = None;
-            return true;
+            Ownership::HandingOver { owner, waiting } if waiting == me => {
+                st.ownership = Ownership::Owned(owner);
+                false
+            }
+            _ => false,
         }
-        if st.waiting == Some(me) {
-            st.waiting = None;
-        }
-        false
     }
 }

@@ -12,8 +12,9 @@ use crate::dm::sync::{self as dmsync, Exclusive, NoIoScope};
 use crate::dm::{Bio, BioOp, MapResult, OwnedBio};
 use crate::pure::chunk::Chunk;
 use crate::snapshot::copyout::CopyJob;
-
 use super::SnapCore;
+use super::handover::TargetId;
+
 
 impl SnapCore {
     /// Whether this snapshot has more than `snapshot_cow_threshold` chunks
@@ -36,7 +37,7 @@ impl SnapCore {
     }
 
     /// `map` of the snapshot target (`snapshot_map()`).
-    pub(crate) fn snapshot_map(self: &Arc<Self>, me: usize, ti: &crate::dm::Target, bio: &Bio) -> MapResult {
+    pub(crate) fn snapshot_map(self: &Arc<Self>, me: TargetId, ti: &crate::dm::Target, bio: &Bio) -> MapResult {
         let slot = bio.per_bio_u64(ti);
         if let Some(slot) = slot {
             slot.store(0, Ordering::Relaxed);
@@ -56,7 +57,7 @@ impl SnapCore {
 
         let _noio = NoIoScope::enter();
         let mut st = self.state.lock();
-        if st.owner != me || !st.valid || (write && st.overflowed) {
+        if !st.ownership.is(me) || !st.valid || (write && st.overflowed) {
             return MapResult::Kill;
         }
         let discard = bio.op() == BioOp::Discard;
@@ -96,7 +97,7 @@ impl SnapCore {
             return MapResult::Remapped;
         }
 
-        let (new, start) = match st.pending.get(&chunk) {
+        let (new, start) = match st.pending.map.get(&chunk) {
             Some(pe) => (pe.new, false),
             None => match self.new_pending(&mut st, chunk, true) {
                 Some(new) => (new, true),
@@ -114,7 +115,7 @@ impl SnapCore {
             self.start_full_write(ti, chunk, bio);
             return MapResult::Submitted;
         }
-        let Some(pe) = st.pending.get_mut(&chunk) else {
+        let Some(pe) = st.pending.map.get_mut(&chunk) else {
             return MapResult::Kill;
         };
         pe.snapshot_bios.push(bio.defer());
@@ -142,7 +143,7 @@ impl SnapCore {
             Ok(cb) => cb,
             Err(_) => {
                 // Fall back to failing the write with the exception.
-                if let Some(pe) = self.state.lock().pending.get_mut(&chunk) {
+                if let Some(pe) = self.state.lock().pending.map.get_mut(&chunk) {
                     pe.snapshot_bios.push(owned);
                 }
                 self.copy_done(chunk, false);
@@ -153,7 +154,7 @@ impl SnapCore {
         let Some((full, submit)) = owned.into_full_write(ti, callback) else {
             return;
         };
-        match self.state.lock().pending.get_mut(&chunk) {
+        match self.state.lock().pending.map.get_mut(&chunk) {
             Some(pe) => pe.full_write = Some(full),
             // Cannot happen: the exception waits for this write's callback.
             None => {

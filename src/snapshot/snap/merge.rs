@@ -10,19 +10,82 @@ use kernel::time::Ktime;
 
 use crate::dm::log::dm_err;
 use crate::dm::sync::{self as dmsync, NoIoScope};
-use crate::dm::{Bio, BioOp, MapResult};
+use crate::dm::{Bio, BioList, BioOp, MapResult};
 use crate::pure::merge::{runs_contain, throttle_idle_us, MergeRun};
 use crate::snapshot::registry::{OriginBio, OriginOutcome};
 use crate::snapshot::store::{Cursor, MergePlanner};
-
+use super::{SnapCore, SnapState};
+use super::handover::TargetId;
 use super::merge_batch::{BounceCopier, CopiedBatch};
 use super::merge_pace::{MergeBudget, MergePace};
 use super::track::DUAL_WRITES;
-use super::{SnapCore, SnapState};
+
+
+/// The merge's part of `SnapState`.
+pub(super) struct MergeState {
+    /// Owned by a `snapshot-merge` target: origin writes do not copy into
+    /// it, and the merge worker copies its chunks back.
+    pub(super) merging: bool,
+    /// The merge failed (the status says `Merge failed`).
+    pub(super) failed: bool,
+    /// A merge of this owner failed before the merge was last restarted:
+    /// the status still says so (upstream's `merge_failed` stays set
+    /// until the table is replaced; a resume restarts the merge anyway).
+    pub(super) failed_before: bool,
+    /// The merge worker is running (or queued).
+    pub(super) running: bool,
+    /// Asked to stop (presuspend, destructor).
+    pub(super) stop: bool,
+    /// The runs of the merge batches not yet committed (the one being
+    /// copied back and, while the merge is pipelined, the one before it),
+    /// sorted by origin chunk; empty when no batch is open.
+    pub(super) window: KVec<MergeRun>,
+    /// The runs of `window` already copied back to the origin: a write to
+    /// them goes to the chunk's COW copy, then to the origin
+    /// ([`SnapCore::dual_write`]), so it need not wait for the commit.
+    pub(super) copied: KVec<MergeRun>,
+    /// The generation (0 or 1) of `SnapCore::tracked` that new tracked
+    /// bios count in; each merge batch flips it as it sets its window.
+    pub(super) track_gen: usize,
+    /// Runs whose merge commit failed, sorted: copied back and flushed to
+    /// the origin, but on disk still listed or not (an area write may have
+    /// landed, another not), in memory maybe still in the table. Until the
+    /// next activation, writes to them go to both the COW copy and the
+    /// origin, which is right whichever of the two reactivation trusts.
+    pub(super) unsettled: KVec<MergeRun>,
+    /// Some unsettled runs could not be recorded (no memory): writes to
+    /// any chunk still in the table are treated as unsettled.
+    pub(super) unsettled_lost: bool,
+    /// Writes to the merge window, already pointed at the origin, waiting
+    /// for the window to be merged.
+    pub(super) queue: BioList,
+    /// I/Os the merging target has mapped (wrapping): while it changes,
+    /// the merge shares the disks with that I/O (`MergeLoad::Active`).
+    pub(super) io: u64,
+}
+
+impl MergeState {
+    pub(super) fn new(merging: bool) -> Self {
+        Self {
+            merging,
+            failed: false,
+            failed_before: false,
+            running: false,
+            stop: false,
+            window: KVec::new(),
+            copied: KVec::new(),
+            track_gen: 0,
+            unsettled: KVec::new(),
+            unsettled_lost: false,
+            queue: BioList::new(),
+            io: 0,
+        }
+    }
+}
 
 impl SnapCore {
     /// `map` of the `snapshot-merge` target (`snapshot_merge_map()`).
-    pub(crate) fn merge_map(self: &Arc<Self>, me: usize, ti: &crate::dm::Target, bio: &Bio) -> MapResult {
+    pub(crate) fn merge_map(self: &Arc<Self>, me: TargetId, ti: &crate::dm::Target, bio: &Bio) -> MapResult {
         if let Some(slot) = bio.per_bio_u64(ti) {
             slot.store(0, Ordering::Relaxed);
         }
@@ -46,13 +109,13 @@ impl SnapCore {
         // A target that does not own the store is upstream's invalid
         // snapshot-merge (its handover was cancelled, or it handed the
         // store over): everything goes to the origin.
-        let owner = st.owner == me;
+        let owner = st.ownership.is(me);
         if owner {
-            st.merge_io = st.merge_io.wrapping_add(1);
+            st.merge.io = st.merge.io.wrapping_add(1);
         }
         if owner && st.valid {
             if let Some(new) = st.table.lookup(chunk) {
-                if write && (st.merge_unsettled_lost || runs_contain(&st.merge_unsettled, chunk)) {
+                if write && (st.merge.unsettled_lost || runs_contain(&st.merge.unsettled, chunk)) {
                     // Its commit failed: write both copies, or nothing.
                     let size = ti.per_io_data_size();
                     // SAFETY: `bio` is this target's clone; it reserved `size`.
@@ -67,7 +130,7 @@ impl SnapCore {
                         dmsync::sleep_us(100);
                         st = self.state.lock();
                     }
-                    if st.owner != me || !st.valid || st.table.lookup(chunk) != Some(new) {
+                    if !st.ownership.is(me) || !st.valid || st.table.lookup(chunk) != Some(new) {
                         // Changed while it waited (a handover): rare.
                         return MapResult::Kill;
                     }
@@ -78,14 +141,14 @@ impl SnapCore {
                     self.dual_write(bio.defer(), size, self.cow_sector(new, sector));
                     return MapResult::Submitted;
                 }
-                let in_window = runs_contain(&st.merge_window, chunk);
+                let in_window = runs_contain(&st.merge.window, chunk);
                 if write && in_window {
                     // SAFETY: By the type invariant the origin is held.
                     unsafe { bio.set_bdev(self.origin) };
                     let size = ti.per_io_data_size();
                     // SAFETY: `bio` is this target's clone; it reserved `size`.
                     let dual_writable = unsafe { bio.dual_writable(size) };
-                    if runs_contain(&st.merge_copied, chunk) && dual_writable && !self.dual_write_in_flight(chunk) {
+                    if runs_contain(&st.merge.copied, chunk) && dual_writable && !self.dual_write_in_flight(chunk) {
                         // Back in the origin, not committed yet: write both.
                         self.track(bio, bio.per_bio_u64(ti), chunk, DUAL_WRITES);
                         drop(st);
@@ -94,12 +157,12 @@ impl SnapCore {
                     }
                     // Wait until this chunk is back in the origin (or, if
                     // a dual write to it is in flight, until the commit).
-                    st.merge_queue.push(bio.defer());
+                    st.merge.queue.push(bio.defer());
                     return MapResult::Submitted;
                 }
                 if write {
                     // The merge waits for writes to chunks it copies.
-                    self.track(bio, bio.per_bio_u64(ti), chunk, st.track_gen);
+                    self.track(bio, bio.per_bio_u64(ti), chunk, st.merge.track_gen);
                 }
                 drop(st);
                 self.remap_to_cow(bio, new, sector);
@@ -131,18 +194,18 @@ impl SnapCore {
     /// Starts (or restarts) the merge of target `me` (`start_merge()`, on
     /// every resume). A merge that failed starts again (the store may work
     /// again), but the status keeps saying `Merge failed`, as upstream's.
-    pub(crate) fn start_merge(self: &Arc<Self>, me: usize) {
+    pub(crate) fn start_merge(self: &Arc<Self>, me: TargetId) {
         let mut st = self.state.lock();
-        if st.owner != me {
+        if !st.ownership.is(me) {
             // Upstream's invalid snapshot-merge (see `merge_map`).
             drop(st);
             dm_err!("Snapshot is invalid: can't merge");
             return;
         }
-        if !st.merging || st.merge_running {
+        if !st.merge.merging || st.merge.running {
             return;
         }
-        if !st.merge_unsettled.is_empty() || st.merge_unsettled_lost {
+        if !st.merge.unsettled.is_empty() || st.merge.unsettled_lost {
             // A commit failed after the copy-back: the on-disk list is no
             // longer what the planner would read. Only a new activation,
             // which loads it again, may merge on.
@@ -150,29 +213,29 @@ impl SnapCore {
             dm_err!("Merge commit failed earlier: reactivate to merge on");
             return;
         }
-        st.merge_failed_before |= st.merge_failed;
-        st.merge_failed = false;
-        st.merge_running = true;
-        st.merge_stop = false;
+        st.merge.failed_before |= st.merge.failed;
+        st.merge.failed = false;
+        st.merge.running = true;
+        st.merge.stop = false;
         drop(st);
         if let Err(this) = dmsync::merge_queue().enqueue::<Arc<Self>, 1>(self.clone()) {
             // Cannot be queued already (merge_running was clear); be safe.
-            this.state.lock().merge_running = false;
+            this.state.lock().merge.running = false;
         }
     }
 
     /// Stops the merge of target `me` and waits until the current step is
     /// done (`stop_merge()`). A merge `me` does not own (it handed the
     /// store over) is not its to stop.
-    pub(crate) fn stop_merge(&self, me: usize) {
+    pub(crate) fn stop_merge(&self, me: TargetId) {
         {
             let mut st = self.state.lock();
-            if st.owner != me {
+            if !st.ownership.is(me) {
                 return;
             }
-            st.merge_stop = true;
+            st.merge.stop = true;
         }
-        while self.state.lock().merge_running {
+        while self.state.lock().merge.running {
             dmsync::sleep_ms(1);
         }
     }
@@ -187,10 +250,10 @@ impl SnapCore {
         dm_err!("{}", why);
         let mut st = self.state.lock();
         Self::record_unsettled(&mut st, unsettled);
-        st.merge_failed = true;
-        st.merge_window = KVec::new();
-        st.merge_copied = KVec::new();
-        let mut queued = st.merge_queue.take();
+        st.merge.failed = true;
+        st.merge.window = KVec::new();
+        st.merge.copied = KVec::new();
+        let mut queued = st.merge.queue.take();
         drop(st);
         while let Some(bio) = queued.pop() {
             bio.fail();
@@ -200,11 +263,11 @@ impl SnapCore {
     /// Adds `runs` to the unsettled runs (see `SnapState::merge_unsettled`).
     pub(super) fn record_unsettled(st: &mut SnapState, runs: &[MergeRun]) {
         for run in runs {
-            if st.merge_unsettled.push(*run, GFP_KERNEL).is_err() {
-                st.merge_unsettled_lost = true;
+            if st.merge.unsettled.push(*run, GFP_KERNEL).is_err() {
+                st.merge.unsettled_lost = true;
             }
         }
-        st.merge_unsettled.sort_unstable_by_key(|r| r.first_old());
+        st.merge.unsettled.sort_unstable_by_key(|r| r.first_old());
     }
 
     /// The merge worker: copies the exceptions back to the origin, newest
@@ -219,7 +282,7 @@ impl SnapCore {
         let _noio = NoIoScope::enter();
         // Copies started before the snapshot became merging still commit
         // into the store: let them finish before the list starts to shrink.
-        while self.in_flight.load(Ordering::Acquire) != 0 && !self.state.lock().merge_stop {
+        while self.in_flight.load(Ordering::Acquire) != 0 && !self.state.lock().merge.stop {
             dmsync::sleep_ms(1);
         }
         // Large runs are copied through one bounce buffer with big dm-io
@@ -234,7 +297,7 @@ impl SnapCore {
 
     /// Merges batch after batch until done, stopped or failed.
     pub(super) fn merge_batches(&self, planner: &mut MergePlanner, mut copier: Option<&mut BounceCopier>) {
-        let mut budget = MergeBudget::new(self.chunk, self.state.lock().merge_io);
+        let mut budget = MergeBudget::new(self.chunk, self.state.lock().merge.io);
         let mut pace = MergePace::default();
         // The batch copied last, not committed yet (its flush, if any, is
         // waited for before this returns: `PendingFlush`).
@@ -250,7 +313,7 @@ impl SnapCore {
             // the next one too. Likewise before a pause (`MergePace`, the
             // copy throttle): no window is held while the merge idles.
             let pause = (budget.limit.runs.is_some() && pace.due_in_us() > 0) || throttle_us != 0;
-            if copied.is_some() && !always && (pause || !self.state.lock().merge_queue.is_empty()) {
+            if copied.is_some() && !always && (pause || !self.state.lock().merge.queue.is_empty()) {
                 if let Some(prev) = copied.take() {
                     if !self.finish_merge_batch(prev, None, &mut budget) {
                         return;
@@ -305,7 +368,7 @@ impl SnapCore {
 
     /// The merge worker is done (it may be queued again).
     pub(super) fn merge_stopped(&self) {
-        self.state.lock().merge_running = false;
+        self.state.lock().merge.running = false;
     }
 
     /// A planner from the committed state; `None` if there is nothing to

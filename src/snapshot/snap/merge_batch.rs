@@ -13,10 +13,10 @@ use crate::dm::sync::{self as dmsync, Countdown};
 use crate::dm::{BdevHandle, BioList, OwnedBio};
 use crate::pure::merge::{runs_contain, CopyPlan, MergeRun};
 use crate::snapshot::store::{Cursor, MergeBatch, MergePlanner};
-
 use super::SnapCore;
 use super::merge_pace::MergeBudget;
 use super::track::DUAL_WRITES;
+
 
 impl SnapCore {
     /// Plans the next batch and makes writes to its chunks wait: `None`
@@ -31,7 +31,7 @@ impl SnapCore {
     ) -> Result<Option<OpenBatch>, &'static str> {
         {
             let st = self.state.lock();
-            if st.merge_stop || st.merge_failed {
+            if st.merge.stop || st.merge.failed {
                 return Ok(None);
             }
             if !st.valid {
@@ -81,18 +81,18 @@ impl SnapCore {
         let buckets = Self::window_buckets(&window);
         // Writes to the COW copies tracked in the other generation were
         // sent before the previous batch set its window; none are added.
-        let gen = self.state.lock().track_gen;
+        let gen = self.state.lock().merge.track_gen;
         self.wait_tracked(1 - gen, u64::MAX);
         // From now on writes to the window wait, and the others count in
         // the other generation: `gen`'s counters only go down.
         let window = {
             let mut st = self.state.lock();
-            st.track_gen = 1 - gen;
+            st.merge.track_gen = 1 - gen;
             if copied.is_some() {
-                st.merge_window = union;
+                st.merge.window = union;
                 Some(window)
             } else {
-                st.merge_window = window;
+                st.merge.window = window;
                 None
             }
         };
@@ -167,7 +167,7 @@ impl SnapCore {
             return false;
         }
         let mut st = self.state.lock();
-        let io = st.merge_io;
+        let io = st.merge.io;
         let committed = match &mut st.cursor {
             Cursor::Persistent(p) => p.commit_merge_to(batch.end.0, batch.end.1).is_ok(),
             Cursor::Transient(_) => false,
@@ -180,24 +180,24 @@ impl SnapCore {
             // Before the lock drops: no write may reach a COW copy only.
             Self::record_unsettled(&mut st, &batch.runs);
         }
-        st.merge_window = next_window.unwrap_or_default();
+        st.merge.window = next_window.unwrap_or_default();
         // The runs still copied are those of the next batch, if it was.
         let mut still: KVec<MergeRun> = KVec::new();
         let mut ok = true;
-        for run in st.merge_copied.iter() {
-            if runs_contain(&st.merge_window, run.first_old()) {
+        for run in st.merge.copied.iter() {
+            if runs_contain(&st.merge.window, run.first_old()) {
                 ok &= still.push(*run, GFP_KERNEL).is_ok();
             }
         }
         // Without memory, writes to the next batch wait for its commit.
-        st.merge_copied = if ok { still } else { KVec::new() };
+        st.merge.copied = if ok { still } else { KVec::new() };
         // Writes held for this batch go; those for the next one stay.
-        let mut queued = st.merge_queue.take();
+        let mut queued = st.merge.queue.take();
         let mut released = BioList::new();
         while let Some(bio) = queued.pop() {
             let chunk = self.chunk.sector_to_chunk(bio.view().sector());
-            if runs_contain(&st.merge_window, chunk) {
-                st.merge_queue.push(bio);
+            if runs_contain(&st.merge.window, chunk) {
+                st.merge.queue.push(bio);
             } else {
                 released.push(bio);
             }
@@ -252,27 +252,27 @@ impl SnapCore {
         }
         copied.sort_unstable_by_key(|r| r.first_old());
         let mut st = self.state.lock();
-        let held = !st.merge_queue.is_empty();
+        let held = !st.merge.queue.is_empty();
         // SAFETY: The owner's target is alive while stored in `ti`.
-        let size = st.ti.map_or(0, |ti| unsafe { ti.per_io_data_size() });
+        let size = st.ownership.target().map_or(0, |ti| unsafe { ti.per_io_data_size() });
         if !ok || size == 0 {
             // The held writes wait for the commit, as before.
             return held;
         }
-        st.merge_copied = copied;
-        let mut queued = st.merge_queue.take();
+        st.merge.copied = copied;
+        let mut queued = st.merge.queue.take();
         let mut release = BioList::new();
         while let Some(bio) = queued.pop() {
             let chunk = self.chunk.sector_to_chunk(bio.view().sector());
             // SAFETY: Queued bios are clones of the owner's target (the
             // owner cannot change while the merge runs).
             let dual_writable = unsafe { bio.view().dual_writable(size) };
-            if runs_contain(&st.merge_copied, chunk) && dual_writable && !self.dual_write_in_flight(chunk) {
+            if runs_contain(&st.merge.copied, chunk) && dual_writable && !self.dual_write_in_flight(chunk) {
                 // SAFETY: As above.
                 self.track(bio.view(), unsafe { bio.view().per_bio_u64_sized(size) }, chunk, DUAL_WRITES);
                 release.push(bio);
             } else {
-                st.merge_queue.push(bio);
+                st.merge.queue.push(bio);
             }
         }
         drop(st);

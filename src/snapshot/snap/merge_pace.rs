@@ -7,8 +7,8 @@ use kernel::time::{ktime_ms_delta, Ktime};
 use crate::dm::sync::{self as dmsync};
 use crate::pure::chunk::ChunkSize;
 use crate::pure::merge::{pace_delay_us, BatchLimit, BatchSizing, MergeLoad};
-
 use super::SnapCore;
+
 
 impl SnapCore {
     /// Idles `us` microseconds between batches for the copy throttle
@@ -17,7 +17,7 @@ impl SnapCore {
     /// time). Holds no window, so no write waits for it; cut short once
     /// the merge is asked to stop (a suspend waits for it).
     pub(super) fn throttle_idle(&self, mut us: u64) {
-        while us != 0 && !self.state.lock().merge_stop {
+        while us != 0 && !self.state.lock().merge.stop {
             let slice = us.min(THROTTLE_SLICE_US);
             let slice_u32 = u32::try_from(slice).unwrap_or(u32::MAX);
             dmsync::sleep_range_us(slice_u32, slice_u32.saturating_add(500));

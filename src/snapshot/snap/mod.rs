@@ -35,13 +35,12 @@ mod origin_write;
 mod pending;
 mod track;
 
-pub(crate) use handover::HandoverRefusal;
+pub(crate) use handover::{HandoverRefusal, Resume, TargetId};
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use kernel::new_mutex;
 use kernel::prelude::*;
-use kernel::rbtree::RBTree;
 use kernel::sync::{Arc, Mutex};
 use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_work};
@@ -51,90 +50,51 @@ use crate::dm::log::dm_err;
 use crate::dm::sync::{self as dmsync};
 use crate::dm::{BdevHandle, BioList, TargetHandle};
 use crate::pure::chunk::{Chunk, ChunkSize};
-use crate::pure::merge::MergeRun;
 use crate::pure::status::{InfoStatus, Usage};
-use crate::snapshot::copyout::CopyJob;
 use crate::snapshot::registry::OriginEntry;
 use crate::snapshot::store::{Cursor, MetadataIo, StoreKind};
 use crate::snapshot::table::ExceptionTable;
-
-use pending::Pending;
+use crate::snapshot::copyout::CopyJob;
+use handover::{Owner, Ownership};
+use merge::MergeState;
+use pending::PendingSet;
 use track::TRACK_BUCKETS;
+
 
 /// Mutable state of a snapshot, under [`SnapCore::state`].
 pub(crate) struct SnapState {
-    /// The target instance that owns this core (0: none; a cancelled
-    /// handover). Only the owner's I/O is served.
-    owner: usize,
-    /// A new table's target waiting to take the core over on its resume.
-    waiting: Option<usize>,
-    /// The owner's target, for table events (`None` only for a core built
-    /// without a target, by the KUnit tests).
-    ti: Option<TargetHandle>,
-    /// Length of the owner: origin writes beyond it need no copy.
-    len: u64,
-    /// Store type of the owner's table (`P` or `PO` may change on reload).
-    kind: StoreKind,
-    pub(crate) valid: bool,
-    pub(crate) active: bool,
-    pub(crate) overflowed: bool,
-    /// Owned by a `snapshot-merge` target: origin writes do not copy into
-    /// it, and the merge worker copies its chunks back.
-    merging: bool,
-    merge_failed: bool,
-    /// A merge of this owner failed before the merge was last restarted:
-    /// the status still says so (upstream's `merge_failed` stays set
-    /// until the table is replaced; a resume restarts the merge anyway).
-    merge_failed_before: bool,
-    /// The merge worker is running (or queued).
-    merge_running: bool,
-    /// Asked to stop (presuspend, destructor).
-    merge_stop: bool,
-    /// The runs of the merge batches not yet committed (the one being
-    /// copied back and, while the merge is pipelined, the one before it),
-    /// sorted by origin chunk; empty when no batch is open.
-    merge_window: KVec<MergeRun>,
-    /// The runs of `merge_window` already copied back to the origin: a
-    /// write to them goes to the chunk's COW copy, then to the origin
-    /// ([`SnapCore::dual_write`]), so it need not wait for the commit.
-    merge_copied: KVec<MergeRun>,
-    /// The generation (0 or 1) of `SnapCore::tracked` that new tracked
-    /// bios count in; each merge batch flips it as it sets its window.
-    track_gen: usize,
-    /// Runs whose merge commit failed, sorted: copied back and flushed to
-    /// the origin, but on disk still listed or not (an area write may have
-    /// landed, another not), in memory maybe still in the table. Until the
-    /// next activation, writes to them go to both the COW copy and the
-    /// origin, which is right whichever of the two reactivation trusts.
-    merge_unsettled: KVec<MergeRun>,
-    /// Some unsettled runs could not be recorded (no memory): writes to
-    /// any chunk still in the table are treated as unsettled.
-    merge_unsettled_lost: bool,
-    /// Writes to the merge window, already pointed at the origin, waiting
-    /// for the window to be merged.
-    merge_queue: BioList,
-    /// I/Os the merging target has mapped (wrapping): while it changes,
-    /// the merge shares the disks with that I/O ([`MergeLoad::Active`]).
-    merge_io: u64,
-    /// Invalidated, and the header saying so is not durable yet: the commit
-    /// worker writes it and raises the event (no synchronous I/O in `map`).
-    /// Until then origin writes that this snapshot would have needed a
-    /// copy for wait in `invalid_header_waiters`: a crash must never load
-    /// the snapshot as valid with such a write in the origin
-    /// (`__invalidate_snapshot()` writes the header before `map` returns).
-    invalidated_pending_io: bool,
-    /// Origin writes held until the invalid header is durable.
-    invalid_header_waiters: BioList,
+    /// Which table entry is served ([`handover`]).
+    ownership: Ownership,
+    /// Not invalidated (overflow, I/O error, metadata error).
+    valid: bool,
+    /// Resumed by its owner: origin writes copy into it from now on.
+    active: bool,
+    /// Full, with `PO` (overflow) semantics: writes to the snapshot fail,
+    /// reads still work.
+    overflowed: bool,
+    /// An invalidation whose header is not durable yet ([`commit`]).
+    invalidation: Invalidation,
+    /// The completed exceptions.
     table: ExceptionTable,
-    pending: RBTree<Chunk, Pending>,
-    /// Allocation order: sequence number -> chunk. Commits follow it.
-    order: RBTree<u64, Chunk>,
-    next_seq: u64,
-    /// Pending exceptions whose copy has not finished yet.
-    copying: u64,
-    /// Entries in `order`.
-    ordered: u64,
-    pub(crate) cursor: Cursor,
+    /// The exceptions being copied or committed ([`pending`]).
+    pending: PendingSet,
+    /// Where the store puts the next exception.
+    cursor: Cursor,
+    /// The merge ([`merge`]).
+    merge: MergeState,
+}
+
+/// Invalidated, and the header saying so is not durable yet: the commit
+/// worker writes it and raises the event (no synchronous I/O in `map`).
+/// Until then origin writes that this snapshot would have needed a copy
+/// for wait in `waiters`: a crash must never load the snapshot as valid
+/// with such a write in the origin (`__invalidate_snapshot()` writes the
+/// header before `map` returns).
+struct Invalidation {
+    /// The header write is still to come.
+    header_pending: bool,
+    /// Origin writes held until the invalid header is durable.
+    waiters: BioList,
 }
 
 /// One snapshot's shared core.
@@ -195,7 +155,7 @@ pub(crate) struct CoreParts {
     pub(crate) kind: StoreKind,
     pub(crate) origin: BdevHandle,
     pub(crate) cow: BdevHandle,
-    pub(crate) owner: usize,
+    pub(crate) owner: TargetId,
     pub(crate) merging: bool,
     pub(crate) ti: Option<TargetHandle>,
     pub(crate) len: u64,
@@ -214,36 +174,17 @@ impl SnapCore {
     /// The caller must uphold the type invariants for `parts.origin`,
     /// `parts.cow` and `parts.ti` (see [`SnapCore`]).
     pub(crate) fn new(parts: CoreParts) -> Result<Arc<Self>> {
+        let owner = Owner { id: parts.owner, ti: parts.ti, len: parts.len, kind: parts.kind };
         let state = SnapState {
-            owner: parts.owner,
-            waiting: None,
-            ti: parts.ti,
-            len: parts.len,
-            kind: parts.kind,
+            ownership: Ownership::Owned(owner),
             valid: parts.valid,
             active: false,
             overflowed: false,
-            merging: parts.merging,
-            merge_failed: false,
-            merge_failed_before: false,
-            merge_running: false,
-            merge_stop: false,
-            merge_window: KVec::new(),
-            merge_copied: KVec::new(),
-            merge_unsettled: KVec::new(),
-            merge_unsettled_lost: false,
-            track_gen: 0,
-            merge_queue: BioList::new(),
-            merge_io: 0,
-            invalidated_pending_io: false,
-            invalid_header_waiters: BioList::new(),
+            invalidation: Invalidation { header_pending: false, waiters: BioList::new() },
             table: parts.table,
-            pending: RBTree::new(),
-            order: RBTree::new(),
-            next_seq: 0,
-            copying: 0,
-            ordered: 0,
+            pending: PendingSet::new(),
             cursor: parts.cursor,
+            merge: MergeState::new(parts.merging),
         };
         Arc::pin_init(
             pin_init!(Self {
@@ -319,7 +260,7 @@ impl SnapCore {
         }
         dm_err!("Invalidating snapshot: {}.", why);
         st.valid = false;
-        st.invalidated_pending_io = true;
+        st.invalidation.header_pending = true;
         self.kick();
     }
 
@@ -348,29 +289,29 @@ impl SnapCore {
 
     /// Status line (`snapshot_status()` for `STATUSTYPE_INFO`) as target
     /// `me` sees it: a target that handed its store over is invalid.
-    pub(crate) fn info_status(&self, me: usize) -> InfoStatus {
+    pub(crate) fn info_status(&self, me: TargetId) -> InfoStatus {
         let st = self.state.lock();
         let usage: Usage = st.cursor.usage(self.cow_sectors());
-        let merge_failed = st.merge_failed || st.merge_failed_before;
-        InfoStatus::select(st.valid && st.owner == me, merge_failed, st.overflowed, usage)
+        let merge_failed = st.merge.failed || st.merge.failed_before;
+        InfoStatus::select(st.valid && st.ownership.is(me), merge_failed, st.overflowed, usage)
     }
 
     /// Whether this snapshot is being merged.
     pub(crate) fn is_merging(&self) -> bool {
-        self.state.lock().merging
+        self.state.lock().merge.merging
     }
 
     /// Whether a merge failed (for the IMA line).
     pub(crate) fn merge_failed(&self) -> bool {
         let st = self.state.lock();
-        st.merge_failed || st.merge_failed_before
+        st.merge.failed || st.merge.failed_before
     }
 
     /// Whether the snapshot is valid (for target `me`) and whether it
     /// overflowed.
-    pub(crate) fn flags(&self, me: usize) -> (bool, bool) {
+    pub(crate) fn flags(&self, me: TargetId) -> (bool, bool) {
         let st = self.state.lock();
-        (st.valid && st.owner == me, st.overflowed)
+        (st.valid && st.ownership.is(me), st.overflowed)
     }
 
     /// Waits for all in-flight work on this snapshot and releases its

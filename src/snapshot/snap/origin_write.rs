@@ -6,10 +6,10 @@ use kernel::sync::Arc;
 
 use crate::dm::sync::NoIoScope;
 use crate::pure::chunk::Chunk;
-use crate::snapshot::copyout::NewRuns;
 use crate::snapshot::registry::OriginBio;
-
+use crate::snapshot::copyout::NewRuns;
 use super::{SnapCore, SnapState};
+
 
 impl SnapCore {
     /// One snapshot's part of an origin write of the chunk at `sector`:
@@ -45,17 +45,20 @@ impl SnapCore {
         }
         // A merging snapshot never gets new exceptions: its data is what
         // the origin is becoming.
-        if !st.active || st.merging || st.owner == 0 {
+        let Some(owner) = st.ownership.owner() else {
+            return;
+        };
+        let end = end.min(owner.len);
+        if !st.active || st.merge.merging {
             return;
         }
-        let end = end.min(st.len);
         if start >= end {
             return;
         }
         let first = self.chunk.sector_to_chunk(start);
         let last = self.chunk.sector_to_chunk(end - 1);
         for chunk in first..=last {
-            if let Some(pe) = st.pending.get_mut(&chunk) {
+            if let Some(pe) = st.pending.map.get_mut(&chunk) {
                 if let Some(b) = bio.take() {
                     pe.origin_bios.push(b.into_owned());
                 }
@@ -73,7 +76,7 @@ impl SnapCore {
                 break;
             };
             if let Some(b) = bio.take() {
-                if let Some(pe) = st.pending.get_mut(&chunk) {
+                if let Some(pe) = st.pending.map.get_mut(&chunk) {
                     pe.origin_bios.push(b.into_owned());
                 }
             }
@@ -85,9 +88,9 @@ impl SnapCore {
     /// this snapshot is invalid is not durable: the origin chunk it writes
     /// may be one the snapshot still needs (an overflow, a failed copy).
     pub(super) fn hold_until_invalid_header(st: &mut SnapState, bio: &mut Option<OriginBio<'_>>) {
-        if st.invalidated_pending_io {
+        if st.invalidation.header_pending {
             if let Some(b) = bio.take() {
-                st.invalid_header_waiters.push(b.into_owned());
+                st.invalidation.waiters.push(b.into_owned());
             }
         }
     }

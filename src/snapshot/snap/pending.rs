@@ -5,16 +5,17 @@
 use core::sync::atomic::Ordering;
 
 use kernel::prelude::*;
+use kernel::rbtree::RBTree;
 use kernel::sync::Arc;
 
 use crate::dm::BioList;
 use crate::dm::bio::FullWrite;
 use crate::dm::log::dm_err;
 use crate::pure::chunk::Chunk;
-use crate::snapshot::copyout::{CopyGroup, NewRun};
 use crate::snapshot::store::StoreKind;
-
+use crate::snapshot::copyout::{CopyGroup, NewRun};
 use super::{SnapCore, SnapState};
+
 
 /// An exception whose copy is in flight or not yet committed.
 pub(super) struct Pending {
@@ -30,6 +31,25 @@ pub(super) struct Pending {
     pub(super) full_write: Option<FullWrite>,
 }
 
+/// The pending exceptions of a snapshot, in `SnapState::pending`.
+pub(super) struct PendingSet {
+    /// By origin chunk.
+    pub(super) map: RBTree<Chunk, Pending>,
+    /// Allocation order: sequence number -> chunk. Commits follow it.
+    pub(super) order: RBTree<u64, Chunk>,
+    pub(super) next_seq: u64,
+    /// Pending exceptions whose copy has not finished yet.
+    pub(super) copying: u64,
+    /// Entries in `order`.
+    pub(super) ordered: u64,
+}
+
+impl PendingSet {
+    pub(super) fn new() -> Self {
+        Self { map: RBTree::new(), order: RBTree::new(), next_seq: 0, copying: 0, ordered: 0 }
+    }
+}
+
 impl SnapCore {
     /// Allocates a new pending exception for `chunk` (caller holds the
     /// state lock). `None` if the COW is full or memory ran out, in which
@@ -38,7 +58,8 @@ impl SnapCore {
         let new = match st.cursor.prepare(self.cow_sectors()) {
             Ok(new) => new,
             Err(_) => {
-                if from_snapshot_write && st.kind == (StoreKind::Persistent { overflow: true }) {
+                let overflow_kind = st.ownership.owner().is_some_and(|o| o.kind == StoreKind::Persistent { overflow: true });
+                if from_snapshot_write && overflow_kind {
                     if !st.overflowed {
                         dm_err!("Snapshot overflowed: Unable to allocate exception.");
                     }
@@ -56,20 +77,20 @@ impl SnapCore {
             origin_bios: BioList::new(),
             full_write: None,
         };
-        let seq = st.next_seq;
-        if st.pending.try_create_and_insert(chunk, pe, GFP_KERNEL).is_err() {
+        let seq = st.pending.next_seq;
+        if st.pending.map.try_create_and_insert(chunk, pe, GFP_KERNEL).is_err() {
             self.invalidate(st, "Unable to allocate exception");
             return None;
         }
-        if st.order.try_create_and_insert(seq, chunk, GFP_KERNEL).is_err() {
+        if st.pending.order.try_create_and_insert(seq, chunk, GFP_KERNEL).is_err() {
             // Undo: the exception was never started.
-            st.pending.remove(&chunk);
+            st.pending.map.remove(&chunk);
             self.invalidate(st, "Unable to allocate exception");
             return None;
         }
-        st.next_seq += 1;
-        st.copying += 1;
-        st.ordered += 1;
+        st.pending.next_seq += 1;
+        st.pending.copying += 1;
+        st.pending.ordered += 1;
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.copies_in_progress.fetch_add(1, Ordering::AcqRel);
         Some(new)
@@ -85,7 +106,7 @@ impl SnapCore {
         let first = self.chunk.sector_to_chunk(start);
         let last = self.chunk.sector_to_chunk(end - 1);
         let st = self.state.lock();
-        st.invalidated_pending_io || (first..=last).any(|c| st.pending.get(&c).is_some())
+        st.invalidation.header_pending || (first..=last).any(|c| st.pending.map.get(&c).is_some())
     }
 
     /// Starts copying origin chunk `chunk` to COW chunk `new`.
@@ -105,11 +126,11 @@ impl SnapCore {
         let mut st = self.state.lock();
         for c in chunk..chunk.saturating_add(u64::from(count)) {
             let mut first = false;
-            if let Some(pe) = st.pending.get_mut(&c) {
+            if let Some(pe) = st.pending.map.get_mut(&c) {
                 first = pe.copied.replace(ok).is_none();
             }
             if first {
-                st.copying = st.copying.saturating_sub(1);
+                st.pending.copying = st.pending.copying.saturating_sub(1);
                 let _ = self.copies_in_progress.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                     Some(n.saturating_sub(1))
                 });
@@ -138,22 +159,22 @@ impl SnapCore {
         if !ok {
             self.invalidate(&mut st, "Error reading/writing");
         }
-        if st.pending.get(&chunk).is_none() {
+        if st.pending.map.get(&chunk).is_none() {
             return;
         }
         drop(st);
         self.drain_origin_reads(chunk);
 
         let mut st = self.state.lock();
-        let Some(mut pe) = st.pending.remove(&chunk) else {
+        let Some(mut pe) = st.pending.map.remove(&chunk) else {
             return;
         };
         let mut origin_bios = pe.origin_bios.take();
-        if st.invalidated_pending_io {
+        if st.invalidation.header_pending {
             // Invalid, and not durably so yet: the held origin writes go
             // once the header is written (`finish_invalidation`).
             while let Some(bio) = origin_bios.pop() {
-                st.invalid_header_waiters.push(bio);
+                st.invalidation.waiters.push(bio);
             }
         }
         drop(st);

@@ -9,8 +9,8 @@ use crate::dm::Bio;
 use crate::dm::sync::{self as dmsync};
 use crate::pure::chunk::Chunk;
 use crate::pure::merge::MergeRun;
-
 use super::SnapCore;
+
 
 /// Buckets of the in-flight snapshot-read counters.
 pub(super) const TRACK_BUCKETS: usize = 64;
