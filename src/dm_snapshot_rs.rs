@@ -13,6 +13,9 @@
 //! - [`pure`]: code without kernel dependencies (on-disk codec, chunk math),
 //!   shared with the host crate so `cargo test` covers it.
 
+// `pin_init!` of `SnapCore` (many fields) needs more than the default 128.
+#![recursion_limit = "256"]
+
 mod dm;
 mod origin;
 pub mod pure;

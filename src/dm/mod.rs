@@ -25,6 +25,7 @@ pub(crate) mod selftest;
 pub(crate) mod status;
 pub(crate) mod sync;
 pub(crate) mod target;
+pub(crate) mod wait;
 
 pub(crate) use args::Args;
 pub(crate) use bio::{Bio, BioList, BioOp, OwnedBio};

@@ -70,6 +70,22 @@ void dmsnap_iocount_wait(atomic_t *count)
 	wait_var_event(count, !atomic_read_acquire(count));
 }
 
+/*
+ * A counter that process context waits to see at zero, decremented from
+ * any context (bio completion): the caller has decremented it to zero.
+ */
+void dmsnap_counter_wake(atomic_t *count)
+{
+	/* Orders the decrement before the waiter check (see wake_up_var()). */
+	smp_mb__after_atomic();
+	wake_up_var(count);
+}
+
+void dmsnap_counter_wait_zero(atomic_t *count)
+{
+	wait_var_event(count, !atomic_read_acquire(count));
+}
+
 void dmsnap_bio_set_dev(struct bio *bio, struct block_device *bdev)
 {
 	bio_set_dev(bio, bdev);

@@ -89,6 +89,8 @@ void dmsnap_iocount_init(atomic_t *count);
 void dmsnap_iocount_get(atomic_t *count);
 void dmsnap_iocount_put(atomic_t *count);
 void dmsnap_iocount_wait(atomic_t *count);
+void dmsnap_counter_wake(atomic_t *count);
+void dmsnap_counter_wait_zero(atomic_t *count);
 
 #if IS_ENABLED(CONFIG_KUNIT)
 /* KUnit self-tests only: the scratch device named by kunit_scratch_dev. */

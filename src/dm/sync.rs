@@ -42,13 +42,6 @@ pub(crate) fn sleep_ms(ms: u32) {
     unsafe { bindings::msleep(ms) };
 }
 
-/// Sleeps for `us` to `2 * us` microseconds (an hrtimer, not jiffies: a
-/// short poll does not turn into a 4-8 ms sleep at HZ=250). Must not be
-/// called in atomic context.
-pub(crate) fn sleep_us(us: u32) {
-    sleep_range_us(us, us.saturating_mul(2));
-}
-
 /// Sleeps for `min` to `max` microseconds (an hrtimer). Must not be called
 /// in atomic context.
 pub(crate) fn sleep_range_us(min: u32, max: u32) {

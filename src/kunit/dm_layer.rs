@@ -133,10 +133,11 @@ fn args_consume_in_order() {
 }
 
 fn ima_line_matches_upstream_format() {
-    use crate::snapshot::target::{write_ima, ImaFlags};
+    use crate::snapshot::snap::StateFlags;
+    use crate::snapshot::target::write_ima;
     let mut buf = [0u8; 256];
     let mut w = StatusWriter::new(&mut buf);
-    let flags = ImaFlags { valid: true, merge_failed: false, overflowed: true };
+    let flags = StateFlags { valid: true, merge_failed: false, overflowed: true };
     write_ima(&mut w, c_str!("snapshot"), [1, 16, 0], c_str!("253:0"), c_str!("253:1"), flags);
     // upstream: DMEMIT_TARGET_NAME_VERSION, then ",snap_origin_name=%s",
     // ",snap_cow_name=%s", ",snap_valid=%c", ",snap_merge_failed=%c",

@@ -172,11 +172,11 @@ impl OriginEntry {
     pub(crate) fn throttle_min_chunk(&self) -> Option<u32> {
         loop {
             let list = self.snapshots.lock();
-            if !list.iter().any(|s| s.over_cow_threshold()) {
+            let Some(busy) = list.iter().find(|s| s.over_cow_threshold()).cloned() else {
                 return list.iter().map(|s| s.chunk_size().sectors()).min();
-            }
+            };
             drop(list);
-            crate::dm::sync::sleep_ms(1);
+            busy.throttle();
         }
     }
 
@@ -237,18 +237,25 @@ impl OriginEntry {
     /// origin). All copies are started before the first wait.
     pub(crate) fn prepare_extents(&self, extents: &[CopyPlan]) {
         loop {
-            let mut busy = false;
+            // Start every copy first, then wait for one snapshot at a time.
+            let mut started = false;
+            for extent in extents {
+                started |= self.copy_out(extent.dest, extent.dest.saturating_add(extent.sectors), &mut None);
+            }
+            let mut waited = false;
             for extent in extents {
                 let end = extent.dest.saturating_add(extent.sectors);
-                busy |= self.copy_out(extent.dest, end, &mut None);
                 let list = self.snapshots.lock();
-                busy |= list.iter().any(|s| s.copy_pending_in(extent.dest, end));
+                let busy = list.iter().find(|s| s.copy_pending_in(extent.dest, end)).cloned();
                 drop(list);
+                if let Some(snap) = busy {
+                    snap.wait_no_copy_in(extent.dest, end);
+                    waited = true;
+                }
             }
-            if !busy {
+            if !started && !waited {
                 return;
             }
-            crate::dm::sync::sleep_ms(1);
         }
     }
 

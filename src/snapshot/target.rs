@@ -21,7 +21,7 @@ use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, MapResult, OpenMode, 
 
 use crate::pure::chunk::ChunkSize;
 
-use super::snap::{CoreParts, HandoverRefusal, Resume, SnapCore, TargetId};
+use super::snap::{CoreParts, HandoverRefusal, Resume, SnapCore, StateFlags, TargetId};
 use super::registry::{Claimed, EntryRef, MergeTable};
 use super::store::{self, StoreKind};
 
@@ -113,14 +113,6 @@ impl Drop for Snapshot {
     }
 }
 
-/// The state flags in the IMA line.
-#[derive(Clone, Copy)]
-pub(crate) struct ImaFlags {
-    pub(crate) valid: bool,
-    pub(crate) merge_failed: bool,
-    pub(crate) overflowed: bool,
-}
-
 /// The `STATUSTYPE_IMA` line, as upstream's `snapshot_status()` builds it
 /// (`DMEMIT_TARGET_NAME_VERSION` then the snapshot fields).
 pub(crate) fn write_ima(
@@ -129,7 +121,7 @@ pub(crate) fn write_ima(
     version: [u32; 3],
     origin: &CStr,
     cow: &CStr,
-    flags: ImaFlags,
+    flags: StateFlags,
 ) {
     let yn = |b: bool| if b { 'y' } else { 'n' };
     let _ = write!(
@@ -339,8 +331,7 @@ impl Snapshot {
                 }
             }
             StatusType::Ima => {
-                let (valid, overflowed) = self.core.flags(self.id);
-                let flags = ImaFlags { valid, merge_failed: self.core.merge_failed(), overflowed };
+                let flags = self.core.state_flags(self.id);
                 write_ima(out, name, version, self.origin.name(), self.cow.name(), flags);
             }
         }

@@ -216,6 +216,7 @@ impl SnapCore {
             unsafe { ti.table_event() };
         }
         drop(st);
+        self.state_changed.notify_all();
         while let Some(bio) = waiters.pop() {
             self.entry.retry(bio);
         }

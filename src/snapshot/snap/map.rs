@@ -8,7 +8,7 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 use crate::dm::kcopyd::{CopyCallback, Region};
-use crate::dm::sync::{self as dmsync, Exclusive, NoIoScope};
+use crate::dm::sync::{Exclusive, NoIoScope};
 use crate::dm::{Bio, BioOp, MapResult, OwnedBio};
 use crate::pure::chunk::Chunk;
 use crate::snapshot::copyout::CopyJob;
@@ -31,8 +31,12 @@ impl SnapCore {
     /// while sleeping (upstream's 2019 deadlock was a writer waiting for
     /// this bound with `_origins_lock` held).
     pub(crate) fn throttle(&self) {
+        if !self.over_cow_threshold() {
+            return;
+        }
+        let mut st = self.state.lock();
         while self.over_cow_threshold() {
-            dmsync::sleep_ms(1);
+            self.state_changed.wait(&mut st);
         }
     }
 
@@ -204,7 +208,7 @@ impl SnapCore {
             let b = slot.swap(0, Ordering::Relaxed);
             if b != 0 {
                 if let Some(counter) = self.tracked.get((b - 1) as usize) {
-                    counter.fetch_sub(1, Ordering::AcqRel);
+                    counter.dec();
                 }
             }
         }

@@ -13,7 +13,7 @@ use crate::dm::sync::{self as dmsync, NoIoScope};
 use crate::dm::{Bio, BioList, BioOp, MapResult};
 use crate::pure::merge::{runs_contain, throttle_idle_us, MergeRun};
 use crate::snapshot::registry::{OriginBio, OriginOutcome};
-use crate::snapshot::store::{Cursor, MergePlanner};
+use crate::snapshot::store::{Cursor, MergePlanError, MergePlanner};
 use super::{SnapCore, SnapState};
 use super::handover::TargetId;
 use super::merge_batch::{BounceCopier, CopiedBatch};
@@ -62,6 +62,35 @@ pub(super) struct MergeState {
     /// I/Os the merging target has mapped (wrapping): while it changes,
     /// the merge shares the disks with that I/O (`MergeLoad::Active`).
     pub(super) io: u64,
+}
+
+/// Why a merge stopped with `Merge failed` (upstream's messages).
+pub(super) enum MergeFailure {
+    /// A copy back to the origin failed.
+    CopyBack,
+    /// The origin flush after a batch's copies failed.
+    OriginFlush,
+    /// Writing the shortened exception list failed.
+    StoreWrite,
+    /// The committed list and the exception table disagree.
+    Corrupt,
+    /// Out of memory.
+    NoMemory,
+    /// The next batch could not be planned.
+    Plan(MergePlanError),
+}
+
+impl MergeFailure {
+    fn message(&self) -> &'static str {
+        match self {
+            Self::CopyBack => "Read error: shutting down merge.",
+            Self::OriginFlush => "Flush after merge failed: shutting down merge",
+            Self::StoreWrite => "Write error in exception store: shutting down merge",
+            Self::Corrupt => "Corrupt exception store: shutting down merge",
+            Self::NoMemory => "Out of memory: shutting down merge",
+            Self::Plan(e) => e.message(),
+        }
+    }
 }
 
 impl MergeState {
@@ -127,7 +156,7 @@ impl SnapCore {
                         // One at a time per chunk (bucket): the one in
                         // flight ends on its own (the merge is stopped).
                         drop(st);
-                        dmsync::sleep_us(100);
+                        self.wait_dual_writes(chunk);
                         st = self.state.lock();
                     }
                     if !st.ownership.is(me) || !st.valid || st.table.lookup(chunk) != Some(new) {
@@ -235,19 +264,22 @@ impl SnapCore {
             }
             st.merge.stop = true;
         }
-        while self.state.lock().merge.running {
-            dmsync::sleep_ms(1);
+        self.state_changed.notify_all();
+        let mut st = self.state.lock();
+        while st.merge.running {
+            self.state_changed.wait(&mut st);
         }
     }
 
-    pub(super) fn merge_failed_now(&self, why: &str) {
-        self.merge_failed_with(why, &[]);
+    /// The merge failed (`why`); writes waiting for it fail.
+    pub(super) fn fail_merge(&self, why: MergeFailure) {
+        self.fail_merge_unsettled(why, &[]);
     }
 
     /// The merge failed while committing `unsettled`, runs copied back to
     /// the origin whose on-disk and in-memory state is now unknown.
-    pub(super) fn merge_failed_with(&self, why: &str, unsettled: &[MergeRun]) {
-        dm_err!("{}", why);
+    pub(super) fn fail_merge_unsettled(&self, why: MergeFailure, unsettled: &[MergeRun]) {
+        dm_err!("{}", why.message());
         let mut st = self.state.lock();
         Self::record_unsettled(&mut st, unsettled);
         st.merge.failed = true;
@@ -282,9 +314,11 @@ impl SnapCore {
         let _noio = NoIoScope::enter();
         // Copies started before the snapshot became merging still commit
         // into the store: let them finish before the list starts to shrink.
-        while self.in_flight.load(Ordering::Acquire) != 0 && !self.state.lock().merge.stop {
-            dmsync::sleep_ms(1);
+        let mut st = self.state.lock();
+        while self.in_flight.load(Ordering::Acquire) != 0 && !st.merge.stop {
+            self.state_changed.wait(&mut st);
         }
+        drop(st);
         // Large runs are copied through one bounce buffer with big dm-io
         // requests; without it (no memory) kcopyd copies everything.
         let mut copier = BounceCopier::new().ok();
@@ -315,7 +349,7 @@ impl SnapCore {
             let pause = (budget.limit.runs.is_some() && pace.due_in_us() > 0) || throttle_us != 0;
             if copied.is_some() && !always && (pause || !self.state.lock().merge.queue.is_empty()) {
                 if let Some(prev) = copied.take() {
-                    if !self.finish_merge_batch(prev, None, &mut budget) {
+                    if self.finish_merge_batch(prev, None, &mut budget).is_err() {
                         return;
                     }
                 }
@@ -336,20 +370,20 @@ impl SnapCore {
                 }
             };
             let copy_start = Ktime::ktime_get();
-            let copy_ok = next.plans.is_empty() || self.copy_back(&next.plans, copier.as_deref_mut());
+            let copy_ok = next.plans.is_empty() || self.copy_back(&next.plans, copier.as_deref_mut()).is_ok();
             let copy_us = u64::try_from((Ktime::ktime_get() - copy_start).to_ns() / 1000).unwrap_or(0);
             throttle_us = throttle_idle_us(copy_us, crate::dm::kcopyd::copy_throttle_pct());
             if copy_ok {
-                next.held = self.batch_copied(&next, copied.as_ref());
+                self.batch_copied(&mut next, copied.as_ref());
             }
             if let Some(prev) = copied.take() {
-                if !self.finish_merge_batch(prev, next.window.take(), &mut budget) {
+                if self.finish_merge_batch(prev, next.window.take(), &mut budget).is_err() {
                     // Failed: the writes held for `next` were failed too.
                     return;
                 }
             }
             if !copy_ok {
-                self.merge_failed_now("Read error: shutting down merge.");
+                self.fail_merge(MergeFailure::CopyBack);
                 return;
             }
             // Writes to it no longer wait for its commit (`batch_copied`):
@@ -359,16 +393,18 @@ impl SnapCore {
         // The writes held for the last copied batch go (even if the next
         // one could not be planned).
         if let Some(prev) = copied.take() {
-            self.finish_merge_batch(prev, None, &mut budget);
+            // A failure was reported by it.
+            let _ = self.finish_merge_batch(prev, None, &mut budget);
         }
         if let Some(why) = failed {
-            self.merge_failed_now(why);
+            self.fail_merge(why);
         }
     }
 
     /// The merge worker is done (it may be queued again).
     pub(super) fn merge_stopped(&self) {
         self.state.lock().merge.running = false;
+        self.state_changed.notify_all();
     }
 
     /// A planner from the committed state; `None` if there is nothing to
@@ -384,7 +420,7 @@ impl SnapCore {
             Ok(planner) => Some(planner),
             Err(e) => {
                 drop(meta_guard);
-                self.merge_failed_now(e.message());
+                self.fail_merge(MergeFailure::Plan(e));
                 None
             }
         }

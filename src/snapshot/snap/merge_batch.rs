@@ -14,6 +14,7 @@ use crate::dm::{BdevHandle, BioList, OwnedBio};
 use crate::pure::merge::{runs_contain, CopyPlan, MergeRun};
 use crate::snapshot::store::{Cursor, MergeBatch, MergePlanner};
 use super::SnapCore;
+use super::merge::MergeFailure;
 use super::merge_pace::MergeBudget;
 use super::track::DUAL_WRITES;
 
@@ -28,7 +29,7 @@ impl SnapCore {
         planner: &mut MergePlanner,
         budget: &MergeBudget,
         copied: Option<&CopiedBatch>,
-    ) -> Result<Option<OpenBatch>, &'static str> {
+    ) -> Result<Option<OpenBatch>, MergeFailure> {
         {
             let st = self.state.lock();
             if st.merge.stop || st.merge.failed {
@@ -50,7 +51,7 @@ impl SnapCore {
         let batch = match planned {
             Ok(Some(batch)) => batch,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(e.message()),
+            Err(e) => return Err(MergeFailure::Plan(e)),
         };
 
         // The copies, and the window they cover (sorted for lookups); with
@@ -70,7 +71,7 @@ impl SnapCore {
             }
         }
         if !ok {
-            return Err("Out of memory: shutting down merge");
+            return Err(MergeFailure::NoMemory);
         }
         window.sort_unstable_by_key(|r| r.first_old());
         union.sort_unstable_by_key(|r| r.first_old());
@@ -103,7 +104,7 @@ impl SnapCore {
             // elsewhere cannot hold the merge up.
             self.wait_tracked(gen, buckets);
         }
-        Ok(Some(OpenBatch { batch, plans, window, held: false }))
+        Ok(Some(OpenBatch { batch, plans, window, writes_waited: false }))
     }
 
     /// Starts, with `io`, the origin flush that must precede `open`'s
@@ -130,7 +131,7 @@ impl SnapCore {
     /// merge its old data over such a write), then releases the writes
     /// held for it. `next_window`, the window of the batch copied after
     /// it, stays in place. `false` if the merge failed.
-    pub(super) fn finish_merge_batch(&self, copied: CopiedBatch, next_window: Option<KVec<MergeRun>>, budget: &mut MergeBudget) -> bool {
+    pub(super) fn finish_merge_batch(&self, copied: CopiedBatch, next_window: Option<KVec<MergeRun>>, budget: &mut MergeBudget) -> Result {
         // SAFETY: Reads a module parameter (0 outside KUnit kernels).
         let delay = unsafe { crate::dm::bindings::dmsnap_test_merge_commit_delay_ms() };
         if delay != 0 {
@@ -149,22 +150,22 @@ impl SnapCore {
                 None => unsafe { self.origin.flush() }.is_ok(),
             };
             if !flushed {
-                self.merge_failed_now("Flush after merge failed: shutting down merge");
-                return false;
+                self.fail_merge(MergeFailure::OriginFlush);
+                return Err(EIO);
             }
         }
 
         let mut meta_guard = self.meta.lock();
         let Some(meta) = meta_guard.as_mut() else {
-            return false;
+            return Err(ENODEV);
         };
         let written = meta.commit_merge_batch(&mut batch).is_ok()
             // SAFETY: By the type invariant the COW is held.
             && unsafe { self.cow.flush() }.is_ok();
         drop(meta_guard);
         if !written {
-            self.merge_failed_with("Write error in exception store: shutting down merge", &batch.runs);
-            return false;
+            self.fail_merge_unsettled(MergeFailure::StoreWrite, &batch.runs);
+            return Err(EIO);
         }
         let mut st = self.state.lock();
         let io = st.merge.io;
@@ -210,16 +211,20 @@ impl SnapCore {
             while let Some(bio) = released.pop() {
                 bio.fail();
             }
-            self.merge_failed_now("Corrupt exception store: shutting down merge");
+            self.fail_merge(MergeFailure::Corrupt);
         }
         let merged = batch.runs.iter().map(|r| u64::from(r.count())).sum();
-        budget.adapt(merged, open.held || !released.is_empty(), io);
+        budget.adapt(merged, open.writes_waited || !released.is_empty(), io);
         // These writes target merged chunks: the origin holds them now, and
         // the other snapshots already have their copies.
         while let Some(bio) = released.pop() {
             bio.submit();
         }
-        committed && removed
+        if committed && removed {
+            Ok(())
+        } else {
+            Err(EIO)
+        }
     }
 
     /// Writes `bio`, pointed at a chunk of the origin that is copied back
@@ -241,9 +246,9 @@ impl SnapCore {
 
     /// The runs of `open` (and of `prev`, copied before it and not yet
     /// committed) are back in the origin: from now on writes to them go to
-    /// both copies, and those held while they were copied go now. Returns
-    /// whether any write was held.
-    pub(super) fn batch_copied(&self, open: &OpenBatch, prev: Option<&CopiedBatch>) -> bool {
+    /// both copies, and those held while they were copied go now. Records
+    /// in `open` whether any write waited for it.
+    pub(super) fn batch_copied(&self, open: &mut OpenBatch, prev: Option<&CopiedBatch>) {
         let prev_runs = prev.map_or(&[][..], |p| &p.open.batch.runs[..]);
         let mut copied: KVec<MergeRun> = KVec::new();
         let mut ok = true;
@@ -252,12 +257,12 @@ impl SnapCore {
         }
         copied.sort_unstable_by_key(|r| r.first_old());
         let mut st = self.state.lock();
-        let held = !st.merge.queue.is_empty();
+        open.writes_waited = !st.merge.queue.is_empty();
         // SAFETY: The owner's target is alive while stored in `ti`.
         let size = st.ownership.target().map_or(0, |ti| unsafe { ti.per_io_data_size() });
         if !ok || size == 0 {
             // The held writes wait for the commit, as before.
-            return held;
+            return;
         }
         st.merge.copied = copied;
         let mut queued = st.merge.queue.take();
@@ -288,20 +293,17 @@ impl SnapCore {
                 }
             }
         }
-        held
     }
 
-    /// Copies the batch back to the origin; whether every copy succeeded.
+    /// Copies the batch back to the origin; an error if any copy failed.
     ///
     /// Small runs (a randomly filled COW) all go to kcopyd at once. Large
     /// ones (a sequentially filled COW) go through `copier`, which moves up
     /// to `BOUNCE_BYTES` per dm-io request while kcopyd's jobs run: kcopyd
     /// splits every job into 64 KiB reads and writes, which caps the merge
     /// far below the disks' copy bandwidth.
-    pub(super) fn copy_back(&self, plans: &[CopyPlan], mut copier: Option<&mut BounceCopier>) -> bool {
-        let Ok(done) = Countdown::new() else {
-            return false;
-        };
+    pub(super) fn copy_back(&self, plans: &[CopyPlan], mut copier: Option<&mut BounceCopier>) -> Result {
+        let done = Countdown::new()?;
         let bounce = |p: &CopyPlan| p.sectors >= BOUNCE_MIN_SECTORS;
         let mut ok = true;
         let kc = self.kcopyd.lock();
@@ -338,7 +340,11 @@ impl SnapCore {
             }
         }
         done.done(ok);
-        done.wait()
+        if done.wait() {
+            Ok(())
+        } else {
+            Err(EIO)
+        }
     }
 }
 
@@ -351,7 +357,7 @@ pub(super) struct OpenBatch {
     /// batch before it (installed when that one is committed).
     pub(super) window: Option<KVec<MergeRun>>,
     /// Writes waited for its copy.
-    pub(super) held: bool,
+    pub(super) writes_waited: bool,
 }
 
 /// A merge batch copied back to the origin, not yet committed.

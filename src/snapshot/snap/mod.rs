@@ -41,12 +41,14 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use kernel::new_mutex;
 use kernel::prelude::*;
-use kernel::sync::{Arc, Mutex};
+use kernel::sync::{Arc, CondVar, Mutex};
+use kernel::new_condvar;
 use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_work};
 
 use crate::dm::kcopyd::{CopyFlags, KcopydClient, Region};
 use crate::dm::log::dm_err;
+use crate::dm::wait::WaitCounter;
 use crate::dm::sync::{self as dmsync};
 use crate::dm::{BdevHandle, BioList, TargetHandle};
 use crate::pure::chunk::{Chunk, ChunkSize};
@@ -97,6 +99,17 @@ struct Invalidation {
     waiters: BioList,
 }
 
+/// A snapshot's state flags as one of its targets sees them.
+#[derive(Clone, Copy)]
+pub(crate) struct StateFlags {
+    /// Valid, and this target owns the store.
+    pub(crate) valid: bool,
+    /// A merge failed.
+    pub(crate) merge_failed: bool,
+    /// Full with overflow semantics (`PO`).
+    pub(crate) overflowed: bool,
+}
+
 /// One snapshot's shared core.
 ///
 /// # Invariants
@@ -117,6 +130,12 @@ pub(crate) struct SnapCore {
     entry: Arc<OriginEntry>,
     #[pin]
     pub(crate) state: Mutex<SnapState>,
+    /// Notified under `state`'s lock when a waiter's condition may have
+    /// changed: an exception completed or its copy finished (`in_flight`,
+    /// `copies_in_progress`, the pending set), the invalidation header was
+    /// written, the merge was asked to stop or stopped.
+    #[pin]
+    state_changed: CondVar,
     /// Metadata I/O, used by the commit worker (and the final shutdown).
     #[pin]
     meta: Mutex<Option<MetadataIo>>,
@@ -131,7 +150,7 @@ pub(crate) struct SnapCore {
     /// (`SnapState::track_gen`): writes of the merging target to COW
     /// copies; [`DUAL_WRITES`]: dual writes; [`ORIGIN_READS`] and the one
     /// after it: snapshot reads sent to the origin, in the bucket's epoch.
-    tracked: [AtomicU32; 5 * TRACK_BUCKETS],
+    tracked: [WaitCounter; 5 * TRACK_BUCKETS],
     /// Per bucket, which of the two [`ORIGIN_READS`] generations new
     /// snapshot reads count in (changed under the state lock, only by the
     /// commit worker, in `complete`).
@@ -198,7 +217,8 @@ impl SnapCore {
                 kcopyd <- new_mutex!(Some(parts.kcopyd), "dm_snapshot_rs:kcopyd"),
                 work <- new_work!("dm_snapshot_rs:commit"),
                 merge_work <- new_work!("dm_snapshot_rs:merge"),
-                tracked: core::array::from_fn(|_| AtomicU32::new(0)),
+                tracked: core::array::from_fn(|_| WaitCounter::new()),
+                state_changed <- new_condvar!("dm_snapshot_rs:state_changed"),
                 read_epoch: core::array::from_fn(|_| AtomicU32::new(0)),
                 in_flight: AtomicU64::new(0),
                 copies_in_progress: AtomicU64::new(0),
@@ -301,17 +321,14 @@ impl SnapCore {
         self.state.lock().merge.merging
     }
 
-    /// Whether a merge failed (for the IMA line).
-    pub(crate) fn merge_failed(&self) -> bool {
+    /// The state flags as target `me` sees them (for the IMA line).
+    pub(crate) fn state_flags(&self, me: TargetId) -> StateFlags {
         let st = self.state.lock();
-        st.merge.failed || st.merge.failed_before
-    }
-
-    /// Whether the snapshot is valid (for target `me`) and whether it
-    /// overflowed.
-    pub(crate) fn flags(&self, me: TargetId) -> (bool, bool) {
-        let st = self.state.lock();
-        (st.valid && st.ownership.is(me), st.overflowed)
+        StateFlags {
+            valid: st.valid && st.ownership.is(me),
+            merge_failed: st.merge.failed || st.merge.failed_before,
+            overflowed: st.overflowed,
+        }
     }
 
     /// Waits for all in-flight work on this snapshot and releases its
@@ -321,9 +338,11 @@ impl SnapCore {
     pub(crate) fn shutdown(self: &Arc<Self>) {
         // dm core suspended the device, so no snapshot bio is outstanding;
         // copies started by origin writes before removal still finish.
+        let mut st = self.state.lock();
         while self.in_flight.load(Ordering::Acquire) != 0 {
-            dmsync::sleep_ms(1);
+            self.state_changed.wait(&mut st);
         }
+        drop(st);
         // The commit worker may still be finishing the last batch (or a
         // header write): wait for it, and only for it (not for a merge of
         // another snapshot running on the same queue).

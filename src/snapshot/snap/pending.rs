@@ -11,7 +11,7 @@ use kernel::sync::Arc;
 use crate::dm::BioList;
 use crate::dm::bio::FullWrite;
 use crate::dm::log::dm_err;
-use crate::pure::chunk::Chunk;
+use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::snapshot::store::StoreKind;
 use crate::snapshot::copyout::{CopyGroup, NewRun};
 use super::{SnapCore, SnapState};
@@ -100,13 +100,24 @@ impl SnapCore {
     /// or the snapshot is invalid and its header does not say so yet: the
     /// merge must not overwrite the origin before either is durable.
     pub(crate) fn copy_pending_in(&self, start: u64, end: u64) -> bool {
-        if start >= end {
+        Self::copy_pending_locked(&self.state.lock(), self.chunk, start, end)
+    }
+
+    fn copy_pending_locked(st: &SnapState, chunk: ChunkSize, start: u64, end: u64) -> bool {
+        let Some(last_sector) = end.checked_sub(1).filter(|&l| l >= start) else {
             return false;
-        }
-        let first = self.chunk.sector_to_chunk(start);
-        let last = self.chunk.sector_to_chunk(end - 1);
-        let st = self.state.lock();
+        };
+        let first = chunk.sector_to_chunk(start);
+        let last = chunk.sector_to_chunk(last_sector);
         st.invalidation.header_pending || (first..=last).any(|c| st.pending.map.get(&c).is_some())
+    }
+
+    /// Waits until [`Self::copy_pending_in`] is false for `start..end`.
+    pub(crate) fn wait_no_copy_in(&self, start: u64, end: u64) {
+        let mut st = self.state.lock();
+        while Self::copy_pending_locked(&st, self.chunk, start, end) {
+            self.state_changed.wait(&mut st);
+        }
     }
 
     /// Starts copying origin chunk `chunk` to COW chunk `new`.
@@ -137,6 +148,7 @@ impl SnapCore {
             }
         }
         drop(st);
+        self.state_changed.notify_all();
         self.kick();
     }
 
@@ -177,8 +189,10 @@ impl SnapCore {
                 st.invalidation.waiters.push(bio);
             }
         }
-        drop(st);
+        // Under the lock, for the waiters on `state_changed`.
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        drop(st);
+        self.state_changed.notify_all();
 
         if let Some(full) = pe.full_write.take() {
             full.finish(ok);

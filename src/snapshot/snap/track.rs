@@ -6,7 +6,6 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::dm::Bio;
-use crate::dm::sync::{self as dmsync};
 use crate::pure::chunk::Chunk;
 use crate::pure::merge::MergeRun;
 use super::SnapCore;
@@ -36,15 +35,9 @@ impl SnapCore {
         let Some(counters) = self.tracked.get(gen * TRACK_BUCKETS..(gen + 1) * TRACK_BUCKETS) else {
             return;
         };
-        // The bios waited for are in flight already: poll briefly first,
-        // then back off to 1 ms.
-        let mut us = 50;
         for (b, counter) in counters.iter().enumerate() {
             if buckets & (1u64 << b) != 0 {
-                while counter.load(Ordering::Acquire) != 0 {
-                    dmsync::sleep_us(us);
-                    us = (us * 2).min(1000);
-                }
+                counter.wait_zero();
             }
         }
     }
@@ -83,7 +76,7 @@ impl SnapCore {
     pub(super) fn track(&self, _bio: &Bio, slot: Option<&AtomicU64>, chunk: Chunk, gen: usize) {
         let b = gen * TRACK_BUCKETS + Self::track_bucket(chunk);
         if let (Some(slot), Some(counter)) = (slot, self.tracked.get(b)) {
-            counter.fetch_add(1, Ordering::AcqRel);
+            counter.inc();
             slot.store(b as u64 + 1, Ordering::Relaxed);
         }
     }
@@ -96,7 +89,15 @@ impl SnapCore {
     pub(super) fn dual_write_in_flight(&self, chunk: Chunk) -> bool {
         self.tracked
             .get(DUAL_WRITES * TRACK_BUCKETS + Self::track_bucket(chunk))
-            .is_some_and(|c| c.load(Ordering::Acquire) != 0)
+            .is_some_and(|c| c.get() != 0)
+    }
+
+    /// Waits (process context, no lock held) until no dual write to a chunk
+    /// of `chunk`'s bucket is in flight.
+    pub(super) fn wait_dual_writes(&self, chunk: Chunk) {
+        if let Some(c) = self.tracked.get(DUAL_WRITES * TRACK_BUCKETS + Self::track_bucket(chunk)) {
+            c.wait_zero();
+        }
     }
 
     /// The tracked-write buckets the origin chunks of `window` hash to.
