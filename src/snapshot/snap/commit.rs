@@ -13,7 +13,6 @@ use crate::pure::chunk::Chunk;
 use crate::snapshot::store::Cursor;
 use super::{SnapCore, SnapState};
 
-
 /// One exception of a commit batch: origin chunk, COW chunk, whether its
 /// copy succeeded (and the store is valid), and its slot in the area.
 pub(super) type CommitEntry = (Chunk, Chunk, bool, Option<CommitSlot>);

@@ -27,7 +27,6 @@ use crate::dm::TargetHandle;
 use crate::snapshot::store::{Cursor, StoreKind};
 use super::SnapCore;
 
-
 /// Identifies one table entry (target instance) of the `snapshot` and
 /// `snapshot-merge` targets, unique for the module's lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,6 @@ use crate::snapshot::copyout::CopyJob;
 use super::SnapCore;
 use super::handover::TargetId;
 
-
 impl SnapCore {
     /// Whether this snapshot has more than `snapshot_cow_threshold` chunks
     /// being copied (`wait_for_in_progress()`'s test: with 0, a write that
@@ -76,7 +75,10 @@ impl SnapCore {
         }
         if let Some(new) = st.table.lookup(chunk) {
             drop(st);
-            self.remap_to_cow(bio, new, sector);
+            let Some(cow_sector) = self.cow_sector(new, sector) else {
+                return MapResult::Kill;
+            };
+            self.remap_to_cow(bio, cow_sector);
             if discard && u64::from(bio.sectors()) == u64::from(self.chunk.sectors()) {
                 // A whole exception chunk: zero it rather than discard it
                 // (the exception stays; the COW space is not given back).
@@ -108,7 +110,15 @@ impl SnapCore {
                 None => return MapResult::Kill,
             },
         };
-        self.remap_to_cow(bio, new, sector);
+        let Some(cow_sector) = self.cow_sector(new, sector) else {
+            drop(st);
+            if start {
+                // Fails the exception (and invalidates the snapshot).
+                self.copy_done(chunk, false);
+            }
+            return MapResult::Kill;
+        };
+        self.remap_to_cow(bio, cow_sector);
         if start
             && bio.op() == BioOp::Write
             && bio.sectors() == self.chunk.sectors()
@@ -189,17 +199,19 @@ impl SnapCore {
         // On error the job (and so the bio, failed) was dropped.
     }
 
-    pub(super) fn remap_to_cow(&self, bio: &Bio, new: Chunk, sector: u64) {
+    /// Points `bio` at `cow_sector` of the COW ([`Self::cow_sector`]).
+    pub(super) fn remap_to_cow(&self, bio: &Bio, cow_sector: u64) {
         // SAFETY: By the type invariant the COW device is held.
         unsafe { bio.set_bdev(self.cow) };
-        bio.set_sector(self.cow_sector(new, sector));
+        bio.set_sector(cow_sector);
     }
 
     /// The COW sector holding origin `sector`, whose chunk is in COW chunk
-    /// `new`.
-    pub(super) fn cow_sector(&self, new: Chunk, sector: u64) -> u64 {
-        let base = self.chunk.chunk_to_sector(new).unwrap_or(0);
-        base | self.chunk.offset_in_chunk(sector)
+    /// `new`. Never `None` in practice: COW chunks lie inside the COW
+    /// device (the store allocates them there and rejects loaded entries
+    /// past it); the callers fail the bio rather than remap it elsewhere.
+    pub(super) fn cow_sector(&self, new: Chunk, sector: u64) -> Option<u64> {
+        Some(self.chunk.chunk_to_sector(new)? | self.chunk.offset_in_chunk(sector))
     }
 
     /// `end_io` of the snapshot target: ends read tracking.

@@ -20,7 +20,6 @@ use super::merge_batch::{BounceCopier, CopiedBatch};
 use super::merge_pace::{MergeBudget, MergePace};
 use super::track::DUAL_WRITES;
 
-
 /// The merge's part of `SnapState`.
 pub(super) struct MergeState {
     /// Owned by a `snapshot-merge` target: origin writes do not copy into
@@ -144,6 +143,9 @@ impl SnapCore {
         }
         if owner && st.valid {
             if let Some(new) = st.table.lookup(chunk) {
+                let Some(cow_sector) = self.cow_sector(new, sector) else {
+                    return MapResult::Kill;
+                };
                 if write && (st.merge.unsettled_lost || runs_contain(&st.merge.unsettled, chunk)) {
                     // Its commit failed: write both copies, or nothing.
                     let size = ti.per_io_data_size();
@@ -167,7 +169,7 @@ impl SnapCore {
                     drop(st);
                     // SAFETY: By the type invariant the origin is held.
                     unsafe { bio.set_bdev(self.origin) };
-                    self.dual_write(bio.defer(), size, self.cow_sector(new, sector));
+                    self.dual_write(bio.defer(), size, cow_sector);
                     return MapResult::Submitted;
                 }
                 let in_window = runs_contain(&st.merge.window, chunk);
@@ -181,7 +183,7 @@ impl SnapCore {
                         // Back in the origin, not committed yet: write both.
                         self.track(bio, bio.per_bio_u64(ti), chunk, DUAL_WRITES);
                         drop(st);
-                        self.dual_write(bio.defer(), size, self.cow_sector(new, sector));
+                        self.dual_write(bio.defer(), size, cow_sector);
                         return MapResult::Submitted;
                     }
                     // Wait until this chunk is back in the origin (or, if
@@ -194,7 +196,7 @@ impl SnapCore {
                     self.track(bio, bio.per_bio_u64(ti), chunk, st.merge.track_gen);
                 }
                 drop(st);
-                self.remap_to_cow(bio, new, sector);
+                self.remap_to_cow(bio, cow_sector);
                 return MapResult::Remapped;
             }
         }

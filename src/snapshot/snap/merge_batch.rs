@@ -18,7 +18,6 @@ use super::merge::MergeFailure;
 use super::merge_pace::MergeBudget;
 use super::track::DUAL_WRITES;
 
-
 impl SnapCore {
     /// Plans the next batch and makes writes to its chunks wait: `None`
     /// when the merge is done or stopped, the message it fails with if it
@@ -285,8 +284,8 @@ impl SnapCore {
             let sector = bio.view().sector();
             // Only this worker's commit removes the exceptions of the window.
             let new = self.state.lock().table.lookup(self.chunk.sector_to_chunk(sector));
-            match new {
-                Some(new) => self.dual_write(bio, size, self.cow_sector(new, sector)),
+            match new.and_then(|new| self.cow_sector(new, sector)) {
+                Some(cow_sector) => self.dual_write(bio, size, cow_sector),
                 None => {
                     dm_err!("internal error: merging chunk without exception; failing the write");
                     bio.fail();

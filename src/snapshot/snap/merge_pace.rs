@@ -9,7 +9,6 @@ use crate::pure::chunk::ChunkSize;
 use crate::pure::merge::{pace_delay_us, BatchLimit, BatchSizing, MergeLoad};
 use super::SnapCore;
 
-
 impl SnapCore {
     /// Idles `us` microseconds between batches for the copy throttle
     /// (`snapshot_copy_throttle`: the merge's copies, kcopyd's and the

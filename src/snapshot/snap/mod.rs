@@ -34,6 +34,8 @@ mod merge_pace;
 mod origin_write;
 mod pending;
 mod track;
+#[cfg(CONFIG_KUNIT)]
+mod kunit_hooks;
 
 pub(crate) use handover::{HandoverRefusal, Resume, TargetId};
 
@@ -51,7 +53,7 @@ use crate::dm::log::dm_err;
 use crate::dm::wait::WaitCounter;
 use crate::dm::sync::{self as dmsync};
 use crate::dm::{BdevHandle, BioList, TargetHandle};
-use crate::pure::chunk::{Chunk, ChunkSize};
+use crate::pure::chunk::ChunkSize;
 use crate::pure::status::{InfoStatus, Usage};
 use crate::snapshot::registry::OriginEntry;
 use crate::snapshot::store::{Cursor, MetadataIo, StoreKind};
@@ -61,7 +63,6 @@ use handover::{Owner, Ownership};
 use merge::MergeState;
 use pending::PendingSet;
 use track::TRACK_BUCKETS;
-
 
 /// Mutable state of a snapshot, under [`SnapCore::state`].
 pub(crate) struct SnapState {
@@ -287,24 +288,6 @@ impl SnapCore {
     fn kick(self: &Arc<Self>) {
         // Already queued is fine: the worker drains everything it finds.
         let _ = dmsync::queue().enqueue::<Arc<Self>, 0>(self.clone());
-    }
-
-    /// Activates a core built without a target (KUnit).
-    #[cfg(CONFIG_KUNIT)]
-    pub(crate) fn activate_for_test(&self) {
-        self.state.lock().active = true;
-    }
-
-    /// Number of exceptions allocated and not yet completed.
-    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))]
-    pub(crate) fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Acquire)
-    }
-
-    /// The COW chunk of origin chunk `chunk`, if its exception is complete.
-    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))]
-    pub(crate) fn lookup(&self, chunk: Chunk) -> Option<Chunk> {
-        self.state.lock().table.lookup(chunk)
     }
 
     /// Status line (`snapshot_status()` for `STATUSTYPE_INFO`) as target

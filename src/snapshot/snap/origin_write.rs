@@ -5,24 +5,12 @@
 use kernel::sync::Arc;
 
 use crate::dm::sync::NoIoScope;
-use crate::pure::chunk::Chunk;
+
 use crate::snapshot::registry::OriginBio;
 use crate::snapshot::copyout::NewRuns;
 use super::{SnapCore, SnapState};
 
-
 impl SnapCore {
-    /// One snapshot's part of an origin write of the chunk at `sector`:
-    /// [`Self::origin_cow_range`] for that chunk alone. Returns the new
-    /// exception (origin chunk, COW chunk) for the caller to start.
-    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))]
-    pub(crate) fn origin_cow(self: &Arc<Self>, sector: u64, bio: &mut Option<OriginBio<'_>>) -> Option<(Chunk, Chunk)> {
-        let mut runs = NewRuns::new();
-        self.origin_cow_range(sector, sector.saturating_add(1), bio, &mut runs);
-        let first = runs.iter().next().map(|r| (r.chunk, r.new));
-        first
-    }
-
     /// One snapshot's part of an origin write of sectors `start..end`
     /// (`__origin_write()` for every chunk the write touches): allocates an
     /// exception for each chunk that needs a copy and records it in `runs`

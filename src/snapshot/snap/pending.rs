@@ -16,7 +16,6 @@ use crate::snapshot::store::StoreKind;
 use crate::snapshot::copyout::{CopyGroup, NewRun};
 use super::{SnapCore, SnapState};
 
-
 /// An exception whose copy is in flight or not yet committed.
 pub(super) struct Pending {
     pub(super) new: Chunk,

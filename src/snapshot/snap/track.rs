@@ -10,7 +10,6 @@ use crate::pure::chunk::Chunk;
 use crate::pure::merge::MergeRun;
 use super::SnapCore;
 
-
 /// Buckets of the in-flight snapshot-read counters.
 pub(super) const TRACK_BUCKETS: usize = 64;
 
