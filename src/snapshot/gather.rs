@@ -13,9 +13,7 @@
 //! Copies with one destination go straight to kcopyd: a gathered batch
 //! reads every source before it writes anything, while kcopyd writes each
 //! copy as soon as its read is done; with one destination that outweighs
-//! the joined COW writes (an A/B on the bench kernel: 4K random origin
-//! writes with one 4K-chunk snapshot went from 0.70x to 0.90x of
-//! upstream). So do copies larger than [`GATHER_MAX_SECTORS`] (sequential
+//! the joined COW writes (measured: NOTES.md, "Gather"). So do copies larger than [`GATHER_MAX_SECTORS`] (sequential
 //! writes, already copied in runs), and everything while
 //! `snapshot_copy_throttle` is set (kcopyd implements the throttle) or if
 //! the buffer cannot be allocated. If any request of a batch fails, its

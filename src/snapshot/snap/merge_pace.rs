@@ -38,8 +38,8 @@ pub(super) const MERGE_BATCH_START_BYTES: usize = MERGE_BUSY_BYTES;
 /// Least data merged per batch (one chunk if chunks are larger).
 pub(super) const MERGE_BATCH_MIN_BYTES: usize = 32 << 10;
 /// Largest batch while writes wait for batches (they wait for its copy
-/// only; 1 MiB and 2 MiB merged a sequential COW under fio at 1.0x and
-/// 1.5x upstream, 4 MiB at 2.4x, with fio at 0.9x, 0.9x and 0.7x).
+/// only; the size was chosen by measurement: NOTES.md, "Merge batch
+/// sizes").
 pub(super) const MERGE_BUSY_BYTES: usize = 4 << 20;
 /// Most runs in a batch while writes wait for batches.
 pub(super) const MERGE_BUSY_RUNS: u32 = 8;
