@@ -15,7 +15,7 @@ use super::{SnapCore, SnapState};
 
 /// One exception of a commit batch: origin chunk, COW chunk, whether its
 /// copy succeeded (and the store is valid), and its slot in the area.
-pub(super) type CommitEntry = (Chunk, Chunk, bool, Option<CommitSlot>);
+type CommitEntry = (Chunk, Chunk, bool, Option<CommitSlot>);
 
 impl SnapState {
     /// Whether the commit worker should write a batch now
@@ -23,7 +23,7 @@ impl SnapState {
     /// or when the finished copies fill the current area. Committing every
     /// finished prefix at once would cost a flushed metadata write per few
     /// chunks during a burst of first writes.
-    pub(super) fn commit_due(&self) -> bool {
+    fn commit_due(&self) -> bool {
         let room = match &self.cursor {
             Cursor::Persistent(p) if self.valid && self.pending.copying != 0 => {
                 p.geometry().exceptions_per_area().saturating_sub(p.current_committed())
@@ -190,7 +190,7 @@ impl SnapCore {
     /// Makes a pending invalidation durable: writes the header (valid = 0),
     /// then releases the origin writes held for it, then raises the table
     /// event. Whether there was one.
-    pub(super) fn finish_invalidation(self: &Arc<Self>) -> bool {
+    fn finish_invalidation(self: &Arc<Self>) -> bool {
         if !self.state.lock().invalidation.header_pending {
             return false;
         }
@@ -223,7 +223,7 @@ impl SnapCore {
     }
 
     /// Flushes the COW; `false` (and the snapshot invalidated) on error.
-    pub(super) fn flush_cow(self: &Arc<Self>) -> bool {
+    fn flush_cow(self: &Arc<Self>) -> bool {
         let meta = self.meta.lock();
         // SAFETY: `meta` is only dropped by `shutdown`, while the COW is
         // still held (type invariant); held here, it keeps the COW open.
@@ -237,7 +237,7 @@ impl SnapCore {
     }
 
     /// Completes a committed batch; `durable`: its area write is durable.
-    pub(super) fn complete_batch(self: &Arc<Self>, batch: KVec<CommitEntry>, durable: bool) {
+    fn complete_batch(self: &Arc<Self>, batch: KVec<CommitEntry>, durable: bool) {
         for (chunk, new, ok, _) in batch.into_iter() {
             self.complete(chunk, new, ok && durable);
         }

@@ -143,7 +143,7 @@ impl SnapCore {
     /// Sends a full-chunk snapshot write to the COW in place of the copy
     /// (`start_full_bio()`); it completes like a copy and is ended after
     /// the commit. The pending exception exists and was not started.
-    pub(super) fn start_full_write(self: &Arc<Self>, ti: &crate::dm::Target, chunk: Chunk, bio: &Bio) {
+    fn start_full_write(self: &Arc<Self>, ti: &crate::dm::Target, chunk: Chunk, bio: &Bio) {
         let owned = bio.defer();
         let prepared = Arc::new(CopyJob::single(self.clone(), chunk), GFP_KERNEL)
             .map_err(|_| ENOMEM)
@@ -181,7 +181,7 @@ impl SnapCore {
     }
 
     /// Zeroes COW chunk `new` with kcopyd, then completes `bio`.
-    pub(super) fn zero_cow_chunk(&self, new: Chunk, bio: OwnedBio) {
+    fn zero_cow_chunk(&self, new: Chunk, bio: OwnedBio) {
         let Some(start) = self.chunk.chunk_to_sector(new) else {
             bio.fail();
             return;
@@ -228,7 +228,7 @@ impl SnapCore {
 }
 
 /// A discard waiting for the zeroing of its COW chunk.
-pub(super) struct ZeroJob {
+struct ZeroJob {
     pub(super) bio: Exclusive<Option<OwnedBio>>,
 }
 

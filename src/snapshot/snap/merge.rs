@@ -332,7 +332,7 @@ impl SnapCore {
     }
 
     /// Merges batch after batch until done, stopped or failed.
-    pub(super) fn merge_batches(&self, planner: &mut MergePlanner, mut copier: Option<&mut BounceCopier>) {
+    fn merge_batches(&self, planner: &mut MergePlanner, mut copier: Option<&mut BounceCopier>) {
         let mut budget = MergeBudget::new(self.chunk, self.state.lock().merge.io);
         let mut pace = MergePace::default();
         // The batch copied last, not committed yet (its flush, if any, is
@@ -404,7 +404,7 @@ impl SnapCore {
     }
 
     /// The merge worker is done (it may be queued again).
-    pub(super) fn merge_stopped(&self) {
+    fn merge_stopped(&self) {
         self.state.lock().merge.running = false;
         self.state_changed.notify_all();
     }

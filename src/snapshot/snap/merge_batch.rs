@@ -397,9 +397,9 @@ pub(super) struct BounceCopier {
 }
 
 /// Bytes of one step (each of the two buffers).
-pub(super) const BOUNCE_BYTES: usize = 2 << 20;
+const BOUNCE_BYTES: usize = 2 << 20;
 /// Runs of at least this many sectors (256 KiB) use the bounce copier.
-pub(super) const BOUNCE_MIN_SECTORS: u64 = 512;
+const BOUNCE_MIN_SECTORS: u64 = 512;
 
 impl BounceCopier {
     pub(super) fn new() -> Result<Self> {

@@ -27,27 +27,27 @@ impl SnapCore {
 
 /// The copy throttle's idle time is slept in slices of at most this long,
 /// checking for a stop in between.
-pub(super) const THROTTLE_SLICE_US: u64 = 20_000;
+const THROTTLE_SLICE_US: u64 = 20_000;
 
 /// Most data merged per batch: one origin flush and one commit per batch.
-pub(super) const MERGE_BATCH_BYTES: usize = 16 << 20;
+const MERGE_BATCH_BYTES: usize = 16 << 20;
 /// The first batch's size: what writes wait for at most while they wait
 /// for batches. The first origin flush syncs whatever the origin had
 /// cached; the next batch is copied meanwhile.
-pub(super) const MERGE_BATCH_START_BYTES: usize = MERGE_BUSY_BYTES;
+const MERGE_BATCH_START_BYTES: usize = MERGE_BUSY_BYTES;
 /// Least data merged per batch (one chunk if chunks are larger).
-pub(super) const MERGE_BATCH_MIN_BYTES: usize = 32 << 10;
+const MERGE_BATCH_MIN_BYTES: usize = 32 << 10;
 /// Largest batch while writes wait for batches (they wait for its copy
 /// only; the size was chosen by measurement: NOTES.md, "Merge batch
 /// sizes").
-pub(super) const MERGE_BUSY_BYTES: usize = 4 << 20;
+const MERGE_BUSY_BYTES: usize = 4 << 20;
 /// Most runs in a batch while writes wait for batches.
-pub(super) const MERGE_BUSY_RUNS: u32 = 8;
+const MERGE_BUSY_RUNS: u32 = 8;
 /// Most runs in a batch while the merging device serves other I/O.
-pub(super) const MERGE_ACTIVE_RUNS: u32 = 16;
+const MERGE_ACTIVE_RUNS: u32 = 16;
 /// Batches grow again only once no write waited for this long, and have
 /// any number of runs once the device has had no I/O for this long.
-pub(super) const MERGE_CALM_MS: i64 = 1000;
+const MERGE_CALM_MS: i64 = 1000;
 /// While the merging device serves other I/O, the merge starts batches at
 /// most one run per this many microseconds apart on average (at most
 /// 1000 copies a second). Each batch costs the disks two cache flushes,
@@ -55,7 +55,7 @@ pub(super) const MERGE_CALM_MS: i64 = 1000;
 /// batches of single-chunk runs as fast as the disks go, crowds out the
 /// device's own I/O. A sequentially filled COW's runs are long, and its
 /// batches take longer than this anyway.
-pub(super) const MERGE_RUN_INTERVAL_US: i64 = 1000;
+const MERGE_RUN_INTERVAL_US: i64 = 1000;
 
 /// Paces merge batches while the merging device serves other I/O
 /// ([`MERGE_RUN_INTERVAL_US`]).

@@ -75,7 +75,7 @@ impl SnapCore {
     /// Holds an origin write (if not held yet) while the header that says
     /// this snapshot is invalid is not durable: the origin chunk it writes
     /// may be one the snapshot still needs (an overflow, a failed copy).
-    pub(super) fn hold_until_invalid_header(st: &mut SnapState, bio: &mut Option<OriginBio<'_>>) {
+    fn hold_until_invalid_header(st: &mut SnapState, bio: &mut Option<OriginBio<'_>>) {
         if st.invalidation.header_pending {
             if let Some(b) = bio.take() {
                 st.invalidation.waiters.push(b.into_owned());

@@ -21,10 +21,10 @@ pub(super) const DUAL_WRITES: usize = 2;
 /// The first of the two generations of [`SnapCore::tracked`] that count
 /// snapshot reads sent to the origin; each bucket has its own current one
 /// ([`SnapCore::read_epoch`]).
-pub(super) const ORIGIN_READS: usize = 3;
+const ORIGIN_READS: usize = 3;
 
 impl SnapCore {
-    pub(super) fn track_bucket(chunk: Chunk) -> usize {
+    fn track_bucket(chunk: Chunk) -> usize {
         (chunk as usize) % TRACK_BUCKETS
     }
 
