@@ -16,10 +16,8 @@ pub(crate) struct OpenMode(pub(crate) bindings::blk_mode_t);
 
 impl OpenMode {
     /// Read-only.
-    #[allow(dead_code)]
     pub(crate) const READ: Self = Self(dmb::DMSNAP_BLK_OPEN_READ);
     /// Read-write.
-    #[allow(dead_code)]
     pub(crate) const READ_WRITE: Self = Self(dmb::DMSNAP_BLK_OPEN_READ | dmb::DMSNAP_BLK_OPEN_WRITE);
 }
 

@@ -99,13 +99,11 @@ impl IoBuffer {
     }
 
     /// The buffer's bytes.
-    #[allow(dead_code)]
     pub(crate) fn as_slice(&self) -> &[u8] {
         &self.data
     }
 
     /// The buffer's bytes, mutably.
-    #[allow(dead_code)]
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.data
     }
