@@ -275,8 +275,8 @@ impl DmIoClient {
     /// # Safety
     ///
     /// The bytes of `buf` the request uses must stay valid and untouched
-    /// until it completes (wait for `countdown`), and the region's device
-    /// and this client must stay open until then.
+    /// until it completes (wait for `countdown`), the region's device must
+    /// stay open and this client must not be dropped until then.
     pub(crate) unsafe fn start(
         &self,
         region: &Region,
@@ -301,8 +301,8 @@ impl DmIoClient {
     ///
     /// # Safety
     ///
-    /// `dev` and this client must stay open until the flush completes
-    /// (wait for `countdown`).
+    /// `dev` must stay open and this client must not be dropped until the
+    /// flush completes (wait for `countdown`).
     pub(crate) unsafe fn start_flush(&self, dev: BdevHandle, countdown: &Arc<IoCountdown>) -> Result {
         // SAFETY: All-zero is a valid `dm_io_memory`: kernel memory at a
         // null address, which dm-io never touches for an empty region.
@@ -476,7 +476,6 @@ impl DmIoClient {
         Ok(())
     }
 }
-
 
 /// A flush started by [`DmIoClient::start_flush_held`]. Dropping it waits
 /// for the flush.
