@@ -11,7 +11,7 @@ use kernel::bindings;
 use kernel::types::Opaque;
 
 use super::bindings as dmb;
-use super::device::DmDev;
+use super::device::{DmDev, HeldDev};
 
 /// The operation of a bio (`bio_op()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +149,16 @@ impl Bio {
         unsafe { dmb::dmsnap_bio_set_dev(self.raw(), dev.0) };
     }
 
+    /// Redirects the bio to `dev` (`bio_set_dev()`); the sector is kept.
+    /// The bio's I/O is then I/O started through `dev` (see [`HeldDev`]).
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn set_held_dev(&self, dev: HeldDev) {
+        // SAFETY: The bio is valid and owned by us (type invariant); by the
+        // `HeldDev` invariant the device stays open until the bio, sent to
+        // it from now on, has completed.
+        unsafe { dmb::dmsnap_bio_set_dev(self.raw(), dev.bdev()) };
+    }
+
     /// Tells dm core to process only the first `sectors` of this bio now and
     /// to send the rest as a new bio (`dm_accept_partial_bio()`).
     ///
@@ -244,6 +254,16 @@ impl Bio {
         // SAFETY: As guaranteed by the caller.
         let area = unsafe { self.per_bio_data_sized(size) }?.wrapping_add(SAVED_STATE_OFFSET);
         (area.align_offset(core::mem::align_of::<dmb::dmsnap_dual_write>()) == 0).then_some(area.cast())
+    }
+
+    /// [`Self::dual_writable`] of a bio `ti` was given (in `map`), as
+    /// [`Self::per_bio_u64`] assumes: whether [`OwnedBio::dual_write_for`]
+    /// with the same `ti` takes it.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn dual_writable_for(&self, ti: &super::Target) -> bool {
+        // SAFETY: `ti` is the target of this bio (callers map it for `ti`),
+        // and it reserved what it says.
+        unsafe { self.dual_writable(ti.per_io_data_size()) }
     }
 
     /// The 8-byte per-bio counter slot (first field of the per-bio data).
@@ -376,6 +396,32 @@ impl OwnedBio {
         // outlives every bio of its targets; the caller keeps `first` open.
         unsafe { dmb::dmsnap_dual_write_start(bio, dw, wq, first.0, first_sector) };
         Ok(())
+    }
+}
+
+impl OwnedBio {
+    /// [`Self::dual_write`] of a bio deferred from a bio `ti` was given (in
+    /// `map`), as [`Self::into_full_write`] assumes, whose first write goes
+    /// to the held device `first`.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn dual_write_for(self, ti: &super::Target, first: HeldDev, first_sector: u64) -> Result<(), Self> {
+        // SAFETY: `ti` is the target of this bio (see above) and reserved
+        // what it says.
+        unsafe { self.dual_write_held(ti.per_io_data_size(), first, first_sector) }
+    }
+
+    /// [`Self::dual_write`] whose first write goes to the held device
+    /// `first`.
+    ///
+    /// # Safety
+    ///
+    /// The bio must be a dm clone of a target that reserved exactly `size`
+    /// bytes of per-bio data.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) unsafe fn dual_write_held(self, size: u32, first: HeldDev, first_sector: u64) -> Result<(), Self> {
+        // SAFETY: The size is the caller's guarantee; by the `HeldDev`
+        // invariant `first` stays open until the write sent to it completed.
+        unsafe { self.dual_write(size, first.handle(), first_sector) }
     }
 }
 

@@ -16,10 +16,8 @@ pub(crate) struct OpenMode(pub(crate) bindings::blk_mode_t);
 
 impl OpenMode {
     /// Read-only.
-    #[allow(dead_code)]
     pub(crate) const READ: Self = Self(dmb::DMSNAP_BLK_OPEN_READ);
     /// Read-write.
-    #[allow(dead_code)]
     pub(crate) const READ_WRITE: Self = Self(dmb::DMSNAP_BLK_OPEN_READ | dmb::DMSNAP_BLK_OPEN_WRITE);
 }
 
@@ -174,5 +172,104 @@ impl DmDev {
     /// A handle to this device; see [`BdevHandle`].
     pub(crate) fn handle(&self) -> BdevHandle {
         BdevHandle(self.bdev())
+    }
+}
+
+/// A block device that is open for as long as this value, or any copy of
+/// it, exists, and until every I/O started through it has completed: the
+/// handle the snapshot logic keeps for devices its target holds, usable
+/// without `unsafe`.
+///
+/// Everything that submits I/O to a device from safe code takes a
+/// `HeldDev` (or a [`HeldRegion`] only it can build):
+/// [`super::Bio::set_held_dev`], [`super::OwnedBio::dual_write_for`],
+/// [`super::kcopyd::KcopydClient::copy_held`] and `zero_held`, the dm-io
+/// requests of [`super::dm_io::DmIoClient`] on `HeldRegion`s and
+/// [`super::bounce::BounceCopier`].
+///
+/// [`HeldRegion`]: super::kcopyd::HeldRegion
+///
+/// # Invariants
+///
+/// The wrapped handle names an open block device, and it stays open until
+/// every copy of this value is gone and every I/O started through it (bios
+/// redirected to it, kcopyd jobs and dm-io requests on its regions) has
+/// completed. Only [`HeldDev::new`] creates one, whose caller promises
+/// this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeldDev(BdevHandle);
+
+impl HeldDev {
+    /// Vouches that `dev` stays open long enough (see the type's
+    /// invariants).
+    ///
+    /// # Safety
+    ///
+    /// The block device behind `dev` (e.g. the `DmDev` it came from) must
+    /// stay open until this value and all its copies are gone, and until
+    /// every I/O started through any of them (a bio redirected to it with
+    /// [`super::Bio::set_held_dev`] or [`super::OwnedBio::dual_write_for`],
+    /// a kcopyd job or a dm-io request on one of its [`HeldRegion`]s) has
+    /// completed. A kcopyd job has completed once its client was dropped
+    /// (dropping waits for its jobs); the dm-io requests of the safe API
+    /// complete before the call that starts them returns, except a flush,
+    /// which completes before its [`FlushInFlight`] is gone (or never
+    /// completes from the caller's point of view if that is leaked: keep
+    /// the device open then).
+    ///
+    /// [`HeldRegion`]: super::kcopyd::HeldRegion
+    /// [`FlushInFlight`]: super::dm_io::FlushInFlight
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) unsafe fn new(dev: BdevHandle) -> Self {
+        // INVARIANT: guaranteed by the caller.
+        Self(dev)
+    }
+
+    /// The plain handle (for identity comparisons and registries).
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn handle(self) -> BdevHandle {
+        self.0
+    }
+
+    /// The block device, open by the type invariant.
+    pub(super) fn bdev(self) -> *mut bindings::block_device {
+        self.0 .0
+    }
+
+    /// Whether both name the same block device.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn same(self, other: HeldDev) -> bool {
+        self.0.same(other.0)
+    }
+
+    /// Current size in 512-byte sectors (re-read each call: the device may
+    /// have been resized).
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn size_sectors(self) -> u64 {
+        // SAFETY: By the type invariant the device is open.
+        unsafe { dmb::dmsnap_bdev_nr_sectors(self.bdev()) }
+    }
+
+    /// Flushes the device's volatile write cache (`blkdev_issue_flush()`).
+    /// Sleeps.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn flush(self) -> Result {
+        // SAFETY: By the type invariant the device is open; the flush is
+        // synchronous, so it completes before this returns.
+        kernel::error::to_result(unsafe { dmb::dmsnap_bdev_flush(self.bdev()) })
+    }
+
+    /// Whether the device advertises FUA (`bdev_fua()`); see
+    /// [`BdevHandle::has_fua`].
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn has_fua(self) -> bool {
+        // SAFETY: By the type invariant the device is open.
+        unsafe { dmb::dmsnap_bdev_fua(self.bdev()) }
+    }
+
+    /// `count` sectors of this device from `sector`, for kcopyd and dm-io.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn region(self, sector: u64, count: u64) -> super::kcopyd::HeldRegion {
+        super::kcopyd::HeldRegion::new(self, sector, count)
     }
 }

@@ -21,8 +21,71 @@ use kernel::sync::Arc;
 use kernel::types::{ForeignOwnable, Opaque};
 
 use super::bindings as dmb;
-use super::kcopyd::Region;
-use super::BdevHandle;
+use super::kcopyd::{HeldRegion, Region};
+use super::{BdevHandle, HeldDev};
+
+/// Which way data moves in a dm-io request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IoDir {
+    /// From the device into the buffer (`REQ_OP_READ`).
+    Read,
+    /// From the buffer to the device (`REQ_OP_WRITE`).
+    Write,
+}
+
+/// The operation and flags of a dm-io request (its `bi_opf`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IoOp {
+    opf: u32,
+}
+
+impl IoOp {
+    /// A plain read.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) const READ: Self = Self::new(IoDir::Read);
+    /// A plain write.
+    pub(crate) const WRITE: Self = Self::new(IoDir::Write);
+
+    /// A request moving data `dir`, without flags.
+    pub(crate) const fn new(dir: IoDir) -> Self {
+        let opf = match dir {
+            IoDir::Read => bindings::req_op_REQ_OP_READ,
+            IoDir::Write => bindings::req_op_REQ_OP_WRITE,
+        };
+        Self { opf }
+    }
+
+    /// With `REQ_PREFLUSH`: the device's write cache is flushed before the
+    /// write (meaningful for writes only).
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) const fn preflush(self) -> Self {
+        Self { opf: self.opf | dmb::DMSNAP_REQ_PREFLUSH }
+    }
+
+    /// With `REQ_FUA`: the write is durable when it completes (meaningful
+    /// for writes only).
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) const fn fua(self) -> Self {
+        Self { opf: self.opf | dmb::DMSNAP_REQ_FUA }
+    }
+
+    /// With `REQ_SYNC`: someone waits for it.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) const fn sync(self) -> Self {
+        Self { opf: self.opf | dmb::DMSNAP_REQ_SYNC }
+    }
+
+    /// The raw `bi_opf`, for the APIs that still take one.
+    pub(crate) const fn opf(self) -> u32 {
+        self.opf
+    }
+}
+
+impl From<IoDir> for IoOp {
+    fn from(dir: IoDir) -> Self {
+        Self::new(dir)
+    }
+}
 
 /// A vmalloc-backed, zero-initialised I/O buffer.
 pub(crate) struct IoBuffer {
@@ -36,13 +99,11 @@ impl IoBuffer {
     }
 
     /// The buffer's bytes.
-    #[allow(dead_code)]
     pub(crate) fn as_slice(&self) -> &[u8] {
         &self.data
     }
 
     /// The buffer's bytes, mutably.
-    #[allow(dead_code)]
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.data
     }
@@ -131,19 +192,39 @@ pub(crate) trait IoCallback: Send + Sync + 'static {
     fn io_done(this: Arc<Self>, error_bits: u64);
 }
 
-/// A dm-io client (private mempools for metadata I/O).
+/// A live `dm_io_client`, destroyed when the last reference goes.
 ///
 /// # Invariants
 ///
 /// `client` is live from `dm_io_client_create`.
-pub(crate) struct DmIoClient {
+struct RawIoClient {
     client: NonNull<dmb::dm_io_client>,
 }
 
 // SAFETY: dm-io clients are safe to use from any thread.
-unsafe impl Send for DmIoClient {}
+unsafe impl Send for RawIoClient {}
 // SAFETY: As above.
-unsafe impl Sync for DmIoClient {}
+unsafe impl Sync for RawIoClient {}
+
+impl Drop for RawIoClient {
+    fn drop(&mut self) {
+        // SAFETY: By the invariant the client is live; destroyed once. No
+        // request of it is in flight: every one is waited for while a
+        // reference to the client is held (the `DmIoClient` borrowed by the
+        // call or by the `unsafe` `start`'s caller, or the
+        // `FlushInFlight`, which keeps its own).
+        unsafe { dmb::dm_io_client_destroy(self.client.as_ptr()) };
+    }
+}
+
+/// A dm-io client (private mempools for metadata I/O).
+///
+/// The client is reference counted so that an asynchronous flush
+/// ([`FlushInFlight`]) can keep it alive even if it is leaked: dm-io does
+/// not wait for requests in flight when a client is destroyed.
+pub(crate) struct DmIoClient {
+    raw: Arc<RawIoClient>,
+}
 
 impl DmIoClient {
     /// Creates a client. May sleep.
@@ -151,12 +232,14 @@ impl DmIoClient {
         // SAFETY: No preconditions.
         let client = from_err_ptr(unsafe { dmb::dm_io_client_create() })?;
         let client = NonNull::new(client).ok_or(ENOMEM)?;
-        // INVARIANT: successfully created.
-        Ok(Self { client })
+        // INVARIANT: successfully created; on an allocation error the
+        // `RawIoClient` is dropped, destroying it.
+        let raw = Arc::new(RawIoClient { client }, GFP_KERNEL)?;
+        Ok(Self { raw })
     }
 
     fn request(&self, opf: u32, mem: dmb::dm_io_memory, notify: dmb::dm_io_notify) -> dmb::dm_io_request {
-        dmb::dm_io_request { bi_opf: opf, mem, notify, client: self.client.as_ptr() }
+        dmb::dm_io_request { bi_opf: opf, mem, notify, client: self.raw.client.as_ptr() }
     }
 
     /// Reads or writes `buf` at `region` and waits (`opf` is a `REQ_OP_*`
@@ -192,8 +275,8 @@ impl DmIoClient {
     /// # Safety
     ///
     /// The bytes of `buf` the request uses must stay valid and untouched
-    /// until it completes (wait for `countdown`), and the region's device
-    /// must stay open until then.
+    /// until it completes (wait for `countdown`), the region's device must
+    /// stay open and this client must not be dropped until then.
     pub(crate) unsafe fn start(
         &self,
         region: &Region,
@@ -218,8 +301,8 @@ impl DmIoClient {
     ///
     /// # Safety
     ///
-    /// `dev` must stay open until the flush completes (wait for
-    /// `countdown`).
+    /// `dev` must stay open and this client must not be dropped until the
+    /// flush completes (wait for `countdown`).
     pub(crate) unsafe fn start_flush(&self, dev: BdevHandle, countdown: &Arc<IoCountdown>) -> Result {
         // SAFETY: All-zero is a valid `dm_io_memory`: kernel memory at a
         // null address, which dm-io never touches for an empty region.
@@ -234,6 +317,107 @@ impl DmIoClient {
             countdown.put(false);
         }
         r
+    }
+
+    /// Reads or writes `buf` at `region` and waits. Sleeps: never call it
+    /// from `map`.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn sync_io_held(&self, region: &HeldRegion, op: IoOp, buf: &mut IoBuffer) -> Result {
+        // The region's device is open (`HeldRegion` invariant) and the
+        // request completes before this returns.
+        self.sync_io(region.raw(), op.opf(), buf)
+    }
+
+    /// Reads or writes every piece `(region, offset)`: `region` from or to
+    /// `buf` at byte `offset`, all requests in flight together, and waits
+    /// for all of them. Stops starting requests at the first that cannot
+    /// start (its error is returned, after the started ones completed);
+    /// `EIO` if any failed. Sleeps.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn io_pieces(
+        &self,
+        op: IoOp,
+        buf: &mut IoBuffer,
+        pieces: impl IntoIterator<Item = (HeldRegion, usize)>,
+    ) -> Result {
+        let countdown = IoCountdown::new()?;
+        let mut started = Ok(());
+        for (region, offset) in pieces {
+            // SAFETY: `countdown.wait()` below returns only once every
+            // request completed, while `buf` and `self` are still borrowed
+            // by this call; the device is open (`HeldRegion` invariant).
+            started = unsafe { self.start(region.raw(), op.opf(), buf, offset, &countdown) };
+            if started.is_err() {
+                break;
+            }
+        }
+        let ok = countdown.wait();
+        started?;
+        if ok {
+            Ok(())
+        } else {
+            Err(EIO)
+        }
+    }
+
+    /// Reads or writes each `(region, buffer)` (the whole region from or to
+    /// the start of its buffer), all in flight together, and waits for all
+    /// of them. An `Err` item, or a request that cannot start, stops the
+    /// starting; that error is returned once the started requests
+    /// completed; `EIO` if any failed. Sleeps.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn io_buffers<'b>(
+        &self,
+        op: IoOp,
+        items: impl IntoIterator<Item = Result<(HeldRegion, &'b mut IoBuffer)>>,
+    ) -> Result {
+        let countdown = IoCountdown::new()?;
+        let mut started = Ok(());
+        for item in items {
+            let (region, buf) = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    started = Err(e);
+                    break;
+                }
+            };
+            // SAFETY: Each buffer is borrowed for `'b`, which outlasts this
+            // call, and `countdown.wait()` below returns only once every
+            // request completed; `self` is borrowed by the call; the device
+            // is open (`HeldRegion` invariant).
+            started = unsafe { self.start(region.raw(), op.opf(), buf, 0, &countdown) };
+            if started.is_err() {
+                break;
+            }
+        }
+        let ok = countdown.wait();
+        started?;
+        if ok {
+            Ok(())
+        } else {
+            Err(EIO)
+        }
+    }
+
+    /// Starts an empty flush (`REQ_PREFLUSH`) of `dev`: once it completes,
+    /// every write to `dev` that completed before the call is durable. The
+    /// result waits for it ([`FlushInFlight::wait`], or when dropped) and
+    /// keeps this client alive meanwhile, even if it is leaked.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn start_flush_held(&self, dev: HeldDev) -> Result<FlushInFlight> {
+        let countdown = IoCountdown::new()?;
+        // SAFETY: The device stays open until the flush completed (`HeldDev`
+        // invariant); the client too: the returned value holds a reference
+        // to it and waits for the flush before dropping it, and if it is
+        // leaked the reference is leaked with it.
+        let r = unsafe { self.start_flush(dev.handle(), &countdown) };
+        if let Err(e) = r {
+            // Not started: nothing to wait for but the issuer's count.
+            let _ = countdown.wait();
+            return Err(e);
+        }
+        // INVARIANT: the flush was started, counted in `countdown`.
+        Ok(FlushInFlight { countdown: Some(countdown), _client: self.raw.clone() })
     }
 
     /// Starts reading or writing `region` from byte `offset` of `buf`;
@@ -293,10 +477,36 @@ impl DmIoClient {
     }
 }
 
-impl Drop for DmIoClient {
+/// A flush started by [`DmIoClient::start_flush_held`]. Dropping it waits
+/// for the flush.
+///
+/// It owns a reference to its client rather than borrowing it: a borrow
+/// would end if the value were leaked (`mem::forget`), and the client could
+/// then be destroyed under the flush. Owning one also lets the merge keep
+/// the flush in flight while it uses the client's owner mutably.
+///
+/// # Invariants
+///
+/// `countdown`, until taken by `wait` or `drop`, counts one flush of the
+/// client `_client` that was started.
+pub(crate) struct FlushInFlight {
+    countdown: Option<Arc<IoCountdown>>,
+    _client: Arc<RawIoClient>,
+}
+
+impl FlushInFlight {
+    /// Waits for the flush; whether it succeeded.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn wait(mut self) -> bool {
+        self.countdown.take().is_some_and(IoCountdown::wait)
+    }
+}
+
+impl Drop for FlushInFlight {
     fn drop(&mut self) {
-        // SAFETY: By the invariant the client is live; destroyed once.
-        unsafe { dmb::dm_io_client_destroy(self.client.as_ptr()) };
+        if let Some(countdown) = self.countdown.take() {
+            let _ = countdown.wait();
+        }
     }
 }
 

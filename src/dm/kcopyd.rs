@@ -19,7 +19,7 @@ use kernel::sync::Arc;
 use kernel::types::ForeignOwnable;
 
 use super::bindings as dmb;
-use super::device::BdevHandle;
+use super::device::{BdevHandle, HeldDev};
 
 /// A range of sectors on a device (`struct dm_io_region`).
 #[derive(Clone, Copy)]
@@ -60,33 +60,64 @@ impl Region {
     }
 }
 
-/// The `snapshot_copy_throttle` module parameter: the percentage of time
-/// kcopyd may spend copying (100, the default, means no limit).
-pub(crate) fn copy_throttle_pct() -> u32 {
-    // SAFETY: No preconditions; reads the parameter once.
-    unsafe { dmb::dmsnap_copy_throttle_pct() }
+/// A range of sectors on a [`HeldDev`], so of an open device: what the safe
+/// kcopyd and dm-io requests take. Built only by [`HeldDev::region`].
+///
+/// # Invariants
+///
+/// The region's device is the block device of a [`HeldDev`], so it stays
+/// open until every I/O started on the region has completed (the
+/// `HeldDev` invariant).
+#[derive(Clone, Copy)]
+pub(crate) struct HeldRegion {
+    dev: HeldDev,
+    region: Region,
 }
 
-/// Options of a copy (`DM_KCOPYD_*`).
+impl HeldRegion {
+    /// `count` sectors of `dev` from `sector`.
+    pub(super) fn new(dev: HeldDev, sector: u64, count: u64) -> Self {
+        // INVARIANT: the device is `dev`'s.
+        Self { dev, region: Region::from_bdev(dev.bdev(), sector, count) }
+    }
+
+    /// The device.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn dev(&self) -> HeldDev {
+        self.dev
+    }
+
+    /// First sector.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn sector(&self) -> u64 {
+        self.region.sector()
+    }
+
+    /// Length in sectors.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn count(&self) -> u64 {
+        self.region.count()
+    }
+
+    /// The region, for the `unsafe` APIs that take a plain [`Region`].
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn region(&self) -> Region {
+        self.region
+    }
+
+    pub(super) fn raw(&self) -> &Region {
+        &self.region
+    }
+}
+
+pub(crate) use super::params::copy_throttle_pct;
+
+/// Options of a copy (`DM_KCOPYD_*`): none are used (the copies of this
+/// module stop at the first error and write their destinations in
+/// parallel). The safe [`KcopydClient::copy_held`] takes none.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct CopyFlags {
-    /// Keep going after an I/O error (`DM_KCOPYD_IGNORE_ERROR`).
-    pub(crate) ignore_error: bool,
-    /// Write destinations one after another (`DM_KCOPYD_WRITE_SEQ`).
-    pub(crate) write_seq: bool,
-}
-
-impl CopyFlags {
-    fn to_raw(self) -> c_uint {
-        let mut flags = 0;
-        if self.ignore_error {
-            flags |= 1 << dmb::DM_KCOPYD_IGNORE_ERROR;
-        }
-        if self.write_seq {
-            flags |= 1 << dmb::DM_KCOPYD_WRITE_SEQ;
-        }
-        flags
-    }
+    _none: (),
 }
 
 /// Receives the completion of a copy or zeroing job.
@@ -140,33 +171,11 @@ impl KcopydClient {
         &self,
         from: &Region,
         to: &[Region],
-        flags: CopyFlags,
+        _flags: CopyFlags,
         context: Arc<T>,
     ) -> Result {
-        let mut dests = [dmb::dm_io_region::default(); dmb::DM_KCOPYD_MAX_REGIONS as usize];
-        if to.is_empty() || to.len() > dests.len() {
-            return Err(EINVAL);
-        }
-        for (slot, region) in dests.iter_mut().zip(to) {
-            *slot = region.raw;
-        }
-        let mut src = from.raw;
-        let ctx = context.into_foreign() as *mut c_void;
-        // SAFETY: `kc` is live; `src` and `dests` are valid for the call
-        // (kcopyd copies them into the job); the devices stay open (caller);
-        // `ctx` is released exactly once by `copy_notify::<T>`.
-        unsafe {
-            dmb::dm_kcopyd_copy(
-                self.kc.as_ptr(),
-                &mut src,
-                to.len() as u32,
-                dests.as_mut_ptr(),
-                flags.to_raw(),
-                Some(copy_notify::<T>),
-                ctx,
-            )
-        };
-        Ok(())
+        // SAFETY: The caller's guarantee is passed on.
+        unsafe { self.submit(Some(from), to.iter(), context) }
     }
 
     /// Writes zeroes to each of `to` (at most 8 regions).
@@ -175,25 +184,81 @@ impl KcopydClient {
     ///
     /// As for [`KcopydClient::copy`].
     pub(crate) unsafe fn zero<T: CopyCallback>(&self, to: &[Region], context: Arc<T>) -> Result {
+        // SAFETY: The caller's guarantee is passed on.
+        unsafe { self.submit(None, to.iter(), context) }
+    }
+
+    /// [`KcopydClient::copy`] between regions of held devices: copies
+    /// `from` to each of `to` (at most 8 destinations), stopping at the
+    /// first error, and calls `T::copy_done(context, ...)` when done. May
+    /// sleep to allocate the job (kcopyd uses `GFP_NOIO` mempools).
+    ///
+    /// The client outlives the job: kcopyd keeps the job on the client,
+    /// and dropping the client (`dm_kcopyd_client_destroy()`) waits for
+    /// all of its jobs, including their callbacks. On error the callback
+    /// does not run and `context` is dropped.
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn copy_held<T: CopyCallback>(&self, from: &HeldRegion, to: &[HeldRegion], context: Arc<T>) -> Result {
+        // SAFETY: By the `HeldRegion` invariant every device stays open
+        // until the job, started here, has completed.
+        unsafe { self.submit(Some(from.raw()), to.iter().map(HeldRegion::raw), context) }
+    }
+
+    /// [`KcopydClient::zero`] on regions of held devices: writes zeroes to
+    /// each of `to` (at most 8 regions). As for [`KcopydClient::copy_held`].
+    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
+    pub(crate) fn zero_held<T: CopyCallback>(&self, to: &[HeldRegion], context: Arc<T>) -> Result {
+        // SAFETY: As in `copy_held`.
+        unsafe { self.submit(None, to.iter().map(HeldRegion::raw), context) }
+    }
+
+    /// Copies `from` (zeroes without it) to the destinations `to`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`KcopydClient::copy`].
+    unsafe fn submit<'a, T: CopyCallback>(
+        &self,
+        from: Option<&Region>,
+        to: impl ExactSizeIterator<Item = &'a Region>,
+        context: Arc<T>,
+    ) -> Result {
         let mut dests = [dmb::dm_io_region::default(); dmb::DM_KCOPYD_MAX_REGIONS as usize];
-        if to.is_empty() || to.len() > dests.len() {
+        let n = to.len();
+        if n == 0 || n > dests.len() {
             return Err(EINVAL);
         }
         for (slot, region) in dests.iter_mut().zip(to) {
             *slot = region.raw;
         }
+        let n = c_uint::try_from(n).map_err(|_| EINVAL)?;
         let ctx = context.into_foreign() as *mut c_void;
-        // SAFETY: As in `copy`.
-        unsafe {
-            dmb::dm_kcopyd_zero(
-                self.kc.as_ptr(),
-                to.len() as u32,
-                dests.as_mut_ptr(),
-                0,
-                Some(copy_notify::<T>),
-                ctx,
-            )
-        };
+        match from {
+            Some(from) => {
+                let mut src = from.raw;
+                // SAFETY: `kc` is live; `src` and `dests` are valid for the
+                // call (kcopyd copies them into the job); the devices stay
+                // open (caller); `ctx` is released exactly once by
+                // `copy_notify::<T>`.
+                unsafe {
+                    dmb::dm_kcopyd_copy(
+                        self.kc.as_ptr(),
+                        &mut src,
+                        n,
+                        dests.as_mut_ptr(),
+                        0,
+                        Some(copy_notify::<T>),
+                        ctx,
+                    )
+                };
+            }
+            None => {
+                // SAFETY: As above.
+                unsafe {
+                    dmb::dm_kcopyd_zero(self.kc.as_ptr(), n, dests.as_mut_ptr(), 0, Some(copy_notify::<T>), ctx)
+                };
+            }
+        }
         Ok(())
     }
 }

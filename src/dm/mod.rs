@@ -7,19 +7,21 @@
 //! [`include/linux/dm-io.h`](srctree/include/linux/dm-io.h).
 //!
 //! Nearly all of the module's `unsafe` lives in this directory. The snapshot
-//! logic above it works with [`Target`], [`Bio`], [`DmDev`], [`Args`] and
-//! [`StatusWriter`] and implements [`TargetOps`]; it never touches raw
-//! bindings.
+//! logic above it works with [`Target`], [`Bio`], [`DmDev`], [`HeldDev`],
+//! [`Args`] and [`StatusWriter`] and implements [`TargetOps`]; it never
+//! touches raw bindings.
 
 pub(crate) mod args;
 pub(crate) mod bindings;
 pub(crate) mod bio;
+pub(crate) mod bounce;
 pub(crate) mod bufio;
 pub(crate) mod device;
 pub(crate) mod dm_io;
 pub(crate) mod kcopyd;
 pub(crate) mod kvec;
 pub(crate) mod log;
+pub(crate) mod params;
 #[cfg(CONFIG_KUNIT)]
 pub(crate) mod selftest;
 pub(crate) mod status;
@@ -29,6 +31,6 @@ pub(crate) mod wait;
 
 pub(crate) use args::Args;
 pub(crate) use bio::{Bio, BioList, BioOp, OwnedBio};
-pub(crate) use device::{BdevHandle, DmDev, OpenMode};
+pub(crate) use device::{BdevHandle, DmDev, HeldDev, OpenMode};
 pub(crate) use status::{StatusType, StatusWriter};
 pub(crate) use target::{CtrError, DeviceVisitor, MapResult, QueueLimits, Registration, Setup, Target, TargetHandle, TargetOps};

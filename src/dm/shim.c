@@ -91,12 +91,6 @@ void dmsnap_bio_set_dev(struct bio *bio, struct block_device *bdev)
 	bio_set_dev(bio, bdev);
 }
 
-void dmsnap_bio_endio(struct bio *bio, blk_status_t status)
-{
-	bio->bi_status = status;
-	bio_endio(bio);
-}
-
 void dmsnap_bio_io_error(struct bio *bio)
 {
 	bio_io_error(bio);

@@ -27,7 +27,6 @@ const blk_mode_t DMSNAP_BLK_OPEN_WRITE = BLK_OPEN_WRITE;
 #endif
 
 void dmsnap_bio_set_dev(struct bio *bio, struct block_device *bdev);
-void dmsnap_bio_endio(struct bio *bio, blk_status_t status);
 blk_mode_t dmsnap_table_mode(struct dm_target *ti);
 sector_t dmsnap_bdev_nr_sectors(struct block_device *bdev);
 int dmsnap_bdev_flush(struct block_device *bdev);

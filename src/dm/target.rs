@@ -118,13 +118,6 @@ impl Target {
         unsafe { (*self.raw()).len }
     }
 
-    /// First sector of this table entry in the mapped device (`ti->begin`).
-    #[allow(dead_code)]
-    pub(crate) fn begin(&self) -> u64 {
-        // SAFETY: As for `len`.
-        unsafe { (*self.raw()).begin }
-    }
-
     /// Per-bio data bytes reserved for this target (`per_io_data_size`).
     pub(crate) fn per_io_data_size(&self) -> u32 {
         // SAFETY: As for `len`; set in `ctr` only.
@@ -135,13 +128,6 @@ impl Target {
     pub(crate) fn table_mode(&self) -> OpenMode {
         // SAFETY: The target is valid and belongs to a table.
         OpenMode(unsafe { dmb::dmsnap_table_mode(self.raw()) })
-    }
-
-    /// Raises a table event, waking `dmsetup wait` and dmeventd.
-    #[allow(dead_code)]
-    pub(crate) fn table_event(&self) {
-        // SAFETY: The target is valid; `ti->table` lives as long as it does.
-        unsafe { dmb::dm_table_event((*self.raw()).table) };
     }
 
     /// Sets `max_io_len` from `resume` (as upstream's merge target does;
