@@ -25,7 +25,7 @@ fn read_failed(e: Error) -> CtrError {
 }
 
 /// Loads (or, for a zeroed header, initialises) the persistent store on
-/// `cow`; see [`super::load`].
+/// `cow`; see [`super::load()`].
 pub(super) fn load_persistent(
     cow: &DmDev,
     origin: &DmDev,

@@ -12,7 +12,7 @@
 //!
 //! | `dm_exception_store_type` | here |
 //! |---|---|
-//! | `ctr` + `read_metadata` | [`load`] (dispatches on [`StoreKind`]) |
+//! | `ctr` + `read_metadata` | [`load()`] (dispatches on [`StoreKind`]) |
 //! | `prepare_exception` | [`Cursor::prepare`] |
 //! | `commit_exception` | [`Cursor::reserve_slot`] into an [`AreaBatch`], [`MetadataIo::write_batch`], [`Cursor::batch_written`] |
 //! | `prepare_merge` | [`Cursor::merge_start`], [`MetadataIo::merge_planner`], [`MetadataIo::plan_merge_batch`] |

@@ -5,7 +5,7 @@
 //! commit bookkeeping of the current area ([`reserve_slot`],
 //! [`AreaBatch`], [`MetadataIo::write_batch`], [`batch_written`]).
 //!
-//! Loading is in [`super::load`], merging in [`super::merge_plan`]; the
+//! Loading is in [`super::load::load_persistent`], merging in [`super::merge_plan`]; the
 //! cursor arithmetic (`struct pstore`) is [`PersistentState`].
 
 use kernel::bindings;
