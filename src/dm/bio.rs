@@ -138,20 +138,8 @@ impl Bio {
         unsafe { dmb::dm_bio_get_target_bio_nr(self.raw()) }
     }
 
-    /// Redirects the bio to the device behind `dev` (`bio_set_dev()`).
-    ///
-    /// # Safety
-    ///
-    /// The `DmDev` the handle came from must still be held.
-    pub(crate) unsafe fn set_bdev(&self, dev: super::BdevHandle) {
-        // SAFETY: The bio is valid and owned by us; the device is open
-        // (caller).
-        unsafe { dmb::dmsnap_bio_set_dev(self.raw(), dev.0) };
-    }
-
     /// Redirects the bio to `dev` (`bio_set_dev()`); the sector is kept.
     /// The bio's I/O is then I/O started through `dev` (see [`HeldDev`]).
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn set_held_dev(&self, dev: HeldDev) {
         // SAFETY: The bio is valid and owned by us (type invariant); by the
         // `HeldDev` invariant the device stays open until the bio, sent to
@@ -259,7 +247,6 @@ impl Bio {
     /// [`Self::dual_writable`] of a bio `ti` was given (in `map`), as
     /// [`Self::per_bio_u64`] assumes: whether [`OwnedBio::dual_write_for`]
     /// with the same `ti` takes it.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn dual_writable_for(&self, ti: &super::Target) -> bool {
         // SAFETY: `ti` is the target of this bio (callers map it for `ti`),
         // and it reserved what it says.
@@ -400,15 +387,6 @@ impl OwnedBio {
 }
 
 impl OwnedBio {
-    /// [`Self::dual_write`] of a bio deferred from a bio `ti` was given (in
-    /// `map`), as [`Self::into_full_write`] assumes, whose first write goes
-    /// to the held device `first`.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
-    pub(crate) fn dual_write_for(self, ti: &super::Target, first: HeldDev, first_sector: u64) -> Result<(), Self> {
-        // SAFETY: `ti` is the target of this bio (see above) and reserved
-        // what it says.
-        unsafe { self.dual_write_held(ti.per_io_data_size(), first, first_sector) }
-    }
 
     /// [`Self::dual_write`] whose first write goes to the held device
     /// `first`.
@@ -417,7 +395,6 @@ impl OwnedBio {
     ///
     /// The bio must be a dm clone of a target that reserved exactly `size`
     /// bytes of per-bio data.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) unsafe fn dual_write_held(self, size: u32, first: HeldDev, first_sector: u64) -> Result<(), Self> {
         // SAFETY: The size is the caller's guarantee; by the `HeldDev`
         // invariant `first` stays open until the write sent to it completed.
@@ -566,5 +543,95 @@ impl Drop for BioList {
         while let Some(bio) = self.pop() {
             bio.fail();
         }
+    }
+}
+
+/// A bio deferred by a target's `map`, with that target's per-bio data
+/// size, so its per-bio data stays reachable after `map` returned.
+///
+/// # Invariants
+///
+/// `size` is the per-bio data size of the target whose `map` was given
+/// `bio` (the same assumption [`Bio::per_bio_u64`] makes).
+pub(crate) struct TargetBio {
+    bio: OwnedBio,
+    size: u32,
+}
+
+impl TargetBio {
+    /// Defers `bio`, which `ti`'s `map` was given.
+    pub(crate) fn defer(ti: &super::Target, bio: &Bio) -> Self {
+        // INVARIANT: `bio` is `ti`'s (see above).
+        Self { bio: bio.defer(), size: ti.per_io_data_size() }
+    }
+
+    /// The bio.
+    pub(crate) fn view(&self) -> &Bio {
+        self.bio.view()
+    }
+
+    /// Whether [`Self::dual_write`] takes it.
+    pub(crate) fn dual_writable(&self) -> bool {
+        // SAFETY: `size` is its target's per-bio size (type invariant).
+        unsafe { self.bio.view().dual_writable(self.size) }
+    }
+
+    /// [`Bio::per_bio_u64`].
+    pub(crate) fn per_bio_u64(&self) -> Option<&AtomicU64> {
+        // SAFETY: `size` is its target's per-bio size (type invariant).
+        unsafe { self.bio.view().per_bio_u64_sized(self.size) }
+    }
+
+    /// [`OwnedBio::dual_write`] with the first write to `first`.
+    pub(crate) fn dual_write(self, first: HeldDev, first_sector: u64) -> Result<(), OwnedBio> {
+        // SAFETY: `size` is its target's per-bio size (type invariant).
+        unsafe { self.bio.dual_write_held(self.size, first, first_sector) }
+    }
+
+    /// The bio, no longer needing its per-bio data.
+    pub(crate) fn into_owned(self) -> OwnedBio {
+        self.bio
+    }
+}
+
+/// A [`BioList`] of [`TargetBio`]s of targets with one per-bio data size
+/// (the owners of one snapshot: all `snapshot-merge` targets).
+pub(crate) struct TargetBioList {
+    list: BioList,
+    /// The per-bio data size of every bio in `list` (when not empty).
+    size: u32,
+}
+
+impl TargetBioList {
+    /// An empty list.
+    pub(crate) const fn new() -> Self {
+        Self { list: BioList::new(), size: 0 }
+    }
+
+    /// Whether the list is empty.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Appends `bio`; fails it if its per-bio size differs from the
+    /// other bios' (cannot happen for one target type).
+    pub(crate) fn push(&mut self, bio: TargetBio) {
+        if !self.list.is_empty() && bio.size != self.size {
+            bio.into_owned().fail();
+            return;
+        }
+        self.size = bio.size;
+        self.list.push(bio.bio);
+    }
+
+    /// Removes the first bio.
+    pub(crate) fn pop(&mut self) -> Option<TargetBio> {
+        // INVARIANT: every bio in the list has per-bio size `size`.
+        self.list.pop().map(|bio| TargetBio { bio, size: self.size })
+    }
+
+    /// Moves all bios out into a new list, leaving this one empty.
+    pub(crate) fn take(&mut self) -> Self {
+        core::mem::replace(self, Self::new())
     }
 }

@@ -12,7 +12,6 @@ use super::HeldDev;
 /// Bytes of one step (each of the two buffers).
 pub(crate) const BOUNCE_BYTES: usize = 2 << 20;
 /// Runs of at least this many sectors (256 KiB) use the bounce copier.
-#[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
 pub(crate) const BOUNCE_MIN_SECTORS: u64 = 512;
 
 /// Copies through two bounce buffers with large dm-io requests (dm-io
@@ -28,14 +27,12 @@ pub(crate) struct BounceCopier {
 impl BounceCopier {
     /// A copier with its own dm-io client and two buffers of
     /// [`BOUNCE_BYTES`].
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn new() -> Result<Self> {
         Ok(Self { io: DmIoClient::new()?, bufs: [IoBuffer::new(BOUNCE_BYTES)?, IoBuffer::new(BOUNCE_BYTES)?] })
     }
 
     /// The copier's dm-io client (e.g. for the flush of the destination
     /// that must follow the copy: [`DmIoClient::start_flush_held`]).
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn io(&self) -> &DmIoClient {
         &self.io
     }
@@ -43,7 +40,6 @@ impl BounceCopier {
     /// Copies every step `(src_sector, dest_sector, sectors)`, `total`
     /// sectors in all, from `from` to `to`. Sleeps; every request has
     /// completed when it returns.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn copy(
         &mut self,
         from: HeldDev,

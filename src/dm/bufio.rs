@@ -11,34 +11,34 @@ use kernel::error::from_err_ptr;
 use kernel::prelude::*;
 
 use super::bindings as dmb;
-use super::device::BdevHandle;
+use super::device::HeldDev;
 
 /// A dm-bufio client over one device, in blocks of a fixed size.
 ///
 /// # Invariants
 ///
-/// `c` is a live client; `block_bytes` is its block size.
+/// `c` is a live client on `_dev`; `block_bytes` is its block size.
 pub(crate) struct BufioClient {
     c: NonNull<dmb::dm_bufio_client>,
     block_bytes: usize,
+    /// Keeps the device open while the client lives (`HeldDev` invariant:
+    /// until every copy is gone); dropping the client ends its I/O first.
+    _dev: HeldDev,
 }
 
 impl BufioClient {
     /// Creates a client reading `dev` in blocks of `block_bytes` (a power of
     /// two, at least 512), keeping at least `min_buffers` in memory.
-    ///
-    /// # Safety
-    ///
-    /// The `DmDev` behind `dev` must stay held while the client lives.
-    pub(crate) unsafe fn new(dev: BdevHandle, block_bytes: usize, min_buffers: u32) -> Result<Self> {
+    pub(crate) fn new(dev: HeldDev, block_bytes: usize, min_buffers: u32) -> Result<Self> {
         let size = u32::try_from(block_bytes).map_err(|_| EINVAL)?;
-        // SAFETY: The device is open (caller); no callbacks, no aux data.
-        let c = from_err_ptr(unsafe { dmb::dm_bufio_client_create(dev.0, size, 1, 0, None, None, 0) })?;
+        // SAFETY: The device is open while the client keeps `dev` (`HeldDev`
+        // invariant); no callbacks, no aux data.
+        let c = from_err_ptr(unsafe { dmb::dm_bufio_client_create(dev.bdev(), size, 1, 0, None, None, 0) })?;
         let c = NonNull::new(c).ok_or(ENOMEM)?;
         // SAFETY: `c` was just created.
         unsafe { dmb::dm_bufio_set_minimum_buffers(c.as_ptr(), min_buffers) };
         // INVARIANT: a live client with that block size.
-        Ok(Self { c, block_bytes })
+        Ok(Self { c, block_bytes, _dev: dev })
     }
 
     /// Starts reading `block` in the background.

@@ -132,40 +132,10 @@ unsafe impl Send for BdevHandle {}
 unsafe impl Sync for BdevHandle {}
 
 impl BdevHandle {
-    /// Current size of the device in sectors.
-    ///
-    /// # Safety
-    ///
-    /// The `DmDev` this handle came from must still be held.
-    pub(crate) unsafe fn size_sectors(self) -> u64 {
-        // SAFETY: The device is open (caller), so `bdev` is valid.
-        unsafe { dmb::dmsnap_bdev_nr_sectors(self.0) }
-    }
 }
 
 impl BdevHandle {
-    /// Flushes the device's volatile write cache (`blkdev_issue_flush()`).
-    /// Sleeps.
-    ///
-    /// # Safety
-    ///
-    /// The `DmDev` this handle came from must still be held.
-    pub(crate) unsafe fn flush(self) -> Result {
-        // SAFETY: The device is open (caller).
-        kernel::error::to_result(unsafe { dmb::dmsnap_bdev_flush(self.0) })
-    }
 
-    /// Whether the device advertises FUA (`bdev_fua()`); without it the block
-    /// layer turns a FUA write into a write and a flush. A dm device has it
-    /// if a device below it does (or a target asks for it).
-    ///
-    /// # Safety
-    ///
-    /// The `DmDev` this handle came from must still be held.
-    pub(crate) unsafe fn has_fua(self) -> bool {
-        // SAFETY: The device is open (caller).
-        unsafe { dmb::dmsnap_bdev_fua(self.0) }
-    }
 }
 
 impl DmDev {
@@ -219,14 +189,12 @@ impl HeldDev {
     ///
     /// [`HeldRegion`]: super::kcopyd::HeldRegion
     /// [`FlushInFlight`]: super::dm_io::FlushInFlight
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) unsafe fn new(dev: BdevHandle) -> Self {
         // INVARIANT: guaranteed by the caller.
         Self(dev)
     }
 
     /// The plain handle (for identity comparisons and registries).
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn handle(self) -> BdevHandle {
         self.0
     }
@@ -236,15 +204,8 @@ impl HeldDev {
         self.0 .0
     }
 
-    /// Whether both name the same block device.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
-    pub(crate) fn same(self, other: HeldDev) -> bool {
-        self.0.same(other.0)
-    }
-
     /// Current size in 512-byte sectors (re-read each call: the device may
     /// have been resized).
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn size_sectors(self) -> u64 {
         // SAFETY: By the type invariant the device is open.
         unsafe { dmb::dmsnap_bdev_nr_sectors(self.bdev()) }
@@ -252,7 +213,6 @@ impl HeldDev {
 
     /// Flushes the device's volatile write cache (`blkdev_issue_flush()`).
     /// Sleeps.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn flush(self) -> Result {
         // SAFETY: By the type invariant the device is open; the flush is
         // synchronous, so it completes before this returns.
@@ -261,14 +221,12 @@ impl HeldDev {
 
     /// Whether the device advertises FUA (`bdev_fua()`); see
     /// [`BdevHandle::has_fua`].
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn has_fua(self) -> bool {
         // SAFETY: By the type invariant the device is open.
         unsafe { dmb::dmsnap_bdev_fua(self.bdev()) }
     }
 
     /// `count` sectors of this device from `sector`, for kcopyd and dm-io.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn region(self, sector: u64, count: u64) -> super::kcopyd::HeldRegion {
         super::kcopyd::HeldRegion::new(self, sector, count)
     }

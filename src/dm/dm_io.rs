@@ -41,7 +41,6 @@ pub(crate) struct IoOp {
 
 impl IoOp {
     /// A plain read.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) const READ: Self = Self::new(IoDir::Read);
     /// A plain write.
     pub(crate) const WRITE: Self = Self::new(IoDir::Write);
@@ -57,20 +56,17 @@ impl IoOp {
 
     /// With `REQ_PREFLUSH`: the device's write cache is flushed before the
     /// write (meaningful for writes only).
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) const fn preflush(self) -> Self {
         Self { opf: self.opf | dmb::DMSNAP_REQ_PREFLUSH }
     }
 
     /// With `REQ_FUA`: the write is durable when it completes (meaningful
     /// for writes only).
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) const fn fua(self) -> Self {
         Self { opf: self.opf | dmb::DMSNAP_REQ_FUA }
     }
 
     /// With `REQ_SYNC`: someone waits for it.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) const fn sync(self) -> Self {
         Self { opf: self.opf | dmb::DMSNAP_REQ_SYNC }
     }
@@ -321,7 +317,6 @@ impl DmIoClient {
 
     /// Reads or writes `buf` at `region` and waits. Sleeps: never call it
     /// from `map`.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn sync_io_held(&self, region: &HeldRegion, op: IoOp, buf: &mut IoBuffer) -> Result {
         // The region's device is open (`HeldRegion` invariant) and the
         // request completes before this returns.
@@ -333,7 +328,6 @@ impl DmIoClient {
     /// for all of them. Stops starting requests at the first that cannot
     /// start (its error is returned, after the started ones completed);
     /// `EIO` if any failed. Sleeps.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn io_pieces(
         &self,
         op: IoOp,
@@ -365,7 +359,6 @@ impl DmIoClient {
     /// of them. An `Err` item, or a request that cannot start, stops the
     /// starting; that error is returned once the started requests
     /// completed; `EIO` if any failed. Sleeps.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn io_buffers<'b>(
         &self,
         op: IoOp,
@@ -403,7 +396,6 @@ impl DmIoClient {
     /// every write to `dev` that completed before the call is durable. The
     /// result waits for it ([`FlushInFlight::wait`], or when dropped) and
     /// keeps this client alive meanwhile, even if it is leaked.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn start_flush_held(&self, dev: HeldDev) -> Result<FlushInFlight> {
         let countdown = IoCountdown::new()?;
         // SAFETY: The device stays open until the flush completed (`HeldDev`
@@ -496,7 +488,6 @@ pub(crate) struct FlushInFlight {
 
 impl FlushInFlight {
     /// Waits for the flush; whether it succeeded.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn wait(mut self) -> bool {
         self.countdown.take().is_some_and(IoCountdown::wait)
     }

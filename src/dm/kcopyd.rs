@@ -44,11 +44,6 @@ impl Region {
         Self { raw: dmb::dm_io_region { bdev, sector, count } }
     }
 
-    /// The device.
-    pub(crate) fn dev(&self) -> BdevHandle {
-        BdevHandle(self.raw.bdev)
-    }
-
     /// First sector.
     pub(crate) fn sector(&self) -> u64 {
         self.raw.sector
@@ -82,35 +77,24 @@ impl HeldRegion {
     }
 
     /// The device.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn dev(&self) -> HeldDev {
         self.dev
     }
 
     /// First sector.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn sector(&self) -> u64 {
         self.region.sector()
     }
 
     /// Length in sectors.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn count(&self) -> u64 {
         self.region.count()
-    }
-
-    /// The region, for the `unsafe` APIs that take a plain [`Region`].
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
-    pub(crate) fn region(&self) -> Region {
-        self.region
     }
 
     pub(super) fn raw(&self) -> &Region {
         &self.region
     }
 }
-
-pub(crate) use super::params::copy_throttle_pct;
 
 /// Options of a copy (`DM_KCOPYD_*`): none are used (the copies of this
 /// module stop at the first error and write their destinations in
@@ -197,7 +181,6 @@ impl KcopydClient {
     /// and dropping the client (`dm_kcopyd_client_destroy()`) waits for
     /// all of its jobs, including their callbacks. On error the callback
     /// does not run and `context` is dropped.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn copy_held<T: CopyCallback>(&self, from: &HeldRegion, to: &[HeldRegion], context: Arc<T>) -> Result {
         // SAFETY: By the `HeldRegion` invariant every device stays open
         // until the job, started here, has completed.
@@ -206,7 +189,6 @@ impl KcopydClient {
 
     /// [`KcopydClient::zero`] on regions of held devices: writes zeroes to
     /// each of `to` (at most 8 regions). As for [`KcopydClient::copy_held`].
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn zero_held<T: CopyCallback>(&self, to: &[HeldRegion], context: Arc<T>) -> Result {
         // SAFETY: As in `copy_held`.
         unsafe { self.submit(None, to.iter().map(HeldRegion::raw), context) }

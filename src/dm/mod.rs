@@ -18,6 +18,7 @@ pub(crate) mod bounce;
 pub(crate) mod bufio;
 pub(crate) mod device;
 pub(crate) mod dm_io;
+pub(crate) mod global;
 pub(crate) mod kcopyd;
 pub(crate) mod kvec;
 pub(crate) mod log;
@@ -30,7 +31,7 @@ pub(crate) mod target;
 pub(crate) mod wait;
 
 pub(crate) use args::Args;
-pub(crate) use bio::{Bio, BioList, BioOp, OwnedBio};
+pub(crate) use bio::{Bio, BioList, BioOp, OwnedBio, TargetBio, TargetBioList};
 pub(crate) use device::{BdevHandle, DmDev, HeldDev, OpenMode};
 pub(crate) use status::{StatusType, StatusWriter};
 pub(crate) use target::{CtrError, DeviceVisitor, MapResult, QueueLimits, Registration, Setup, Target, TargetHandle, TargetOps};

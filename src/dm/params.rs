@@ -10,7 +10,6 @@ use super::bindings as dmb;
 /// The `snapshot_cow_threshold` module parameter: the most chunks a
 /// snapshot may have being copied on write before writes that need a copy
 /// wait (upstream's default, 2048).
-#[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
 pub(crate) fn cow_threshold() -> u32 {
     // SAFETY: No preconditions; reads the parameter once.
     unsafe { dmb::dmsnap_param_cow_threshold() }
@@ -33,7 +32,6 @@ pub(crate) mod test_hooks {
 
     /// `test_commit_fold`: commit as on a COW without native FUA even where
     /// the COW has it (a later flush instead of FUA area writes).
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn commit_fold() -> bool {
         // SAFETY: No preconditions; reads the parameter once.
         unsafe { dmb::dmsnap_test_commit_fold() }
@@ -41,7 +39,6 @@ pub(crate) mod test_hooks {
 
     /// `test_merge_pipeline`: never commit a merge batch before the next
     /// one is copied.
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn merge_pipeline() -> bool {
         // SAFETY: No preconditions; reads the parameter once.
         unsafe { dmb::dmsnap_test_merge_pipeline() }
@@ -49,7 +46,6 @@ pub(crate) mod test_hooks {
 
     /// `test_merge_commit_delay_ms`: milliseconds to wait before each merge
     /// commit (capped at 10 s by the shim).
-    #[allow(dead_code)] // Used once the snapshot logic is converted (issue 18 phase 2).
     pub(crate) fn merge_commit_delay_ms() -> u32 {
         // SAFETY: No preconditions; reads the parameter once.
         unsafe { dmb::dmsnap_test_merge_commit_delay_ms() }

@@ -155,15 +155,6 @@ unsafe impl Send for TargetHandle {}
 unsafe impl Sync for TargetHandle {}
 
 impl TargetHandle {
-    /// Per-bio data bytes reserved for this target (`per_io_data_size`).
-    ///
-    /// # Safety
-    ///
-    /// The target's destructor must not have run yet.
-    pub(crate) unsafe fn per_io_data_size(self) -> u32 {
-        // SAFETY: The caller guarantees the target is alive.
-        unsafe { (*self.0).per_io_data_size }
-    }
 
     /// Raises a table event (`dm_table_event()`). May sleep.
     ///

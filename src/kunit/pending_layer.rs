@@ -6,10 +6,12 @@
 //! store on the scratch disk (origin and COW regions do not overlap).
 
 use kernel::bindings;
+use kernel::sync::Arc;
 
 use crate::dm::dm_io::{DmIoClient, IoBuffer};
 use crate::dm::kcopyd::KcopydClient;
 use crate::dm::selftest;
+use crate::dm::HeldDev;
 use crate::kunit::fill;
 use crate::pure::alloc::TransientState;
 use crate::pure::chunk::ChunkSize;
@@ -54,8 +56,11 @@ fn pending_exception_lifecycle() {
     let parts = CoreParts {
         chunk,
         kind: StoreKind::Transient,
-        origin: dev.handle(),
-        cow: dev.handle(),
+        // SAFETY: `ShutDown` below waits for the core's I/O before `dev`
+        // (declared first, dropped last) closes the device, on every path.
+        origin: unsafe { HeldDev::new(dev.handle()) },
+        // SAFETY: As above.
+        cow: unsafe { HeldDev::new(dev.handle()) },
         owner: TargetId::new_unique(),
         merging: false,
         ti: None,
@@ -68,10 +73,12 @@ fn pending_exception_lifecycle() {
         meta: None,
         kcopyd: kc,
     };
-    let Ok(core) = SnapCore::new(parts) else {
+    // SAFETY: No target: `ti` is `None`.
+    let Ok(core) = (unsafe { SnapCore::new(parts) }) else {
         kassert!(false);
         return;
     };
+    let core = ShutDown(core);
     core.activate_for_test();
 
     // First write to chunk 1000: a pending exception to COW chunk 0.
@@ -181,7 +188,23 @@ fn pending_exception_lifecycle() {
         kassert!(io.sync_io(&dev.region(n * 8, 8), bindings::req_op_REQ_OP_READ, &mut got).is_ok());
         kassert!(got.as_slice() == one.as_slice());
     }
-    core.shutdown();
+}
+
+/// Shuts the core down when the test ends, however it ends.
+struct ShutDown(Arc<SnapCore>);
+
+impl core::ops::Deref for ShutDown {
+    type Target = Arc<SnapCore>;
+
+    fn deref(&self) -> &Arc<SnapCore> {
+        &self.0
+    }
+}
+
+impl Drop for ShutDown {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
 }
 
 kunit_suite!(pending_suite, "dm_snapshot_rs_pending", [pending_exception_lifecycle]);

@@ -5,7 +5,7 @@
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::dm::kcopyd::{CopyCallback, Region};
+use crate::dm::kcopyd::{CopyCallback, HeldRegion};
 use crate::dm::sync::NoIoScope;
 use crate::pure::chunk::{Chunk, ChunkSize};
 use super::snap::SnapCore;
@@ -172,13 +172,13 @@ impl CopyGroup {
             fail_all(&members, true);
             return;
         };
-        let mut dests = [Region::new(first.cow(), 0, 0); MAX_COPY_DESTS];
+        let mut dests = [first.cow().region(0, 0); MAX_COPY_DESTS];
         let mut job = CopyJob { members: Default::default() };
         let mut n = 0;
         for (snap, run) in members.iter().flatten() {
             match (snap.chunk_size().chunk_to_sector(run.new), dests.get_mut(n), job.members.get_mut(n)) {
                 (Some(dst), Some(region), Some(slot)) => {
-                    *region = Region::new(snap.cow(), dst, sectors);
+                    *region = snap.cow().region(dst, sectors);
                     *slot = Some((snap.clone(), run.chunk, run.count));
                     n += 1;
                 }
@@ -192,7 +192,7 @@ impl CopyGroup {
             fail_all(&members, false);
             return;
         };
-        let copy = OriginCopy { src: Region::new(first.origin(), src, sectors), dests, ndests: n, job, first };
+        let copy = OriginCopy { src: first.origin().region(src, sectors), dests, ndests: n, job, first };
         let gatherer = copy.first.entry().gatherer().clone();
         gatherer.submit(copy);
     }
@@ -201,8 +201,8 @@ impl CopyGroup {
 /// A copy of a run of origin chunks to up to [`MAX_COPY_DESTS`] COWs,
 /// ready to start ([`CopyGroup::start`]).
 pub(crate) struct OriginCopy {
-    src: Region,
-    dests: [Region; MAX_COPY_DESTS],
+    src: HeldRegion,
+    dests: [HeldRegion; MAX_COPY_DESTS],
     ndests: usize,
     job: Arc<CopyJob>,
     /// The snapshot whose kcopyd client copies it if it goes to kcopyd
@@ -212,12 +212,12 @@ pub(crate) struct OriginCopy {
 
 impl OriginCopy {
     /// The origin sectors to copy.
-    pub(crate) fn source(&self) -> &Region {
+    pub(crate) fn source(&self) -> &HeldRegion {
         &self.src
     }
 
     /// Where they go, one region per COW.
-    pub(crate) fn dests(&self) -> &[Region] {
+    pub(crate) fn dests(&self) -> &[HeldRegion] {
         self.dests.get(..self.ndests).unwrap_or(&[])
     }
 

@@ -21,18 +21,17 @@
 //! failed: the origin chunks cannot change meanwhile, as the writes that
 //! need the copies are held until they complete.
 
-use kernel::bindings;
 use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_work};
 
-use crate::dm::dm_io::{DmIoClient, IoBuffer, IoCountdown};
-use crate::dm::kcopyd::{copy_throttle_pct, Region};
+use crate::dm::dm_io::{DmIoClient, IoBuffer, IoOp};
+use crate::dm::params::copy_throttle_pct;
 use crate::dm::kvec;
 use crate::dm::sync::{self as dmsync, NoIoScope};
-use crate::dm::BdevHandle;
+use crate::dm::HeldDev;
 use crate::pure::gather::{join_adjacent, Piece};
 
 use super::copyout::{OriginCopy, MAX_COPY_DESTS};
@@ -61,8 +60,8 @@ struct Batches {
     /// The copies taken from the queue (swapped with it, so both keep
     /// their capacity).
     taken: KVec<Option<OriginCopy>>,
-    reads: KVec<Piece<BdevHandle>>,
-    writes: KVec<Piece<BdevHandle>>,
+    reads: KVec<Piece<HeldDev>>,
+    writes: KVec<Piece<HeldDev>>,
     buf: Option<IoBuffer>,
 }
 
@@ -173,8 +172,8 @@ impl Gatherer {
     fn copy_batch(
         &self,
         batch: &[Option<OriginCopy>],
-        reads: &mut KVec<Piece<BdevHandle>>,
-        writes: &mut KVec<Piece<BdevHandle>>,
+        reads: &mut KVec<Piece<HeldDev>>,
+        writes: &mut KVec<Piece<HeldDev>>,
         buf: &mut IoBuffer,
     ) -> bool {
         kvec::clear(reads);
@@ -204,34 +203,21 @@ impl Gatherer {
             }
         }
         let n = join_adjacent(reads.as_mut_slice());
-        if !self.run(reads.as_slice().get(..n).unwrap_or(&[]), bindings::req_op_REQ_OP_READ, buf) {
+        if !self.run(reads.as_slice().get(..n).unwrap_or(&[]), IoOp::READ, buf) {
             return false;
         }
         let n = join_adjacent(writes.as_mut_slice());
-        self.run(writes.as_slice().get(..n).unwrap_or(&[]), bindings::req_op_REQ_OP_WRITE, buf)
+        self.run(writes.as_slice().get(..n).unwrap_or(&[]), IoOp::WRITE, buf)
     }
 
     /// Issues one request per piece, all in flight together, and waits for
     /// them; whether all succeeded.
-    fn run(&self, pieces: &[Piece<BdevHandle>], opf: u32, buf: &mut IoBuffer) -> bool {
-        let Ok(countdown) = IoCountdown::new() else {
-            return false;
-        };
-        let mut ok = true;
-        for p in pieces {
+    fn run(&self, pieces: &[Piece<HeldDev>], op: IoOp, buf: &mut IoBuffer) -> bool {
+        let requests = pieces.iter().map(|p| {
             let offset = usize::try_from(p.buf.saturating_mul(512)).unwrap_or(usize::MAX);
-            // SAFETY: `countdown.wait()` below returns only once every
-            // request completed, so the buffer (borrowed for this call)
-            // outlives them. The devices are the origin and the COWs of
-            // the batch's snapshots, held open until their pending
-            // exceptions complete, which happens after this call.
-            let r = unsafe { self.io.start(&Region::new(p.dev, p.sector, p.sectors), opf, buf, offset, &countdown) };
-            if r.is_err() {
-                ok = false;
-                break;
-            }
-        }
-        countdown.wait() && ok
+            (p.dev.region(p.sector, p.sectors), offset)
+        });
+        self.io.io_pieces(op, buf, requests).is_ok()
     }
 }
 

@@ -7,12 +7,13 @@
 //! [`Registry`] is only touched by constructors and destructors; the I/O
 //! path locks just the entry of its own origin.
 
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::Ordering;
 
 use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 
+use crate::dm::global::{ModuleGlobal, Published};
 use crate::dm::{kvec, Bio, OwnedBio};
 use crate::pure::merge::CopyPlan;
 
@@ -132,7 +133,7 @@ impl OriginEntry {
 
     /// Whether a snapshot other than the one on `cow` is merging.
     pub(crate) fn merging_other_than(&self, cow: crate::dm::BdevHandle) -> bool {
-        self.snapshots.lock().iter().any(|s| s.is_merging() && !s.cow().same(cow))
+        self.snapshots.lock().iter().any(|s| s.is_merging() && !s.cow().handle().same(cow))
     }
 
     /// Makes target `id` (a `snapshot-merge` one if `merge`) the handover
@@ -149,7 +150,7 @@ impl OriginEntry {
         // Under the list lock: another constructor's check and count are
         // not interleaved with these.
         let list = self.snapshots.lock();
-        let Some(live) = list.iter().find(|s| s.cow().same(cow)).cloned() else {
+        let Some(live) = list.iter().find(|s| s.cow().handle().same(cow)).cloned() else {
             return Ok(None);
         };
         let tables = self.merge_tables.load(Ordering::Acquire) != 0;
@@ -305,42 +306,25 @@ pub(crate) struct Registry {
     entries: Mutex<KVec<(Arc<OriginEntry>, usize)>>,
 }
 
-static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(core::ptr::null_mut());
+static REGISTRY: ModuleGlobal<Registry> = ModuleGlobal::new();
 
 /// Keeps the registry alive and published while the module is loaded.
-///
-/// # Invariants
-///
-/// While this value exists, `REGISTRY` points into `registry`.
 pub(crate) struct RegistryHandle {
-    registry: Pin<KBox<Registry>>,
+    _published: Published<Registry>,
 }
 
 impl RegistryHandle {
     /// Creates and publishes the registry (module init).
     pub(crate) fn create() -> Result<Self> {
         let registry = KBox::pin_init(pin_init!(Registry { entries <- new_mutex!(KVec::new()) }), GFP_KERNEL)?;
-        REGISTRY.store(&*registry as *const Registry as *mut Registry, Ordering::Release);
-        // INVARIANT: published above, cleared in `drop`.
-        Ok(Self { registry })
-    }
-}
-
-impl Drop for RegistryHandle {
-    fn drop(&mut self) {
-        REGISTRY.store(core::ptr::null_mut(), Ordering::Release);
-        let _ = &self.registry;
+        Ok(Self { _published: REGISTRY.publish(registry) })
     }
 }
 
 /// The module's registry; `ENODEV` only if called outside the module's
 /// lifetime, which target callbacks never are.
 fn registry() -> Result<&'static Registry> {
-    let ptr = REGISTRY.load(Ordering::Acquire);
-    // SAFETY: By the `RegistryHandle` invariant the pointer is either null or
-    // points to the live registry, which outlives every target instance
-    // (dm core holds a module reference for each).
-    unsafe { ptr.as_ref() }.ok_or(ENODEV)
+    REGISTRY.get().ok_or(ENODEV)
 }
 
 /// Whether a registered snapshot already uses `cow` as its COW device.
@@ -351,7 +335,7 @@ pub(crate) fn cow_in_use(cow: crate::dm::BdevHandle) -> bool {
     let entries = registry.entries.lock();
     entries
         .iter()
-        .any(|(entry, _)| entry.snapshots.lock().iter().any(|s| s.cow().same(cow)))
+        .any(|(entry, _)| entry.snapshots.lock().iter().any(|s| s.cow().handle().same(cow)))
 }
 
 /// A reference to the entry of one origin device; released on drop.

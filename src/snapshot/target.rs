@@ -17,7 +17,7 @@ use kernel::sync::Arc;
 use crate::dm::args::parse_decimal;
 use crate::dm::kcopyd::KcopydClient;
 use crate::dm::log::{dm_err, dm_warn};
-use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, MapResult, OpenMode, QueueLimits, Setup, StatusType, StatusWriter, Target, TargetOps};
+use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, HeldDev, MapResult, OpenMode, QueueLimits, Setup, StatusType, StatusWriter, Target, TargetOps};
 
 use crate::pure::chunk::ChunkSize;
 
@@ -246,7 +246,14 @@ impl Snapshot {
         // While a snapshot of this origin merges, existing snapshots may be
         // activated (they stay stable), but no new one may be created.
         let refuse_new = !merge && entry.entry().has_merging();
-        let loaded = store::load(kind, &cow, &origin, table_chunk, refuse_new)?;
+        // SAFETY: `origin` and `cow` move into the `Snapshot` below, whose
+        // destructor shuts the core down (waiting for all of its I/O, and
+        // dropping the store's metadata client) before they are released
+        // (field order); a table that takes the core over holds the same
+        // devices. If this constructor fails first, the store's clients
+        // and the core are dropped (their I/O done) before `cow`/`origin`.
+        let (held_origin, held_cow) = unsafe { (HeldDev::new(origin.handle()), HeldDev::new(cow.handle())) };
+        let loaded = store::load(kind, &cow, held_cow, &origin, table_chunk, refuse_new)?;
         if !loaded.valid {
             dm_warn!("Snapshot is marked invalid.");
         }
@@ -256,8 +263,8 @@ impl Snapshot {
         let parts = CoreParts {
             chunk,
             kind,
-            origin: origin.handle(),
-            cow: cow.handle(),
+            origin: held_origin,
+            cow: held_cow,
             owner: id,
             merging: merge,
             ti: Some(setup.target().handle()),
@@ -270,9 +277,10 @@ impl Snapshot {
             meta: loaded.meta,
             kcopyd,
         };
-        // The devices stay in the target's private data until its
-        // destructor has shut the core down: the core's invariant holds.
-        let core = SnapCore::new(parts)
+        // SAFETY: `parts.ti` is this target's, and `Snapshot::drop`
+        // releases the core (also if the constructor fails below, once
+        // `this` exists; before that nothing else holds the core).
+        let core = unsafe { SnapCore::new(parts) }
             .map_err(|e| CtrError::new(e, c_str!("Cannot allocate private snapshot structure")))?;
 
         configure(setup, features, num_flush_bios, chunk)
@@ -302,7 +310,10 @@ impl Snapshot {
     }
 
     fn resume_common(&self, ti: &Target) {
-        self.core.resume_as(Resume { id: self.id, ti: ti.handle(), len: ti.len(), kind: self.kind, merging: self.merge });
+        let resume = Resume { id: self.id, ti: ti.handle(), len: ti.len(), kind: self.kind, merging: self.merge };
+        // SAFETY: `ti` is this target's, and `Snapshot::drop` releases the
+        // core.
+        unsafe { self.core.resume_as(resume) };
     }
 
     fn status_common(&self, name: &CStr, version: [u32; 3], kind: StatusType, out: &mut StatusWriter<'_>) {

@@ -11,6 +11,7 @@ use crate::dm::sync::NoIoScope;
 use crate::pure::alloc::CommitSlot;
 use crate::pure::chunk::Chunk;
 use crate::snapshot::store::Cursor;
+use crate::dm::params::test_hooks;
 use super::{SnapCore, SnapState};
 
 /// One exception of a commit batch: origin chunk, COW chunk, whether its
@@ -135,11 +136,7 @@ impl SnapCore {
                         // Asked here, with `meta` present: a worker run
                         // after `shutdown` (a late kick) finds it gone and
                         // touches no device.
-                        // SAFETY: `meta` is only dropped by `shutdown`, while
-                        // the COW is still held (type invariant).
-                        let fold_fua = !unsafe { self.cow.has_fua() }
-                            // SAFETY: Reads a module parameter; no preconditions.
-                            || unsafe { crate::dm::bindings::dmsnap_test_commit_fold() };
+                        let fold_fua = !self.cow.has_fua() || test_hooks::commit_fold();
                         for (chunk, new, ok, slot) in batch.iter() {
                             if let (true, Some(slot)) = (*ok, slot) {
                                 if meta.set_entry(slot.index, *chunk, *new).is_err() {
@@ -225,9 +222,8 @@ impl SnapCore {
     /// Flushes the COW; `false` (and the snapshot invalidated) on error.
     fn flush_cow(self: &Arc<Self>) -> bool {
         let meta = self.meta.lock();
-        // SAFETY: `meta` is only dropped by `shutdown`, while the COW is
-        // still held (type invariant); held here, it keeps the COW open.
-        if meta.is_some() && unsafe { self.cow.flush() }.is_ok() {
+        // `meta` gone: a late kick after `shutdown`, which touches no device.
+        if meta.is_some() && self.cow.flush().is_ok() {
             return true;
         }
         drop(meta);

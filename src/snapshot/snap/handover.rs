@@ -165,7 +165,12 @@ impl SnapCore {
     /// `resume` of a table entry: it takes the core over if it was waiting
     /// for it (`preresume_check` passed, so the old owner is suspended),
     /// then origin writes copy into the snapshot.
-    pub(crate) fn resume_as(&self, r: Resume) {
+    ///
+    /// # Safety
+    ///
+    /// `r.ti` is the target of `r.id`, and that target calls
+    /// [`SnapCore::release`] in its destructor (type invariant).
+    pub(crate) unsafe fn resume_as(&self, r: Resume) {
         let mut st = self.state.lock();
         if let Ownership::HandingOver { waiting, .. } = st.ownership {
             if waiting == r.id {

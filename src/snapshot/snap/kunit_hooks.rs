@@ -10,10 +10,10 @@ use core::sync::atomic::Ordering;
 use kernel::sync::Arc;
 
 use crate::pure::chunk::Chunk;
-use crate::snapshot::copyout::NewRuns;
 use crate::snapshot::registry::OriginBio;
-
+use crate::snapshot::copyout::NewRuns;
 use super::SnapCore;
+
 
 impl SnapCore {
     /// Activates a core built without a target (KUnit).

@@ -7,11 +7,12 @@ use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::dm::kcopyd::{CopyCallback, Region};
+use crate::dm::kcopyd::CopyCallback;
 use crate::dm::sync::{Exclusive, NoIoScope};
 use crate::dm::{Bio, BioOp, MapResult, OwnedBio};
 use crate::pure::chunk::Chunk;
 use crate::snapshot::copyout::CopyJob;
+use crate::dm::params;
 use super::SnapCore;
 use super::handover::TargetId;
 
@@ -21,8 +22,7 @@ impl SnapCore {
     /// needs a copy waits until none is). As upstream's `in_progress`, a
     /// chunk counts until its copy is done, not until its commit.
     pub(crate) fn over_cow_threshold(&self) -> bool {
-        // SAFETY: Reads a module parameter; no preconditions.
-        let limit = unsafe { crate::dm::bindings::dmsnap_param_cow_threshold() };
+        let limit = params::cow_threshold();
         self.copies_in_progress.load(Ordering::Acquire) > u64::from(limit)
     }
 
@@ -47,8 +47,7 @@ impl SnapCore {
         }
         if bio.is_preflush() {
             // Snapshot writes never touch the origin: flush the COW only.
-            // SAFETY: By the type invariant the COW device is held.
-            unsafe { bio.set_bdev(self.cow) };
+            bio.set_held_dev(self.cow);
             return MapResult::Remapped;
         }
         let sector = bio.sector();
@@ -69,8 +68,7 @@ impl SnapCore {
             // copying anything out first (that would defeat its purpose).
             self.track(bio, slot, chunk, self.origin_read_gen(chunk));
             drop(st);
-            // SAFETY: By the type invariant the origin device is held.
-            unsafe { bio.set_bdev(self.origin) };
+            bio.set_held_dev(self.origin);
             return MapResult::Remapped;
         }
         if let Some(new) = st.table.lookup(chunk) {
@@ -98,8 +96,7 @@ impl SnapCore {
             // write to it is held until this read is done (see `complete`).
             self.track(bio, slot, chunk, self.origin_read_gen(chunk));
             drop(st);
-            // SAFETY: By the type invariant the origin device is held.
-            unsafe { bio.set_bdev(self.origin) };
+            bio.set_held_dev(self.origin);
             return MapResult::Remapped;
         }
 
@@ -190,19 +187,15 @@ impl SnapCore {
             Ok(job) => job,
             Err(_) => return, // dropping the job fails the bio
         };
-        let kc = self.kcopyd.lock();
-        if let Some(kc) = kc.as_ref() {
-            // SAFETY: By the type invariant the COW device stays open until
-            // `shutdown` destroys this client, which waits for the job.
-            let _ = unsafe { kc.zero(&[Region::new(self.cow, start, u64::from(self.chunk.sectors()))], job) };
+        if let Some(kc) = self.kcopyd.lock().as_ref() {
+            let _ = kc.zero_held(&[self.cow.region(start, u64::from(self.chunk.sectors()))], job);
         }
         // On error the job (and so the bio, failed) was dropped.
     }
 
     /// Points `bio` at `cow_sector` of the COW ([`Self::cow_sector`]).
     pub(super) fn remap_to_cow(&self, bio: &Bio, cow_sector: u64) {
-        // SAFETY: By the type invariant the COW device is held.
-        unsafe { bio.set_bdev(self.cow) };
+        bio.set_held_dev(self.cow);
         bio.set_sector(cow_sector);
     }
 

@@ -10,13 +10,18 @@ use kernel::time::Ktime;
 
 use crate::dm::log::dm_err;
 use crate::dm::sync::{self as dmsync, NoIoScope};
-use crate::dm::{Bio, BioList, BioOp, MapResult};
+use crate::dm::{Bio, BioOp, MapResult};
 use crate::pure::merge::{runs_contain, throttle_idle_us, MergeRun};
 use crate::snapshot::registry::{OriginBio, OriginOutcome};
 use crate::snapshot::store::{Cursor, MergePlanError, MergePlanner};
+use crate::dm::TargetBio;
+use crate::dm::TargetBioList;
+use crate::dm::bounce::BounceCopier;
+use crate::dm::params;
+use crate::dm::params::test_hooks;
 use super::{SnapCore, SnapState};
 use super::handover::TargetId;
-use super::merge_batch::{BounceCopier, CopiedBatch};
+use super::merge_batch::CopiedBatch;
 use super::merge_pace::{MergeBudget, MergePace};
 use super::track::DUAL_WRITES;
 
@@ -57,7 +62,7 @@ pub(super) struct MergeState {
     pub(super) unsettled_lost: bool,
     /// Writes to the merge window, already pointed at the origin, waiting
     /// for the window to be merged.
-    pub(super) queue: BioList,
+    pub(super) queue: TargetBioList,
     /// I/Os the merging target has mapped (wrapping): while it changes,
     /// the merge shares the disks with that I/O (`MergeLoad::Active`).
     pub(super) io: u64,
@@ -105,7 +110,7 @@ impl MergeState {
             track_gen: 0,
             unsettled: KVec::new(),
             unsettled_lost: false,
-            queue: BioList::new(),
+            queue: TargetBioList::new(),
             io: 0,
         }
     }
@@ -119,9 +124,7 @@ impl SnapCore {
         }
         if bio.is_preflush() {
             // Two flush clones: #0 for the origin, #1 for the COW.
-            let dev = if bio.target_bio_nr() == 0 { self.origin } else { self.cow };
-            // SAFETY: By the type invariant both devices are held.
-            unsafe { bio.set_bdev(dev) };
+            bio.set_held_dev(if bio.target_bio_nr() == 0 { self.origin } else { self.cow });
             return MapResult::Remapped;
         }
         if bio.op() == BioOp::Discard {
@@ -148,9 +151,7 @@ impl SnapCore {
                 };
                 if write && (st.merge.unsettled_lost || runs_contain(&st.merge.unsettled, chunk)) {
                     // Its commit failed: write both copies, or nothing.
-                    let size = ti.per_io_data_size();
-                    // SAFETY: `bio` is this target's clone; it reserved `size`.
-                    if !unsafe { bio.dual_writable(size) } {
+                    if !bio.dual_writable_for(ti) {
                         dm_err!("merge commit failed: only plain writes to its chunks are possible until reactivation");
                         return MapResult::Kill;
                     }
@@ -167,28 +168,24 @@ impl SnapCore {
                     }
                     self.track(bio, bio.per_bio_u64(ti), chunk, DUAL_WRITES);
                     drop(st);
-                    // SAFETY: By the type invariant the origin is held.
-                    unsafe { bio.set_bdev(self.origin) };
-                    self.dual_write(bio.defer(), size, cow_sector);
+                    bio.set_held_dev(self.origin);
+                    self.dual_write(TargetBio::defer(ti, bio), cow_sector);
                     return MapResult::Submitted;
                 }
                 let in_window = runs_contain(&st.merge.window, chunk);
                 if write && in_window {
-                    // SAFETY: By the type invariant the origin is held.
-                    unsafe { bio.set_bdev(self.origin) };
-                    let size = ti.per_io_data_size();
-                    // SAFETY: `bio` is this target's clone; it reserved `size`.
-                    let dual_writable = unsafe { bio.dual_writable(size) };
+                    bio.set_held_dev(self.origin);
+                    let dual_writable = bio.dual_writable_for(ti);
                     if runs_contain(&st.merge.copied, chunk) && dual_writable && !self.dual_write_in_flight(chunk) {
                         // Back in the origin, not committed yet: write both.
                         self.track(bio, bio.per_bio_u64(ti), chunk, DUAL_WRITES);
                         drop(st);
-                        self.dual_write(bio.defer(), size, cow_sector);
+                        self.dual_write(TargetBio::defer(ti, bio), cow_sector);
                         return MapResult::Submitted;
                     }
                     // Wait until this chunk is back in the origin (or, if
                     // a dual write to it is in flight, until the commit).
-                    st.merge.queue.push(bio.defer());
+                    st.merge.queue.push(TargetBio::defer(ti, bio));
                     return MapResult::Submitted;
                 }
                 if write {
@@ -202,10 +199,9 @@ impl SnapCore {
         }
         drop(st);
         // Not (or no longer) in the snapshot: the origin holds the data.
-        // SAFETY: By the type invariant the origin is held while the core
-        // has an owner; a target that is not the owner holds the same
-        // origin device itself (same device number: `entry`).
-        unsafe { bio.set_bdev(self.origin) };
+        // A target that is not the owner holds the same origin device
+        // itself (same device number: `entry`).
+        bio.set_held_dev(self.origin);
         if !write {
             return MapResult::Remapped;
         }
@@ -290,7 +286,7 @@ impl SnapCore {
         let mut queued = st.merge.queue.take();
         drop(st);
         while let Some(bio) = queued.pop() {
-            bio.fail();
+            bio.into_owned().fail();
         }
     }
 
@@ -336,11 +332,10 @@ impl SnapCore {
         let mut budget = MergeBudget::new(self.chunk, self.state.lock().merge.io);
         let mut pace = MergePace::default();
         // The batch copied last, not committed yet (its flush, if any, is
-        // waited for before this returns: `PendingFlush`).
+        // waited for before this returns: `FlushInFlight`).
         let mut copied: Option<CopiedBatch> = None;
         let mut failed = None;
-        // SAFETY: Reads a module parameter.
-        let always = unsafe { crate::dm::bindings::dmsnap_test_merge_pipeline() };
+        let always = test_hooks::merge_pipeline();
         // Idle time `snapshot_copy_throttle` asks for after the last copy.
         let mut throttle_us = 0;
         loop {
@@ -374,7 +369,7 @@ impl SnapCore {
             let copy_start = Ktime::ktime_get();
             let copy_ok = next.plans.is_empty() || self.copy_back(&next.plans, copier.as_deref_mut()).is_ok();
             let copy_us = u64::try_from((Ktime::ktime_get() - copy_start).to_ns() / 1000).unwrap_or(0);
-            throttle_us = throttle_idle_us(copy_us, crate::dm::kcopyd::copy_throttle_pct());
+            throttle_us = throttle_idle_us(copy_us, params::copy_throttle_pct());
             if copy_ok {
                 self.batch_copied(&mut next, copied.as_ref());
             }
@@ -390,7 +385,7 @@ impl SnapCore {
             }
             // Writes to it no longer wait for its commit (`batch_copied`):
             // it is committed after the next one is copied.
-            copied = Some(self.start_origin_flush(next, copier.as_deref().map(|c| &c.io)));
+            copied = Some(self.start_origin_flush(next, copier.as_deref().map(|c| c.io())));
         }
         // The writes held for the last copied batch go (even if the next
         // one could not be planned).

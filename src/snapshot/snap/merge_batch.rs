@@ -2,17 +2,20 @@
 
 //! One merge batch: planned, copied back, committed.
 
-use kernel::bindings;
 use kernel::prelude::*;
-use kernel::sync::Arc;
 
-use crate::dm::dm_io::{DmIoClient, IoBuffer, IoCountdown};
-use crate::dm::kcopyd::{CopyFlags, Region};
+use crate::dm::dm_io::DmIoClient;
 use crate::dm::log::dm_err;
 use crate::dm::sync::{self as dmsync, Countdown};
-use crate::dm::{BdevHandle, BioList, OwnedBio};
+use crate::dm::BioList;
 use crate::pure::merge::{runs_contain, CopyPlan, MergeRun};
 use crate::snapshot::store::{Cursor, MergeBatch, MergePlanner};
+use crate::dm::TargetBio;
+use crate::dm::TargetBioList;
+use crate::dm::bounce::BounceCopier;
+use crate::dm::bounce::BOUNCE_MIN_SECTORS;
+use crate::dm::dm_io::FlushInFlight;
+use crate::dm::params::test_hooks;
 use super::SnapCore;
 use super::merge::MergeFailure;
 use super::merge_pace::MergeBudget;
@@ -107,20 +110,12 @@ impl SnapCore {
     }
 
     /// Starts, with `io`, the origin flush that must precede `open`'s
-    /// commit. `io` must outlive the returned batch.
+    /// commit (if it cannot start, the commit flushes synchronously).
     pub(super) fn start_origin_flush(&self, open: OpenBatch, io: Option<&DmIoClient>) -> CopiedBatch {
-        let mut flush = None;
-        if let (false, Some(io), Ok(countdown)) = (open.plans.is_empty(), io, IoCountdown::new()) {
-            // SAFETY: By the type invariant the origin stays open until
-            // `shutdown`, which stops the merge first; the flush is waited
-            // for before the batch is gone (`PendingFlush`).
-            if unsafe { io.start_flush(self.origin, &countdown) }.is_ok() {
-                flush = Some(PendingFlush(Some(countdown)));
-            } else {
-                // Not started: the commit flushes synchronously.
-                let _ = countdown.wait();
-            }
-        }
+        let flush = match io {
+            Some(io) if !open.plans.is_empty() => io.start_flush_held(self.origin).ok(),
+            _ => None,
+        };
         CopiedBatch { open, flush }
     }
 
@@ -131,8 +126,7 @@ impl SnapCore {
     /// held for it. `next_window`, the window of the batch copied after
     /// it, stays in place. `false` if the merge failed.
     pub(super) fn finish_merge_batch(&self, copied: CopiedBatch, next_window: Option<KVec<MergeRun>>, budget: &mut MergeBudget) -> Result {
-        // SAFETY: Reads a module parameter (0 outside KUnit kernels).
-        let delay = unsafe { crate::dm::bindings::dmsnap_test_merge_commit_delay_ms() };
+        let delay = test_hooks::merge_commit_delay_ms();
         if delay != 0 {
             dmsync::sleep_ms(delay);
         }
@@ -145,8 +139,7 @@ impl SnapCore {
             // flush would not say so.
             let flushed = match flush {
                 Some(flush) => flush.wait(),
-                // SAFETY: By the type invariant the origin is held.
-                None => unsafe { self.origin.flush() }.is_ok(),
+                None => self.origin.flush().is_ok(),
             };
             if !flushed {
                 self.fail_merge(MergeFailure::OriginFlush);
@@ -159,8 +152,7 @@ impl SnapCore {
             return Err(ENODEV);
         };
         let written = meta.commit_merge_batch(&mut batch).is_ok()
-            // SAFETY: By the type invariant the COW is held.
-            && unsafe { self.cow.flush() }.is_ok();
+            && self.cow.flush().is_ok();
         drop(meta_guard);
         if !written {
             self.fail_merge_unsettled(MergeFailure::StoreWrite, &batch.runs);
@@ -199,7 +191,7 @@ impl SnapCore {
             if runs_contain(&st.merge.window, chunk) {
                 st.merge.queue.push(bio);
             } else {
-                released.push(bio);
+                released.push(bio.into_owned());
             }
         }
         drop(st);
@@ -231,12 +223,9 @@ impl SnapCore {
     /// then to the origin. Until the commit a crash merges the COW copy
     /// again, so it must have the write too; afterwards the origin is the
     /// chunk. Writes that are not plain data writes wait for the commit
-    /// (callers check [`Bio::dual_writable`] with the same `size`).
-    pub(super) fn dual_write(&self, bio: OwnedBio, size: u32, cow_sector: u64) {
-        // SAFETY: `bio` is a clone of the merge target, which reserved
-        // `size` bytes; by the type invariant the COW stays open until
-        // `shutdown`, after dm core has waited for the target's bios.
-        if let Err(bio) = unsafe { bio.dual_write(size, self.cow, cow_sector) } {
+    /// (callers check [`TargetBio::dual_writable`]).
+    pub(super) fn dual_write(&self, bio: TargetBio, cow_sector: u64) {
+        if let Err(bio) = bio.dual_write(self.cow, cow_sector) {
             // Cannot happen (checked by the caller); never write one copy.
             dm_err!("internal error: merge write could not go to both copies; failing it");
             bio.fail();
@@ -257,23 +246,17 @@ impl SnapCore {
         copied.sort_unstable_by_key(|r| r.first_old());
         let mut st = self.state.lock();
         open.writes_waited = !st.merge.queue.is_empty();
-        // SAFETY: The owner's target is alive while stored in `ti`.
-        let size = st.ownership.target().map_or(0, |ti| unsafe { ti.per_io_data_size() });
-        if !ok || size == 0 {
+        if !ok {
             // The held writes wait for the commit, as before.
             return;
         }
         st.merge.copied = copied;
         let mut queued = st.merge.queue.take();
-        let mut release = BioList::new();
+        let mut release = TargetBioList::new();
         while let Some(bio) = queued.pop() {
             let chunk = self.chunk.sector_to_chunk(bio.view().sector());
-            // SAFETY: Queued bios are clones of the owner's target (the
-            // owner cannot change while the merge runs).
-            let dual_writable = unsafe { bio.view().dual_writable(size) };
-            if runs_contain(&st.merge.copied, chunk) && dual_writable && !self.dual_write_in_flight(chunk) {
-                // SAFETY: As above.
-                self.track(bio.view(), unsafe { bio.view().per_bio_u64_sized(size) }, chunk, DUAL_WRITES);
+            if runs_contain(&st.merge.copied, chunk) && bio.dual_writable() && !self.dual_write_in_flight(chunk) {
+                self.track(bio.view(), bio.per_bio_u64(), chunk, DUAL_WRITES);
                 release.push(bio);
             } else {
                 st.merge.queue.push(bio);
@@ -285,10 +268,10 @@ impl SnapCore {
             // Only this worker's commit removes the exceptions of the window.
             let new = self.state.lock().table.lookup(self.chunk.sector_to_chunk(sector));
             match new.and_then(|new| self.cow_sector(new, sector)) {
-                Some(cow_sector) => self.dual_write(bio, size, cow_sector),
+                Some(cow_sector) => self.dual_write(bio, cow_sector),
                 None => {
                     dm_err!("internal error: merging chunk without exception; failing the write");
-                    bio.fail();
+                    bio.into_owned().fail();
                 }
             }
         }
@@ -315,16 +298,11 @@ impl SnapCore {
                 break;
             };
             done.add();
-            // SAFETY: By the type invariant both devices stay open until
-            // `shutdown`, which stops the merge first.
-            let r = unsafe {
-                kc.copy(
-                    &Region::new(self.cow, plan.src, plan.sectors),
-                    &[Region::new(self.origin, plan.dest, plan.sectors)],
-                    CopyFlags::default(),
-                    done.clone(),
-                )
-            };
+            let r = kc.copy_held(
+                &self.cow.region(plan.src, plan.sectors),
+                &[self.origin.region(plan.dest, plan.sectors)],
+                done.clone(),
+            );
             if r.is_err() {
                 done.done(false);
                 ok = false;
@@ -335,7 +313,8 @@ impl SnapCore {
         if let Some(copier) = copier.as_mut() {
             if ok {
                 let total = plans.iter().filter(|p| bounce(p)).map(|p| p.sectors).sum();
-                ok = copier.copy(self.cow, self.origin, total, plans.iter().filter(|p| bounce(p))).is_ok();
+                let steps = plans.iter().filter(|p| bounce(p)).map(|p| (p.src, p.dest, p.sectors));
+                ok = copier.copy(self.cow, self.origin, total, steps).is_ok();
             }
         }
         done.done(ok);
@@ -364,98 +343,5 @@ pub(super) struct CopiedBatch {
     pub(super) open: OpenBatch,
     /// The origin flush started after the copies (`None`: flush
     /// synchronously at the commit).
-    pub(super) flush: Option<PendingFlush>,
-}
-
-/// A flush in flight. Dropping it waits for it: the device and the dm-io
-/// client it uses must outlive it.
-pub(super) struct PendingFlush(Option<Arc<IoCountdown>>);
-
-impl PendingFlush {
-    /// Waits; whether the flush succeeded.
-    pub(super) fn wait(mut self) -> bool {
-        self.0.take().is_some_and(IoCountdown::wait)
-    }
-}
-
-impl Drop for PendingFlush {
-    fn drop(&mut self) {
-        if let Some(countdown) = self.0.take() {
-            let _ = countdown.wait();
-        }
-    }
-}
-
-/// Copies through two bounce buffers with large dm-io requests (dm-io
-/// splits each into bios of up to 1 MiB, all in flight together): step
-/// `i + 1` is read into one buffer while step `i` is written from the
-/// other, so a copy moves at about the slower device's speed rather than
-/// at half of it (read, then write).
-pub(super) struct BounceCopier {
-    pub(super) io: DmIoClient,
-    pub(super) bufs: [IoBuffer; 2],
-}
-
-/// Bytes of one step (each of the two buffers).
-const BOUNCE_BYTES: usize = 2 << 20;
-/// Runs of at least this many sectors (256 KiB) use the bounce copier.
-const BOUNCE_MIN_SECTORS: u64 = 512;
-
-impl BounceCopier {
-    pub(super) fn new() -> Result<Self> {
-        Ok(Self { io: DmIoClient::new()?, bufs: [IoBuffer::new(BOUNCE_BYTES)?, IoBuffer::new(BOUNCE_BYTES)?] })
-    }
-
-    /// Copies every plan, `total` sectors in all, from `from` to `to`.
-    /// The devices must stay open during the call (the merge worker's
-    /// caller holds them).
-    pub(super) fn copy<'a>(
-        &mut self,
-        from: BdevHandle,
-        to: BdevHandle,
-        total: u64,
-        plans: impl Iterator<Item = &'a CopyPlan>,
-    ) -> Result {
-        // At least four steps (of 256 KiB or more) when there is little to
-        // copy, so that reads and writes still overlap: a batch held short
-        // because writes wait for it is often a single 1 MiB run.
-        let step = (total / 4).clamp(BOUNCE_MIN_SECTORS, (BOUNCE_BYTES / 512) as u64);
-        let [b0, b1] = &mut self.bufs;
-        // The step read last (its destination and the buffer holding it).
-        let mut pending: Option<(Region, bool)> = None;
-        let mut into_b1 = false;
-        for plan in plans {
-            let mut done = 0;
-            while done < plan.sectors {
-                let n = (plan.sectors - done).min(step);
-                let countdown = IoCountdown::new()?;
-                let (read_buf, write_buf) = if into_b1 { (&mut *b1, &mut *b0) } else { (&mut *b0, &mut *b1) };
-                // SAFETY: `countdown.wait()` below returns once both
-                // requests completed, so both buffers (borrowed here)
-                // outlive them; the devices are held (see above).
-                let mut r = unsafe {
-                    self.io.start(&Region::new(from, plan.src + done, n), bindings::req_op_REQ_OP_READ, read_buf, 0, &countdown)
-                };
-                if let Some((dest, _)) = pending.take() {
-                    // SAFETY: As above; the previous step's buffer is the
-                    // one not being read into.
-                    let w = unsafe { self.io.start(&dest, bindings::req_op_REQ_OP_WRITE, write_buf, 0, &countdown) };
-                    r = r.and(w);
-                }
-                let ok = countdown.wait();
-                r?;
-                if !ok {
-                    return Err(EIO);
-                }
-                pending = Some((Region::new(to, plan.dest + done, n), into_b1));
-                into_b1 = !into_b1;
-                done += n;
-            }
-        }
-        if let Some((dest, in_b1)) = pending {
-            let buf = if in_b1 { b1 } else { b0 };
-            self.io.sync_io(&dest, bindings::req_op_REQ_OP_WRITE, buf)?;
-        }
-        Ok(())
-    }
+    pub(super) flush: Option<FlushInFlight>,
 }

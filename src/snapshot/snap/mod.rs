@@ -48,17 +48,19 @@ use kernel::new_condvar;
 use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_work};
 
-use crate::dm::kcopyd::{CopyFlags, KcopydClient, Region};
+use crate::dm::kcopyd::KcopydClient;
 use crate::dm::log::dm_err;
 use crate::dm::wait::WaitCounter;
 use crate::dm::sync::{self as dmsync};
-use crate::dm::{BdevHandle, BioList, TargetHandle};
+use crate::dm::{BioList, TargetHandle};
 use crate::pure::chunk::ChunkSize;
 use crate::pure::status::{InfoStatus, Usage};
 use crate::snapshot::registry::OriginEntry;
 use crate::snapshot::store::{Cursor, MetadataIo, StoreKind};
 use crate::snapshot::table::ExceptionTable;
 use crate::snapshot::copyout::CopyJob;
+use crate::dm::HeldDev;
+use crate::dm::kcopyd::HeldRegion;
 use handover::{Owner, Ownership};
 use merge::MergeState;
 use pending::PendingSet;
@@ -115,17 +117,17 @@ pub(crate) struct StateFlags {
 ///
 /// # Invariants
 ///
-/// `origin` and `cow` stay valid until [`SnapCore::shutdown`] returns: the
-/// owning target (`state.owner`) holds the two devices and calls `shutdown`
-/// in its destructor before releasing them. `state.ti`, if set, is the
-/// owner's live target: its destructor clears it in [`SnapCore::release`]. A handover
-/// moves ownership to a target holding the same two devices, and only
-/// while the old owner is suspended.
+/// The owner's target, if stored (`Owner::ti`), is alive: a target that
+/// becomes the owner ([`SnapCore::new`], [`SnapCore::resume_as`]) releases
+/// the core in its destructor ([`SnapCore::release`]), which clears it
+/// under the state lock. The devices are [`HeldDev`]s: the owning target
+/// keeps them open until its destructor has called [`SnapCore::shutdown`],
+/// and a handover moves ownership to a target holding the same devices.
 #[pin_data]
 pub(crate) struct SnapCore {
     chunk: ChunkSize,
-    origin: BdevHandle,
-    cow: BdevHandle,
+    origin: HeldDev,
+    cow: HeldDev,
     /// `discard_passdown_origin`: discard clone 1 goes to the origin.
     discard_passdown_origin: bool,
     entry: Arc<OriginEntry>,
@@ -173,8 +175,8 @@ impl_has_work! {
 pub(crate) struct CoreParts {
     pub(crate) chunk: ChunkSize,
     pub(crate) kind: StoreKind,
-    pub(crate) origin: BdevHandle,
-    pub(crate) cow: BdevHandle,
+    pub(crate) origin: HeldDev,
+    pub(crate) cow: HeldDev,
     pub(crate) owner: TargetId,
     pub(crate) merging: bool,
     pub(crate) ti: Option<TargetHandle>,
@@ -189,11 +191,13 @@ pub(crate) struct CoreParts {
 }
 
 impl SnapCore {
-    /// Builds the core.
+    /// Builds the core, owned by `parts.owner`.
     ///
-    /// The caller must uphold the type invariants for `parts.origin`,
-    /// `parts.cow` and `parts.ti` (see [`SnapCore`]).
-    pub(crate) fn new(parts: CoreParts) -> Result<Arc<Self>> {
+    /// # Safety
+    ///
+    /// `parts.ti`, if set, is the target of `parts.owner`, and that target
+    /// calls [`SnapCore::release`] in its destructor (type invariant).
+    pub(crate) unsafe fn new(parts: CoreParts) -> Result<Arc<Self>> {
         let owner = Owner { id: parts.owner, ti: parts.ti, len: parts.len, kind: parts.kind };
         let state = SnapState {
             ownership: Ownership::Owned(owner),
@@ -234,7 +238,7 @@ impl SnapCore {
     }
 
     /// The origin device.
-    pub(crate) fn origin(&self) -> BdevHandle {
+    pub(crate) fn origin(&self) -> HeldDev {
         self.origin
     }
 
@@ -245,32 +249,24 @@ impl SnapCore {
 
     /// Starts a kcopyd copy of origin sectors `src` to `dests`, COW regions
     /// of snapshots whose exceptions `job` completes.
-    pub(crate) fn kcopyd_copy(&self, src: &Region, dests: &[Region], job: Arc<CopyJob>) -> Result {
-        let kc = self.kcopyd.lock();
-        match kc.as_ref() {
-            // SAFETY: The origin and every destination COW stay open until
-            // the job's callback ran: each member's `shutdown` waits for its
-            // exceptions (completed by that callback), and this core
-            // destroys the client (waiting for the job) in its own
-            // `shutdown` (type invariant).
-            Some(kc) => unsafe { kc.copy(src, dests, CopyFlags::default(), job) },
+    pub(crate) fn kcopyd_copy(&self, src: &HeldRegion, dests: &[HeldRegion], job: Arc<CopyJob>) -> Result {
+        match self.kcopyd.lock().as_ref() {
+            Some(kc) => kc.copy_held(src, dests, job),
             None => Err(ENODEV),
         }
     }
 
     /// The COW device.
-    pub(crate) fn cow(&self) -> BdevHandle {
+    pub(crate) fn cow(&self) -> HeldDev {
         self.cow
     }
 
     fn cow_sectors(&self) -> u64 {
-        // SAFETY: By the type invariant the COW device is held.
-        unsafe { self.cow.size_sectors() }
+        self.cow.size_sectors()
     }
 
     pub(crate) fn origin_sectors(&self) -> u64 {
-        // SAFETY: By the type invariant the origin device is held.
-        unsafe { self.origin.size_sectors() }
+        self.origin.size_sectors()
     }
 
     /// Marks the snapshot invalid (`__invalidate_snapshot()`); the worker

@@ -10,7 +10,7 @@ use kernel::prelude::*;
 use crate::dm::bufio::BufioClient;
 use crate::dm::dm_io::DmIoClient;
 use crate::dm::log::{dm_err, dm_warn};
-use crate::dm::{CtrError, DmDev};
+use crate::dm::{CtrError, DmDev, HeldDev};
 use crate::pure::alloc::{LoadError, LoadProgress, Loader, PersistentState};
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::disk::{self, decode_header, Geometry, HeaderError, HeaderState};
@@ -28,6 +28,7 @@ fn read_failed(e: Error) -> CtrError {
 /// `cow`; see [`super::load()`].
 pub(super) fn load_persistent(
     cow: &DmDev,
+    held_cow: HeldDev,
     origin: &DmDev,
     table_chunk: u32,
     refuse_new: bool,
@@ -44,7 +45,7 @@ pub(super) fn load_persistent(
     };
 
     let io = DmIoClient::new().map_err(read_failed)?;
-    let mut meta = MetadataIo::new(io, cow.handle(), chunk).map_err(read_failed)?;
+    let mut meta = MetadataIo::new(io, held_cow, chunk).map_err(read_failed)?;
     meta.read_chunk(0).map_err(read_failed)?;
     let header = match decode_header(meta.area.as_slice()) {
         Ok(h) => h,
@@ -134,10 +135,7 @@ pub(super) fn load_persistent(
     // synchronous read after another.
     let window = prefetch_window(chunk.bytes());
     let batch = (window / 4).max(1);
-    // SAFETY: `cow` is held for the whole constructor; the client is
-    // dropped before this function returns.
-    let bufio = unsafe { BufioClient::new(cow.handle(), chunk.bytes(), window.saturating_add(1)) }
-        .map_err(read_failed)?;
+    let bufio = BufioClient::new(held_cow, chunk.bytes(), window.saturating_add(1)).map_err(read_failed)?;
     let mut area: u64 = 0;
     let mut prefetched: u64 = 0;
     let state = loop {

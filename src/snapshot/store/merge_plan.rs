@@ -8,11 +8,9 @@
 //! The choice of runs within an area is [`plan_batch_area`] (host-tested);
 //! this file reads the areas and writes them back.
 
-use kernel::bindings;
 use kernel::prelude::*;
 
-use crate::dm::bindings::DMSNAP_REQ_SYNC;
-use crate::dm::dm_io::{IoBuffer, IoCountdown};
+use crate::dm::dm_io::{IoBuffer, IoOp};
 use crate::pure::alloc::{MergeStep, PersistentState};
 use crate::pure::chunk::Chunk;
 use crate::pure::disk::{self, Geometry};
@@ -126,7 +124,7 @@ impl MetadataIo {
                 MergeStep::ReadPreviousArea { location, .. } => {
                     let region = self.region(location).map_err(|_| MergePlanError::Corrupt)?;
                     self.io
-                        .sync_io(&region, bindings::req_op_REQ_OP_READ, &mut planner.area)
+                        .sync_io_held(&region, IoOp::READ, &mut planner.area)
                         .map_err(|_| MergePlanError::Read)?;
                     planner.p.enter_previous_area().map_err(|_| MergePlanError::Corrupt)?;
                 }
@@ -230,24 +228,8 @@ impl MetadataIo {
         if areas.is_empty() {
             return Ok(areas);
         }
-        let countdown = IoCountdown::new().map_err(|_| MergePlanError::NoMemory)?;
-        let mut started = Ok(());
-        for (_, location, buf) in areas.iter_mut() {
-            started = self.region(*location).and_then(|region| {
-                // SAFETY: `countdown.wait()` below returns once every read
-                // completed; until then the buffers are borrowed here (the
-                // vector does not grow), and the COW stays open (held by
-                // the caller's core until its merge stopped).
-                unsafe { self.io.start(&region, bindings::req_op_REQ_OP_READ, buf, 0, &countdown) }
-            });
-            if started.is_err() {
-                break;
-            }
-        }
-        let ok = countdown.wait();
-        if started.is_err() || !ok {
-            return Err(MergePlanError::Read);
-        }
+        let reads = areas.iter_mut().map(|(_, location, buf)| self.region(*location).map(|region| (region, buf)));
+        self.io.io_buffers(IoOp::READ, reads).map_err(|_| MergePlanError::Read)?;
         Ok(areas)
     }
 
@@ -267,26 +249,8 @@ impl MetadataIo {
                 disk::clear_entry(geom, area.buf.as_mut_slice(), i).map_err(|_| EINVAL)?;
             }
         }
-        let op = bindings::req_op_REQ_OP_WRITE | DMSNAP_REQ_SYNC;
-        let countdown = IoCountdown::new()?;
-        let mut started = Ok(());
-        for area in batch.areas.iter_mut() {
-            started = self.region(area.location).and_then(|region| {
-                // SAFETY: `countdown.wait()` below returns once every
-                // request completed; until then the buffers are borrowed
-                // here (the vector does not change), and the COW stays
-                // open (held by the caller's core until its merge stopped).
-                unsafe { self.io.start(&region, op, &mut area.buf, 0, &countdown) }
-            });
-            if started.is_err() {
-                break;
-            }
-        }
-        let ok = countdown.wait();
-        started?;
-        if !ok {
-            return Err(EIO);
-        }
+        let writes = batch.areas.iter_mut().map(|area| self.region(area.location).map(|region| (region, &mut area.buf)));
+        self.io.io_buffers(IoOp::WRITE.sync(), writes)?;
         if let Some(last) = batch.areas.last_mut() {
             core::mem::swap(&mut self.area, &mut last.buf);
         }

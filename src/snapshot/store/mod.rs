@@ -40,7 +40,7 @@ use kernel::c_str;
 use kernel::prelude::*;
 
 use crate::dm::log::dm_err;
-use crate::dm::{CtrError, DmDev};
+use crate::dm::{CtrError, DmDev, HeldDev};
 use crate::pure::alloc::{NoSpace, PersistentState, TransientState};
 use crate::pure::chunk::{Chunk, ChunkSize, Sector};
 use crate::pure::status::Usage;
@@ -52,7 +52,7 @@ mod merge_plan;
 mod persistent;
 mod transient;
 
-pub(crate) use merge_plan::{MergeBatch, MergePlanner};
+pub(crate) use merge_plan::{MergeBatch, MergePlanError, MergePlanner};
 #[allow(unused_imports)] // Used once the commit worker is converted (issue 18 phase 2).
 pub(crate) use persistent::{AreaBatch, BatchWritten, SlotReservation};
 pub(crate) use persistent::MetadataIo;
@@ -232,12 +232,13 @@ fn new_table(chunk: ChunkSize, cow_sectors: Sector) -> Result<ExceptionTable, Ct
 pub(crate) fn load(
     kind: StoreKind,
     cow: &DmDev,
+    held_cow: HeldDev,
     origin: &DmDev,
     table_chunk: u32,
     refuse_new: bool,
 ) -> Result<Loaded, CtrError> {
     match kind {
         StoreKind::Transient => transient::load(cow, origin, table_chunk, refuse_new),
-        StoreKind::Persistent { .. } => load::load_persistent(cow, origin, table_chunk, refuse_new),
+        StoreKind::Persistent { .. } => load::load_persistent(cow, held_cow, origin, table_chunk, refuse_new),
     }
 }

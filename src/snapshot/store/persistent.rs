@@ -8,13 +8,11 @@
 //! Loading is in [`super::load::load_persistent`], merging in [`super::merge_plan`]; the
 //! cursor arithmetic (`struct pstore`) is [`PersistentState`].
 
-use kernel::bindings;
 use kernel::prelude::*;
 
-use crate::dm::bindings::{DMSNAP_REQ_FUA, DMSNAP_REQ_PREFLUSH, DMSNAP_REQ_SYNC};
-use crate::dm::dm_io::{DmIoClient, IoBuffer};
-use crate::dm::kcopyd::Region;
-use crate::dm::BdevHandle;
+use crate::dm::dm_io::{DmIoClient, IoBuffer, IoOp};
+use crate::dm::kcopyd::HeldRegion;
+use crate::dm::HeldDev;
 use crate::pure::alloc::PersistentState;
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::disk::{self, DiskException, DiskHeader, Geometry};
@@ -24,7 +22,7 @@ use crate::pure::disk::{self, DiskException, DiskHeader, Geometry};
 /// snapshot's metadata lock).
 pub(crate) struct MetadataIo {
     pub(super) io: DmIoClient,
-    cow: BdevHandle,
+    cow: HeldDev,
     pub(super) chunk: ChunkSize,
     /// The current metadata area (one chunk), as it is on disk plus the
     /// entries committed since.
@@ -34,7 +32,7 @@ pub(crate) struct MetadataIo {
 }
 
 impl MetadataIo {
-    pub(super) fn new(io: DmIoClient, cow: BdevHandle, chunk: ChunkSize) -> Result<Self> {
+    pub(super) fn new(io: DmIoClient, cow: HeldDev, chunk: ChunkSize) -> Result<Self> {
         let area = IoBuffer::new(chunk.bytes())?;
         let scratch = IoBuffer::new(chunk.bytes())?;
         Ok(Self { io, cow, chunk, area, scratch })
@@ -47,15 +45,15 @@ impl MetadataIo {
     }
 
     /// The COW region of chunk `chunk`.
-    pub(super) fn region(&self, chunk: Chunk) -> Result<Region> {
+    pub(super) fn region(&self, chunk: Chunk) -> Result<HeldRegion> {
         let sector = self.chunk.chunk_to_sector(chunk).ok_or(EINVAL)?;
-        Ok(Region::new(self.cow, sector, u64::from(self.chunk.sectors())))
+        Ok(self.cow.region(sector, u64::from(self.chunk.sectors())))
     }
 
     /// Reads one chunk of the COW into the area buffer.
     pub(crate) fn read_chunk(&mut self, chunk: Chunk) -> Result {
         let region = self.region(chunk)?;
-        self.io.sync_io(&region, bindings::req_op_REQ_OP_READ, &mut self.area)
+        self.io.sync_io_held(&region, IoOp::READ, &mut self.area)
     }
 
     /// Zeroes the area buffer.
@@ -67,7 +65,7 @@ impl MetadataIo {
     pub(super) fn write_zero_chunk(&mut self, chunk: Chunk) -> Result {
         self.scratch.as_mut_slice().fill(0);
         let region = self.region(chunk)?;
-        self.io.sync_io(&region, bindings::req_op_REQ_OP_WRITE, &mut self.scratch)
+        self.io.sync_io_held(&region, IoOp::WRITE, &mut self.scratch)
     }
 
     /// Writes the header chunk (`write_header()`), marking the snapshot
@@ -77,7 +75,7 @@ impl MetadataIo {
         header.valid = valid;
         header.encode(self.scratch.as_mut_slice()).map_err(|_| EINVAL)?;
         let region = self.region(0)?;
-        self.io.sync_io(&region, bindings::req_op_REQ_OP_WRITE | DMSNAP_REQ_FUA, &mut self.scratch)
+        self.io.sync_io_held(&region, IoOp::WRITE.fua(), &mut self.scratch)
     }
 
     /// `drop_snapshot` (`persistent_drop_snapshot()`): marks the snapshot
@@ -104,11 +102,8 @@ impl MetadataIo {
             self.write_zero_chunk(next)?;
         }
         let region = self.region(location)?;
-        let mut op = bindings::req_op_REQ_OP_WRITE | DMSNAP_REQ_PREFLUSH | DMSNAP_REQ_SYNC;
-        if fua {
-            op |= DMSNAP_REQ_FUA;
-        }
-        self.io.sync_io(&region, op, &mut self.area)
+        let op = IoOp::WRITE.preflush().sync();
+        self.io.sync_io_held(&region, if fua { op.fua() } else { op }, &mut self.area)
     }
 
     /// Starts a fresh, empty area buffer (after a full area was written).
