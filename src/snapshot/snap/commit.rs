@@ -8,15 +8,20 @@ use kernel::sync::Arc;
 
 use crate::dm::log::dm_err;
 use crate::dm::sync::NoIoScope;
-use crate::pure::alloc::CommitSlot;
 use crate::pure::chunk::Chunk;
-use crate::snapshot::store::Cursor;
+use crate::snapshot::store::{AreaBatch, BatchWritten, SlotReservation};
 use crate::dm::params::test_hooks;
 use super::{SnapCore, SnapState};
 
-/// One exception of a commit batch: origin chunk, COW chunk, whether its
-/// copy succeeded (and the store is valid), and its slot in the area.
-type CommitEntry = (Chunk, Chunk, bool, Option<CommitSlot>);
+/// One exception of a commit batch.
+struct CommitEntry {
+    /// Origin chunk.
+    chunk: Chunk,
+    /// COW chunk.
+    new: Chunk,
+    /// Its copy succeeded, the store was valid and its slot is reserved.
+    ok: bool,
+}
 
 impl SnapState {
     /// Whether the commit worker should write a batch now
@@ -25,10 +30,8 @@ impl SnapState {
     /// finished prefix at once would cost a flushed metadata write per few
     /// chunks during a burst of first writes.
     fn commit_due(&self) -> bool {
-        let room = match &self.cursor {
-            Cursor::Persistent(p) if self.valid && self.pending.copying != 0 => {
-                p.geometry().exceptions_per_area().saturating_sub(p.current_committed())
-            }
+        let room = match self.cursor.area_room() {
+            Some(room) if self.valid && self.pending.copying != 0 => room,
             _ => return true,
         };
         // Cheap test first: this runs on every copy completion.
@@ -71,7 +74,7 @@ impl SnapCore {
             let invalidated = self.finish_invalidation();
 
             let mut batch: KVec<CommitEntry> = KVec::new();
-            let mut area: Option<(Chunk, Option<Chunk>)> = None;
+            let mut area = AreaBatch::new();
             {
                 let mut st = self.state.lock();
                 if !st.commit_due() {
@@ -88,34 +91,25 @@ impl SnapCore {
                     let new = pe.new;
                     st.pending.order.remove(&seq);
                     st.pending.ordered = st.pending.ordered.saturating_sub(1);
-                    let mut ok = copied && st.valid;
-                    let mut slot = None;
-                    if ok {
-                        if let Cursor::Persistent(p) = &mut st.cursor {
-                            let location = p.current_area_location();
-                            match p.commit_slot() {
-                                Ok(s) => {
-                                    if s.area_full {
-                                        area = location.map(|l| (l, p.next_area().map(|(_, c)| c)));
-                                    } else if area.is_none() {
-                                        area = location.map(|l| (l, None));
-                                    }
-                                    slot = Some(s);
-                                }
-                                // Cannot happen (the area is advanced when
-                                // full); fail the exception rather than
-                                // pretend it is durable.
-                                Err(_) => ok = false,
-                            }
-                        }
-                    }
-                    let full = slot.is_some_and(|s| s.area_full);
-                    if batch.push((chunk, new, ok, slot), GFP_KERNEL).is_err() {
+                    if batch.push(CommitEntry { chunk, new, ok: false }, GFP_KERNEL).is_err() {
                         // Could not record it: fail it rather than lose it.
                         drop(st);
                         self.complete(chunk, new, false);
                         st = self.state.lock();
                         continue;
+                    }
+                    let mut full = false;
+                    let mut ok = copied && st.valid;
+                    if ok {
+                        match st.cursor.reserve_slot(&mut area, chunk, new) {
+                            Ok(reserved) => full = reserved == SlotReservation::FillsArea,
+                            // Nothing reserved: fail the exception rather
+                            // than pretend it is durable.
+                            Err(_) => ok = false,
+                        }
+                    }
+                    if let Some(last) = batch.last_mut() {
+                        last.ok = ok;
                     }
                     if full {
                         break;
@@ -129,7 +123,7 @@ impl SnapCore {
             // Write the batch's area (see above for when it is durable).
             let mut durable = true;
             let mut awaits_flush = false;
-            if let Some((location, zero_next)) = area {
+            if !area.is_empty() {
                 let mut meta = self.meta.lock();
                 match meta.as_mut() {
                     Some(meta) => {
@@ -137,23 +131,12 @@ impl SnapCore {
                         // after `shutdown` (a late kick) finds it gone and
                         // touches no device.
                         let fold_fua = !self.cow.has_fua() || test_hooks::commit_fold();
-                        for (chunk, new, ok, slot) in batch.iter() {
-                            if let (true, Some(slot)) = (*ok, slot) {
-                                if meta.set_entry(slot.index, *chunk, *new).is_err() {
-                                    durable = false;
-                                }
-                            }
+                        match meta.write_batch(&area, !fold_fua) {
+                            Ok(BatchWritten::Durable) => {}
+                            Ok(BatchWritten::AwaitsFlush) => awaits_flush = true,
+                            Err(_) => durable = false,
                         }
-                        if durable && meta.write_area(location, zero_next, !fold_fua).is_err() {
-                            durable = false;
-                        }
-                        awaits_flush = durable && fold_fua;
-                        if zero_next.is_some() {
-                            if let Cursor::Persistent(p) = &mut self.state.lock().cursor {
-                                p.advance_area();
-                            }
-                            meta.next_area();
-                        }
+                        self.state.lock().cursor.batch_written(&area);
                     }
                     None => durable = false,
                 }
@@ -167,7 +150,7 @@ impl SnapCore {
             // The previous batch is durable once this area write (its
             // PREFLUSH) succeeded; otherwise flush for it now.
             if let Some(prev) = unflushed.take() {
-                let flushed = awaits_flush || self.flush_cow();
+                let flushed = awaits_flush || self.flush_cow().is_ok();
                 self.complete_batch(prev, flushed);
             }
             if awaits_flush {
@@ -177,7 +160,7 @@ impl SnapCore {
             }
         }
         if let Some(last) = unflushed.take() {
-            let flushed = self.flush_cow();
+            let flushed = self.flush_cow().is_ok();
             self.complete_batch(last, flushed);
         }
         // An invalidation by the last completions: its waiters go now.
@@ -194,7 +177,7 @@ impl SnapCore {
         // The flag stays set during the write, so origin writes arriving
         // meanwhile are held too.
         if let Some(meta) = self.meta.lock().as_mut() {
-            if meta.write_header(false).is_err() {
+            if meta.drop_snapshot().is_err() {
                 // As upstream: the snapshot stays invalid in memory (a
                 // failing COW cannot be made to say more).
                 dm_err!("write header failed");
@@ -219,23 +202,23 @@ impl SnapCore {
         true
     }
 
-    /// Flushes the COW; `false` (and the snapshot invalidated) on error.
-    fn flush_cow(self: &Arc<Self>) -> bool {
+    /// Flushes the COW; on error the snapshot is invalidated.
+    fn flush_cow(self: &Arc<Self>) -> Result {
         let meta = self.meta.lock();
         // `meta` gone: a late kick after `shutdown`, which touches no device.
-        if meta.is_some() && self.cow.flush().is_ok() {
-            return true;
-        }
+        let flushed = if meta.is_some() { self.cow.flush() } else { Err(ENODEV) };
         drop(meta);
-        let mut st = self.state.lock();
-        self.invalidate(&mut st, "Error reading/writing");
-        false
+        if flushed.is_err() {
+            let mut st = self.state.lock();
+            self.invalidate(&mut st, "Error reading/writing");
+        }
+        flushed
     }
 
     /// Completes a committed batch; `durable`: its area write is durable.
     fn complete_batch(self: &Arc<Self>, batch: KVec<CommitEntry>, durable: bool) {
-        for (chunk, new, ok, _) in batch.into_iter() {
-            self.complete(chunk, new, ok && durable);
+        for e in batch.into_iter() {
+            self.complete(e.chunk, e.new, e.ok && durable);
         }
     }
 }

@@ -24,7 +24,7 @@ use kernel::prelude::*;
 
 use crate::dm::log::dm_err;
 use crate::dm::TargetHandle;
-use crate::snapshot::store::{Cursor, StoreKind};
+use crate::snapshot::store::StoreKind;
 use super::SnapCore;
 
 /// Identifies one table entry (target instance) of the `snapshot` and
@@ -130,7 +130,7 @@ impl SnapCore {
             }
             // The store, not the owner's table line, decides: a `P` table
             // may have taken an `N` store over.
-            if matches!(st.cursor, Cursor::Transient(_)) {
+            if !st.cursor.can_merge() {
                 return Err(HandoverRefusal::NoMergeSupport);
             }
         }

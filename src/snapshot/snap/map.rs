@@ -11,8 +11,8 @@ use crate::dm::kcopyd::CopyCallback;
 use crate::dm::sync::{Exclusive, NoIoScope};
 use crate::dm::{Bio, BioOp, MapResult, OwnedBio};
 use crate::pure::chunk::Chunk;
-use crate::snapshot::copyout::CopyJob;
 use crate::dm::params;
+use crate::snapshot::copyout::CopyJob;
 use super::SnapCore;
 use super::handover::TargetId;
 

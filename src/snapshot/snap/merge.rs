@@ -13,7 +13,7 @@ use crate::dm::sync::{self as dmsync, NoIoScope};
 use crate::dm::{Bio, BioOp, MapResult};
 use crate::pure::merge::{runs_contain, throttle_idle_us, MergeRun};
 use crate::snapshot::registry::{OriginBio, OriginOutcome};
-use crate::snapshot::store::{Cursor, MergePlanError, MergePlanner};
+use crate::snapshot::store::{MergePlanError, MergePlanner};
 use crate::dm::TargetBio;
 use crate::dm::TargetBioList;
 use crate::dm::bounce::BounceCopier;
@@ -409,10 +409,7 @@ impl SnapCore {
     pub(super) fn merge_planner(&self) -> Option<MergePlanner> {
         let meta_guard = self.meta.lock();
         let meta = meta_guard.as_ref()?;
-        let p = match &self.state.lock().cursor {
-            Cursor::Persistent(p) => *p,
-            Cursor::Transient(_) => return None,
-        };
+        let p = self.state.lock().cursor.merge_start()?;
         match meta.merge_planner(p) {
             Ok(planner) => Some(planner),
             Err(e) => {

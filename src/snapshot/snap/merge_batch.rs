@@ -9,7 +9,7 @@ use crate::dm::log::dm_err;
 use crate::dm::sync::{self as dmsync, Countdown};
 use crate::dm::BioList;
 use crate::pure::merge::{runs_contain, CopyPlan, MergeRun};
-use crate::snapshot::store::{Cursor, MergeBatch, MergePlanner};
+use crate::snapshot::store::{MergeBatch, MergePlanner};
 use crate::dm::TargetBio;
 use crate::dm::TargetBioList;
 use crate::dm::bounce::BounceCopier;
@@ -160,10 +160,7 @@ impl SnapCore {
         }
         let mut st = self.state.lock();
         let io = st.merge.io;
-        let committed = match &mut st.cursor {
-            Cursor::Persistent(p) => p.commit_merge_to(batch.end.0, batch.end.1).is_ok(),
-            Cursor::Transient(_) => false,
-        };
+        let committed = st.cursor.commit_merge(&batch).is_ok();
         let mut removed = true;
         for run in batch.runs.iter() {
             removed &= st.table.remove_range(run.first_old(), u64::from(run.count())).is_ok();

@@ -53,7 +53,6 @@ mod persistent;
 mod transient;
 
 pub(crate) use merge_plan::{MergeBatch, MergePlanError, MergePlanner};
-#[allow(unused_imports)] // Used once the commit worker is converted (issue 18 phase 2).
 pub(crate) use persistent::{AreaBatch, BatchWritten, SlotReservation};
 pub(crate) use persistent::MetadataIo;
 
@@ -139,7 +138,6 @@ impl Cursor {
     /// is committed once `batch` is written ([`MetadataIo::write_batch`]);
     /// a transient store commits it in memory, with nothing to write.
     /// Fails, reserving nothing, if no slot could be recorded.
-    #[allow(dead_code)] // Used once the commit worker is converted (issue 18 phase 2).
     pub(crate) fn reserve_slot(&mut self, batch: &mut AreaBatch, old: Chunk, new: Chunk) -> Result<SlotReservation> {
         match self {
             Self::Persistent(p) => persistent::reserve_slot(p, batch, old, new),
@@ -150,22 +148,28 @@ impl Cursor {
     /// `commit_exception`, second half: after [`MetadataIo::write_batch`]
     /// returned (whether or not it succeeded), moves the cursor on to the
     /// next area if `batch` filled the current one.
-    #[allow(dead_code)] // Used once the commit worker is converted (issue 18 phase 2).
     pub(crate) fn batch_written(&mut self, batch: &AreaBatch) {
         if let Self::Persistent(p) = self {
             persistent::batch_written(p, batch);
         }
     }
 
+    /// Free slots in the current metadata area (`None`: a transient store,
+    /// which has no areas).
+    pub(crate) fn area_room(&self) -> Option<u32> {
+        match self {
+            Self::Persistent(p) => Some(p.geometry().exceptions_per_area().saturating_sub(p.current_committed())),
+            Self::Transient(_) => None,
+        }
+    }
+
     /// Whether the store can be merged (only a persistent one can).
-    #[allow(dead_code)] // Used once the handover is converted (issue 18 phase 2).
     pub(crate) fn can_merge(&self) -> bool {
         matches!(self, Self::Persistent(_))
     }
 
     /// `prepare_merge`, start: the committed state a merge plans from
     /// ([`MetadataIo::merge_planner`]); `None` for a transient store.
-    #[allow(dead_code)] // Used once the merge worker is converted (issue 18 phase 2).
     pub(crate) fn merge_start(&self) -> Option<PersistentState> {
         match self {
             Self::Persistent(p) => Some(*p),
@@ -176,7 +180,6 @@ impl Cursor {
     /// `commit_merge`, in memory: after [`MetadataIo::commit_merge_batch`]
     /// wrote `batch`, the list ends where the batch says. Fails, changing
     /// nothing, for a transient store or if that is not a shrink.
-    #[allow(dead_code)] // Used once the merge worker is converted (issue 18 phase 2).
     pub(crate) fn commit_merge(&mut self, batch: &MergeBatch) -> Result {
         match self {
             Self::Persistent(p) => p.commit_merge_to(batch.end.0, batch.end.1).map_err(|_| EINVAL),

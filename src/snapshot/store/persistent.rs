@@ -80,13 +80,12 @@ impl MetadataIo {
 
     /// `drop_snapshot` (`persistent_drop_snapshot()`): marks the snapshot
     /// invalid on disk, durably.
-    #[allow(dead_code)] // Used once the commit worker is converted (issue 18 phase 2).
     pub(crate) fn drop_snapshot(&mut self) -> Result {
         self.write_header(false)
     }
 
     /// Records a committed exception in slot `index` of the area buffer.
-    pub(crate) fn set_entry(&mut self, index: u32, old: Chunk, new: Chunk) -> Result {
+    fn set_entry(&mut self, index: u32, old: Chunk, new: Chunk) -> Result {
         let geom = Geometry::new(self.chunk);
         disk::write_entry(geom, self.area.as_mut_slice(), index, DiskException { old, new }).map_err(|_| EINVAL)
     }
@@ -97,7 +96,7 @@ impl MetadataIo {
     /// next flush of the COW (the caller's business). If the area is full,
     /// `zero_next` names the next area, which is zeroed first so a reader
     /// finds its terminator.
-    pub(crate) fn write_area(&mut self, location: Chunk, zero_next: Option<Chunk>, fua: bool) -> Result {
+    fn write_area(&mut self, location: Chunk, zero_next: Option<Chunk>, fua: bool) -> Result {
         if let Some(next) = zero_next {
             self.write_zero_chunk(next)?;
         }
@@ -114,7 +113,6 @@ impl MetadataIo {
 
 /// What [`reserve_slot`] did with an exception.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // Used once the commit worker is converted (issue 18 phase 2).
 pub(crate) enum SlotReservation {
     /// A transient store: committed in memory, nothing to write.
     InMemory,
@@ -138,7 +136,6 @@ struct SlotEntry {
 /// area reserved by [`reserve_slot`] (under the state lock), written by
 /// [`MetadataIo::write_batch`] (under the metadata lock). A batch never
 /// spans two areas: the slot that fills an area ends it.
-#[allow(dead_code)] // Used once the commit worker is converted (issue 18 phase 2).
 pub(crate) struct AreaBatch {
     entries: KVec<SlotEntry>,
     /// The area the slots are in; `None` while nothing is reserved.
@@ -148,7 +145,6 @@ pub(crate) struct AreaBatch {
     zero_next: Option<Chunk>,
 }
 
-#[allow(dead_code)] // Used once the commit worker is converted (issue 18 phase 2).
 impl AreaBatch {
     /// An empty batch (allocates nothing).
     pub(crate) const fn new() -> Self {
@@ -173,7 +169,6 @@ impl AreaBatch {
 /// holds another area's slots, or if the cursor is absurd; the caller
 /// then fails the exception, and no slot is left empty mid-area (which a
 /// reader would take for the end of the list).
-#[allow(dead_code)] // Used once the commit worker is converted (issue 18 phase 2).
 pub(super) fn reserve_slot(
     p: &mut PersistentState,
     batch: &mut AreaBatch,
@@ -204,7 +199,6 @@ pub(super) fn reserve_slot(
 /// returned, whether or not it succeeded, the cursor moves on to the next
 /// area if `batch` filled the current one (the area buffer was started
 /// afresh by `write_batch`).
-#[allow(dead_code)] // Used once the commit worker is converted (issue 18 phase 2).
 pub(super) fn batch_written(p: &mut PersistentState, batch: &AreaBatch) {
     if batch.fills_area() {
         p.advance_area();
@@ -213,7 +207,6 @@ pub(super) fn batch_written(p: &mut PersistentState, batch: &AreaBatch) {
 
 /// How far a written [`AreaBatch`] is durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // Used once the commit worker is converted (issue 18 phase 2).
 pub(crate) enum BatchWritten {
     /// Durable on return (written with FUA, or nothing to write).
     Durable,
@@ -230,7 +223,6 @@ impl MetadataIo {
     /// the area, the next area is zeroed on disk first, and the area buffer
     /// is started afresh whatever the outcome; the caller then calls
     /// [`super::Cursor::batch_written`]. An empty batch writes nothing.
-    #[allow(dead_code)] // Used once the commit worker is converted (issue 18 phase 2).
     pub(crate) fn write_batch(&mut self, batch: &AreaBatch, fua: bool) -> Result<BatchWritten> {
         let Some(location) = batch.location else {
             return Ok(BatchWritten::Durable);
