@@ -32,16 +32,14 @@ pub(crate) enum MapResult {
     /// The bio was redirected; dm core submits it.
     Remapped,
     /// The target took the bio and will complete or submit it later.
-    #[allow(dead_code)]
     Submitted,
     /// Fail the bio with an I/O error.
-    #[allow(dead_code)]
     Kill,
     /// Ask dm core to resubmit the bio later.
-    #[allow(dead_code)]
+    #[allow(dead_code)] // The whole `DM_MAPIO_*` set; this module never requeues.
     Requeue,
     /// Like [`MapResult::Requeue`], after a delay.
-    #[allow(dead_code)]
+    #[allow(dead_code)] // As above.
     DelayRequeue,
 }
 

@@ -123,25 +123,43 @@ pub(crate) struct StateFlags {
 /// under the state lock. The devices are [`HeldDev`]s: the owning target
 /// keeps them open until its destructor has called [`SnapCore::shutdown`],
 /// and a handover moves ownership to a target holding the same devices.
+///
+/// # Locks
+///
+/// `meta` before `state` when both are held (the commit worker, the
+/// merge); `kcopyd` is never held with `state` (starting a kcopyd job may
+/// wait for jobs whose completions take `state`). The origin's snapshot
+/// list (`OriginEntry::snapshots`) is taken before `state`. No lock is
+/// held while waiting on `state_changed` (it releases `state`) or on a
+/// `tracked` counter.
 #[pin_data]
 pub(crate) struct SnapCore {
+    /// Immutable after construction (as are `origin`, `cow`,
+    /// `discard_passdown_origin` and `entry`).
     chunk: ChunkSize,
     origin: HeldDev,
     cow: HeldDev,
     /// `discard_passdown_origin`: discard clone 1 goes to the origin.
     discard_passdown_origin: bool,
+    /// The origin's registry entry (its snapshots, its gatherer).
     entry: Arc<OriginEntry>,
+    /// Everything that changes: ownership, validity, the exception table,
+    /// the pending exceptions, the store cursor, the merge state.
     #[pin]
-    pub(crate) state: Mutex<SnapState>,
+    state: Mutex<SnapState>,
     /// Notified under `state`'s lock when a waiter's condition may have
     /// changed: an exception completed or its copy finished (`in_flight`,
     /// `copies_in_progress`, the pending set), the invalidation header was
     /// written, the merge was asked to stop or stopped.
     #[pin]
     state_changed: CondVar,
-    /// Metadata I/O, used by the commit worker (and the final shutdown).
+    /// Metadata I/O: the commit worker, the invalidation header, the
+    /// merge's planning and commits. `None` after `shutdown` (and for a
+    /// transient store).
     #[pin]
     meta: Mutex<Option<MetadataIo>>,
+    /// The kcopyd client of this snapshot's copies; `None` after
+    /// `shutdown`, which destroys it (waiting for its jobs).
     #[pin]
     kcopyd: Mutex<Option<KcopydClient>>,
     #[pin]
@@ -158,7 +176,8 @@ pub(crate) struct SnapCore {
     /// snapshot reads count in (changed under the state lock, only by the
     /// commit worker, in `complete`).
     read_epoch: [AtomicU32; TRACK_BUCKETS],
-    /// Exceptions allocated and not yet completed (for `shutdown`).
+    /// Exceptions allocated and not yet completed (for `shutdown` and the
+    /// merge's start). Changed under the state lock; readable without it.
     in_flight: AtomicU64,
     /// Chunks being copied (`SnapState::copying`, readable without the
     /// lock): upstream's `in_progress`, which `snapshot_cow_threshold`
