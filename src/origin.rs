@@ -64,9 +64,9 @@ impl TargetOps for Origin {
             // Upstream cuts every write at the smallest chunk size, so a
             // 1 MiB write becomes 256 separate 4 KiB copy-outs. Here a write
             // spans up to ORIGIN_WRITE_CHUNKS chunks, copied out in runs.
-            let span = u64::from(min).max(1) * ORIGIN_WRITE_CHUNKS;
-            let sector = bio.sector();
-            let available = span - (sector % span);
+            let span = u64::from(min).max(1).saturating_mul(ORIGIN_WRITE_CHUNKS);
+            // `span >= 1`: the remainder exists and is below `span`.
+            let available = span.saturating_sub(bio.sector().checked_rem(span).unwrap_or(0));
             if u64::from(bio.sectors()) > available {
                 bio.accept_partial(available as u32);
             }

@@ -46,7 +46,8 @@ impl<'a> Args<'a> {
     /// Consumes and returns the next argument.
     pub(crate) fn next_cstr(&mut self) -> Option<&'a CStr> {
         let ptr = *self.argv.get(self.pos)?;
-        self.pos += 1;
+        // `pos < argv.len()`, so this cannot overflow.
+        self.pos = self.pos.saturating_add(1);
         if ptr.is_null() {
             return None;
         }
@@ -86,7 +87,7 @@ pub(crate) fn parse_decimal(text: &str) -> Option<u64> {
         if !b.is_ascii_digit() {
             return None;
         }
-        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        value = value.checked_mul(10)?.checked_add(u64::from(b.saturating_sub(b'0')))?;
     }
     Some(value)
 }

@@ -18,7 +18,9 @@
     unsafe_op_in_unsafe_fn,
     clippy::all,
     clippy::as_underscore,
-    clippy::undocumented_unsafe_blocks
+    clippy::undocumented_unsafe_blocks,
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing
 )]
 #![cfg_attr(not(CONFIG_RUSTC_HAS_UNNECESSARY_TRANSMUTES), allow(unknown_lints))]
 #![allow(unnecessary_transmutes)]

@@ -68,19 +68,22 @@ impl<'a> StatusWriter<'a> {
 impl fmt::Write for StatusWriter<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         // Room for text, keeping one byte for the NUL.
-        let room = self.buf.len().saturating_sub(self.len + 1);
+        let room = self.buf.len().saturating_sub(self.len.saturating_add(1));
         let n = s.len().min(room);
         if n == 0 {
             // Like DMEMIT, a full buffer silently drops the rest; dm core
             // detects the full buffer and retries with a bigger one.
             return Ok(());
         }
-        let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..self.len + n), s.as_bytes().get(..n))
-        else {
+        // `checked_add` (not saturating) lets the compiler see `dst.len() == n`.
+        let Some(end) = self.len.checked_add(n) else {
+            return Ok(());
+        };
+        let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..end), s.as_bytes().get(..n)) else {
             return Ok(());
         };
         dst.copy_from_slice(src);
-        self.len += n;
+        self.len = end;
         if let Some(nul) = self.buf.get_mut(self.len) {
             *nul = 0;
         }

@@ -27,6 +27,16 @@
 //! plain `#[used]` gives it the `SHF_GNU_RETAIN` flag, `ld -r` then keeps a
 //! second `.kunit_test_suites` section, and the loader only sees the first.
 
+// Test code runs in the kernel too: no unchecked arithmetic, no indexing,
+// no unwrap/expect/panic.
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
 /// Asserts inside a KUnit case: a failure is reported to KUnit and ends the
 /// case (it does not panic).
 macro_rules! kassert {
@@ -76,6 +86,10 @@ macro_rules! kunit_suite {
                 }
             }
 
+            // Only evaluated at build time (static initializer), where an
+            // out-of-range index or overflow is a build error; `i < 255`
+            // rules both out anyway.
+            #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
             const fn suite_name(name: &[u8]) -> [::kernel::ffi::c_char; 256] {
                 let mut out = [0; 256];
                 let mut i = 0;

@@ -136,7 +136,7 @@ fn pending_exception_lifecycle() {
     }
     group.start();
     kassert!(wait_idle(&core));
-    kassert!((1010..1018).all(|c| core.lookup(c) == Some(2 + c - 1010)));
+    kassert!((1010..1018u64).zip(2u64..).all(|(c, n)| core.lookup(c) == Some(n)));
     // Over 1009..1020 only the chunks without an exception are new,
     // as runs of consecutive chunks.
     let mut runs = NewRuns::new();
@@ -162,14 +162,17 @@ fn pending_exception_lifecycle() {
         return;
     };
     let order = [7u64, 0, 3, 6, 1, 5, 2, 4];
+    // Pattern seed and origin sector of chunk `i` of `order` (i < 8).
+    let seed = |i: u64| (i as u8).saturating_add(100);
+    let sector = |i: u64| i.saturating_mul(3).saturating_add(2000).saturating_mul(8);
     for i in order {
-        fill(one.as_mut_slice(), 100 + i as u8);
-        let at = dev.region((2000 + 3 * i) * 8, 8);
+        fill(one.as_mut_slice(), seed(i));
+        let at = dev.region(sector(i), 8);
         kassert!(io.sync_io(&at, bindings::req_op_REQ_OP_WRITE, &mut one).is_ok());
     }
     let mut started = [(0u64, 0u64); 8];
     for (slot, i) in started.iter_mut().zip(order) {
-        match core.origin_cow((2000 + 3 * i) * 8, &mut None) {
+        match core.origin_cow(sector(i), &mut None) {
             Some(pair) => *slot = pair,
             None => kassert!(false),
         }
@@ -180,12 +183,12 @@ fn pending_exception_lifecycle() {
     kassert!(wait_idle(&core));
     for (i, (c, n)) in order.iter().zip(started) {
         kassert_eq!(core.lookup(c), Some(n));
-        fill(one.as_mut_slice(), 100 + *i as u8);
+        fill(one.as_mut_slice(), seed(*i));
         let Ok(mut got) = IoBuffer::new(4096) else {
             kassert!(false);
             return;
         };
-        kassert!(io.sync_io(&dev.region(n * 8, 8), bindings::req_op_REQ_OP_READ, &mut got).is_ok());
+        kassert!(io.sync_io(&dev.region(n.saturating_mul(8), 8), bindings::req_op_REQ_OP_READ, &mut got).is_ok());
         kassert!(got.as_slice() == one.as_slice());
     }
 }

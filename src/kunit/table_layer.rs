@@ -13,14 +13,14 @@ fn sequential_exceptions_compress_into_runs() {
     };
     // 1000 consecutive chunks copied in order: one run per 256-chunk
     // group they touch.
-    for i in 0..1000u64 {
-        kassert!(t.insert(5000 + i, 2 + i).is_ok());
+    for (old, new) in (5000..6000u64).zip(2u64..) {
+        kassert!(t.insert(old, new).is_ok());
     }
     kassert_eq!(t.chunks(), 1000);
     let groups = ((5000 + 999) >> GROUP_SHIFT) - (5000 >> GROUP_SHIFT) + 1;
     kassert_eq!(t.runs() as u64, groups);
-    for i in 0..1000u64 {
-        kassert_eq!(t.lookup(5000 + i), Some(2 + i));
+    for (old, new) in (5000..6000u64).zip(2u64..) {
+        kassert_eq!(t.lookup(old), Some(new));
     }
     kassert_eq!(t.lookup(4999), None);
     kassert_eq!(t.lookup(6000), None);
@@ -45,7 +45,7 @@ fn scattered_exceptions_match_model() {
         }
         *slot = next_new;
         kassert!(t.insert(old, next_new).is_ok());
-        next_new += 1;
+        next_new = next_new.saturating_add(1);
     }
     for (old, want) in model.iter().enumerate() {
         let got = t.lookup(old as u64);
@@ -93,7 +93,8 @@ fn shuffled(seed: u64) -> Option<KVec<u64>> {
     let mut x = seed;
     for i in (1..v.len()).rev() {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let j = (x >> 33) as usize % (i + 1);
+        // i + 1 >= 2, so the remainder always exists.
+        let j = ((x >> 33) as usize).checked_rem(i.saturating_add(1)).unwrap_or(0);
         if let (Some(&a), Some(&b)) = (v.get(i), v.get(j)) {
             if let Some(slot) = v.get_mut(i) {
                 *slot = b;
@@ -110,12 +111,12 @@ fn shuffled(seed: u64) -> Option<KVec<u64>> {
 /// chunks, so a scattered insertion order fills gaps between runs and
 /// must join them.
 fn mapped(old: u64) -> u64 {
-    1000 + old + (old / 37) * 5
+    1000u64.saturating_add(old).saturating_add((old / 37).saturating_mul(5))
 }
 
 /// The runs a table of the model must hold: maximal, inside a group.
 fn canonical_runs(model: &[u64]) -> usize {
-    let mut runs = 0;
+    let mut runs = 0usize;
     let mut prev: Option<(u64, u64)> = None;
     for (old, &new) in model.iter().enumerate() {
         let old = old as u64;
@@ -124,9 +125,11 @@ fn canonical_runs(model: &[u64]) -> usize {
             continue;
         }
         let joins = matches!(prev, Some((po, pn))
-            if po + 1 == old && pn + 1 == new && po >> GROUP_SHIFT == old >> GROUP_SHIFT);
+            if po.checked_add(1) == Some(old)
+                && pn.checked_add(1) == Some(new)
+                && po >> GROUP_SHIFT == old >> GROUP_SHIFT);
         if !joins {
-            runs += 1;
+            runs = runs.saturating_add(1);
         }
         prev = Some((old, new));
     }
@@ -182,8 +185,8 @@ fn gap_fill_joins_runs() {
     kassert_eq!(t.runs(), 2);
     kassert!(t.insert(13, 103).is_ok());
     kassert_eq!(t.runs(), 1);
-    for i in 10..15u64 {
-        kassert_eq!(t.lookup(i), Some(90 + i));
+    for (old, new) in (10..15u64).zip(100u64..) {
+        kassert_eq!(t.lookup(old), Some(new));
     }
     // The right chunk with the wrong COW chunk joins nothing.
     kassert!(t.insert(16, 106).is_ok());
@@ -200,7 +203,7 @@ fn remove_range_splits_joined_runs() {
     // 250..262 maps linearly but crosses a group at 256: two runs,
     // each joined from scattered inserts.
     for k in [0u64, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11] {
-        kassert!(t.insert(250 + k, 500 + k).is_ok());
+        kassert!(t.insert(k.saturating_add(250), k.saturating_add(500)).is_ok());
     }
     kassert_eq!(t.runs(), 2);
     kassert_eq!(t.chunks(), 12);
@@ -273,25 +276,27 @@ fn bulk_load_matches_model() {
     // of every other block of 37 (some cross a group boundary).
     let mut old = 0;
     while old < SPAN {
+        // `old + len`; every chunk here is below SPAN.
+        let at = |len: u32| old.saturating_add(u64::from(len));
         let mut len = 0u32;
         while (old / 37) % 2 == 0
-            && old + u64::from(len) < SPAN
-            && model.get((old + u64::from(len)) as usize) == Some(&NONE)
-            && mapped(old + u64::from(len)) == mapped(old) + u64::from(len)
+            && at(len) < SPAN
+            && model.get(at(len) as usize) == Some(&NONE)
+            && mapped(at(len)) == mapped(old).saturating_add(u64::from(len))
         {
-            len += 1;
+            len = len.saturating_add(1);
         }
         if len == 0 {
-            old += 1;
+            old = at(1);
             continue;
         }
         kassert!(b.add_run(old, mapped(old), len).is_ok());
-        for k in old..old + u64::from(len) {
+        for k in old..at(len) {
             if let Some(slot) = model.get_mut(k as usize) {
                 *slot = mapped(k);
             }
         }
-        old += u64::from(len);
+        old = at(len);
     }
     let Ok(mut t) = b.finish() else {
         kassert!(false);

@@ -156,7 +156,7 @@ impl PersistentState {
     /// This is the CVE-2013-4299 fix, applied after load and after every
     /// allocation.
     const fn skip_metadata(&mut self) {
-        if self.next_free % self.geom.stride() == NUM_SNAPSHOT_HDR_CHUNKS {
+        if matches!(self.next_free.checked_rem(self.geom.stride()), Some(NUM_SNAPSHOT_HDR_CHUNKS)) {
             self.next_free = self.next_free.saturating_add(1);
         }
     }
@@ -208,7 +208,7 @@ impl PersistentState {
             return Err(StoreError::AreaFull);
         }
         let index = self.current_committed;
-        self.current_committed += 1;
+        self.current_committed = self.current_committed.saturating_add(1);
         Ok(CommitSlot {
             index,
             area_full: self.area_is_full(),
@@ -235,7 +235,7 @@ impl PersistentState {
             return false;
         }
         self.current_committed = 0;
-        self.current_area += 1;
+        self.current_area = self.current_area.saturating_add(1);
         true
     }
 
@@ -247,7 +247,7 @@ impl PersistentState {
         if self.current_area == 0 {
             return MergeStep::Finished;
         }
-        let area = self.current_area - 1;
+        let area = self.current_area.saturating_sub(1);
         match self.geom.area_location(area) {
             Some(location) => MergeStep::ReadPreviousArea { area, location },
             // Unreachable for a state built by this module; report as done.
@@ -471,7 +471,7 @@ impl Loader {
             if let Some((first, len)) = run.as_mut() {
                 let step = u64::from(*len);
                 if first.old.checked_add(step) == Some(ex.old) && first.new.checked_add(step) == Some(ex.new) {
-                    *len += 1;
+                    *len = len.saturating_add(1);
                     continue;
                 }
                 let (first, len) = (*first, *len);

@@ -130,12 +130,12 @@ impl ChunkSize {
 
     /// Mask of the sector offset inside a chunk (`store->chunk_mask`).
     pub const fn mask(self) -> Sector {
-        (1 << self.shift) - 1
+        (1u64 << self.shift).saturating_sub(1)
     }
 
     /// Chunk size in bytes (at most 1 GiB, so it fits any `usize` >= 32 bits).
     pub const fn bytes(self) -> usize {
-        1 << (self.shift + SECTOR_SHIFT)
+        1 << self.shift << SECTOR_SHIFT
     }
 
     /// Chunk containing `sector` (`sector_to_chunk()`).
@@ -199,7 +199,7 @@ impl ChunkSize {
             return None;
         }
         let len = self.chunks_to_sectors_saturating(nr_chunks);
-        let room = dev_sectors - start;
+        let room = dev_sectors.saturating_sub(start);
         let count = if len < room { len } else { room };
         if count == 0 {
             return None;

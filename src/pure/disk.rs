@@ -269,7 +269,7 @@ impl Geometry {
 
     /// Distance in chunks between two areas: `epa + 1`.
     pub const fn stride(self) -> u64 {
-        self.exceptions_per_area() as u64 + 1
+        (self.exceptions_per_area() as u64).saturating_add(1)
     }
 
     /// Chunk holding metadata area `area` (`area_location()`):
@@ -283,7 +283,7 @@ impl Geometry {
 
     /// Whether `chunk` is the header or a metadata area, i.e. never data.
     pub const fn is_metadata_chunk(self, chunk: Chunk) -> bool {
-        chunk < NUM_SNAPSHOT_HDR_CHUNKS || chunk % self.stride() == NUM_SNAPSHOT_HDR_CHUNKS
+        chunk < NUM_SNAPSHOT_HDR_CHUNKS || matches!(chunk.checked_rem(self.stride()), Some(NUM_SNAPSHOT_HDR_CHUNKS))
     }
 
     /// Area whose data region holds `chunk` when written in order (chunk
@@ -293,7 +293,8 @@ impl Geometry {
         if self.is_metadata_chunk(chunk) {
             None
         } else {
-            Some((chunk - NUM_SNAPSHOT_HDR_CHUNKS) / self.stride())
+            // Not metadata, so `chunk >= NUM_SNAPSHOT_HDR_CHUNKS`; the stride is never 0.
+            chunk.saturating_sub(NUM_SNAPSHOT_HDR_CHUNKS).checked_div(self.stride())
         }
     }
 }
@@ -313,8 +314,8 @@ fn entry_range(geom: Geometry, index: u32) -> Result<(usize, usize), AreaError> 
         return Err(AreaError::IndexOutOfRange);
     }
     // index < 2^26, so this cannot overflow usize (>= 32 bits).
-    let start = (index as usize) * DISK_EXCEPTION_SIZE;
-    Ok((start, start + DISK_EXCEPTION_SIZE))
+    let start = (index as usize).saturating_mul(DISK_EXCEPTION_SIZE);
+    Ok((start, start.saturating_add(DISK_EXCEPTION_SIZE)))
 }
 
 /// Read entry `index` of an area buffer (`read_exception()`).
@@ -358,7 +359,7 @@ impl<'a> AreaEntries<'a> {
     pub fn new(geom: Geometry, area: &'a [u8]) -> Result<Self, AreaError> {
         let epa = geom.exceptions_per_area();
         // epa * 16 == chunk bytes, at most 2^30.
-        let need = (epa as usize) * DISK_EXCEPTION_SIZE;
+        let need = (epa as usize).saturating_mul(DISK_EXCEPTION_SIZE);
         let body = area.get(..need).ok_or(AreaError::ShortBuffer)?;
         Ok(Self {
             entries: body.chunks_exact(DISK_EXCEPTION_SIZE),
@@ -495,7 +496,16 @@ pub fn run_is_valid(geom: Geometry, first: DiskException, len: u32, cow_chunks: 
     // chunks equal to NUM_SNAPSHOT_HDR_CHUNKS modulo the stride) must lie
     // past the run.
     let stride = geom.stride();
-    let to_metadata = (NUM_SNAPSHOT_HDR_CHUNKS + stride - first.new % stride) % stride;
+    let Some(rem) = first.new.checked_rem(stride) else {
+        return false;
+    };
+    // (NUM_SNAPSHOT_HDR_CHUNKS - rem) mod stride; rem < stride and
+    // NUM_SNAPSHOT_HDR_CHUNKS < stride.
+    let to_metadata = if rem <= NUM_SNAPSHOT_HDR_CHUNKS {
+        NUM_SNAPSHOT_HDR_CHUNKS.saturating_sub(rem)
+    } else {
+        stride.saturating_sub(rem).saturating_add(NUM_SNAPSHOT_HDR_CHUNKS)
+    };
     to_metadata > extra && geom.chunk_size().chunk_to_sector(last_old).is_some()
 }
 

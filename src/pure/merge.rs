@@ -120,13 +120,19 @@ impl MergeRun {
 
     /// First origin chunk of the run (`old_chunk + 1 - linear_chunks`).
     /// Cannot underflow: the run was only grown while `last_old >= count - 1`.
+    // Plain `-` on purpose: with a key that cannot panic, the code of core's
+    // `sort_unstable_by_key(first_old)` in `snapshot/snap/merge_batch.rs`
+    // ends in a call of `panic_on_ord_violation`, which 6.12's objtool does
+    // not know as noreturn ("falls through" build warning). Make this
+    // `saturating_sub` once those sorts are replaced.
+    #[allow(clippy::arithmetic_side_effects)]
     pub const fn first_old(&self) -> Chunk {
         self.last_old - (self.count as u64 - 1)
     }
 
     /// First COW chunk of the run.
     pub const fn first_new(&self) -> Chunk {
-        self.last_new - (self.count as u64 - 1)
+        self.last_new.saturating_sub((self.count as u64).saturating_sub(1))
     }
 
     /// Whether origin chunk `chunk` is merged by this run.
@@ -295,7 +301,7 @@ pub fn plan_tail_runs<S: ExceptionSource + ?Sized>(
     max_chunks: u64,
     out: &mut [MergeRun],
 ) -> Result<usize, MergeError> {
-    let mut written = 0;
+    let mut written = 0usize;
     let mut end = end;
     let mut budget = max_chunks;
     for slot in out.iter_mut() {
@@ -308,7 +314,7 @@ pub fn plan_tail_runs<S: ExceptionSource + ?Sized>(
             break;
         };
         *slot = run;
-        written += 1;
+        written = written.saturating_add(1);
         end = end.saturating_sub(run.count() as usize);
         budget = budget.saturating_sub(u64::from(run.count()));
     }
@@ -348,7 +354,7 @@ where
         left = left.saturating_sub(run.count() as usize);
         budget = budget.saturating_sub(u64::from(run.count()));
     }
-    Ok(end - left)
+    Ok(end.saturating_sub(left))
 }
 
 /// Whether origin chunk `chunk` is merged by one of `runs`, which must be
@@ -412,10 +418,10 @@ pub fn throttle_idle_us(busy_us: u64, pct: u32) -> u64 {
     if pct >= 100 {
         return 0;
     }
-    if pct == 0 {
+    // `None` only for pct == 0.
+    let Some(idle) = busy_us.saturating_mul(u64::from(100u32.saturating_sub(pct))).checked_div(u64::from(pct)) else {
         return THROTTLE_MAX_IDLE_US;
-    }
-    let idle = busy_us.saturating_mul(u64::from(100 - pct)) / u64::from(pct);
+    };
     idle.min(THROTTLE_MAX_IDLE_US)
 }
 

@@ -17,6 +17,16 @@
 //! - [`gather`]: joining the pieces of gathered copies into large requests.
 //! - [`status`]: the INFO status values.
 
+// The module must not panic (see above): no unchecked arithmetic, no
+// indexing, no unwrap/expect/panic, in the kernel and the host build.
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
 pub mod alloc;
 pub mod chunk;
 pub mod disk;

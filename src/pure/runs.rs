@@ -61,7 +61,7 @@ impl Run {
         if len == 0 {
             return None;
         }
-        let extra = len as u64 - 1;
+        let extra = (len as u64).saturating_sub(1);
         if old.checked_add(extra).is_none() || new.checked_add(extra).is_none() {
             return None;
         }
@@ -91,25 +91,33 @@ impl Run {
     /// Last origin chunk (inclusive).
     pub const fn last_old(&self) -> Chunk {
         // Invariant: does not overflow.
-        self.old + (self.len as u64 - 1)
+        self.old.saturating_add(self.extra())
     }
 
     /// Last COW chunk (inclusive).
     pub const fn last_new(&self) -> Chunk {
-        self.new + (self.len as u64 - 1)
+        self.new.saturating_add(self.extra())
+    }
+
+    /// Chunks after the first: `len - 1`.
+    const fn extra(&self) -> u64 {
+        (self.len as u64).saturating_sub(1)
     }
 
     /// Whether origin chunk `chunk` is covered (`dm_lookup_exception()`'s
     /// `old <= chunk <= old + count`).
     pub const fn contains(&self, chunk: Chunk) -> bool {
-        chunk >= self.old && chunk - self.old < self.len as u64
+        match chunk.checked_sub(self.old) {
+            Some(off) => off < self.len as u64,
+            None => false,
+        }
     }
 
     /// COW chunk holding origin chunk `chunk`, if covered.
     pub const fn remap(&self, chunk: Chunk) -> Option<Chunk> {
         if self.contains(chunk) {
             // Within the run, so no overflow by the invariant.
-            Some(self.new + (chunk - self.old))
+            Some(self.new.saturating_add(chunk.saturating_sub(self.old)))
         } else {
             None
         }
@@ -206,12 +214,12 @@ impl Run {
         }
         if chunk == self.old {
             // len >= 2, so old + 1 and new + 1 are still inside the ranges.
-            self.old += 1;
-            self.new += 1;
+            self.old = self.old.saturating_add(1);
+            self.new = self.new.saturating_add(1);
         } else if chunk != self.last_old() {
             return Err(RunError::InMiddle);
         }
-        self.len -= 1;
+        self.len = self.len.saturating_sub(1);
         Ok(Removed::Trimmed)
     }
 
@@ -223,7 +231,7 @@ impl Run {
             return (Some(*self), None);
         }
         // Inclusive end of the removed range, saturating at u64::MAX.
-        let last = match first.checked_add(count - 1) {
+        let last = match first.checked_add(count.saturating_sub(1)) {
             Some(l) => l,
             None => u64::MAX,
         };
@@ -241,17 +249,18 @@ impl Run {
             Some(Run {
                 old: self.old,
                 new: self.new,
-                len: (first - self.old) as u32,
+                len: first.saturating_sub(self.old) as u32,
             })
         } else {
             None
         };
         let right = if last < run_last {
-            let skip = last + 1 - self.old;
+            // old <= last < run_last, so none of these overflows.
+            let next = last.saturating_add(1);
             Some(Run {
-                old: last + 1,
-                new: self.new + skip,
-                len: (run_last - last) as u32,
+                old: next,
+                new: self.new.saturating_add(next.saturating_sub(self.old)),
+                len: run_last.saturating_sub(last) as u32,
             })
         } else {
             None
@@ -281,9 +290,9 @@ impl Run {
                 len: n,
             },
             Run {
-                old: self.old + n as u64,
-                new: self.new + n as u64,
-                len: self.len - n,
+                old: self.old.saturating_add(n as u64),
+                new: self.new.saturating_add(n as u64),
+                len: self.len.saturating_sub(n),
             },
         ))
     }
@@ -333,7 +342,7 @@ impl PackedRun {
         }
         Some(Self {
             old: run.old,
-            new_len: ((run.len as u64 - 1) << LEN_SHIFT) | run.new,
+            new_len: (run.extra() << LEN_SHIFT) | run.new,
         })
     }
 
@@ -342,7 +351,7 @@ impl PackedRun {
         Run {
             old: self.old,
             new: self.new_len & NEW_MASK,
-            len: (self.new_len >> LEN_SHIFT) as u32 + 1,
+            len: self.len(),
         }
     }
 
@@ -353,7 +362,7 @@ impl PackedRun {
 
     /// Number of chunks, 1 to [`PACKED_MAX_LEN`].
     pub const fn len(&self) -> u32 {
-        (self.new_len >> LEN_SHIFT) as u32 + 1
+        ((self.new_len >> LEN_SHIFT) as u32).saturating_add(1)
     }
 
     /// Always `false`; present for API symmetry with `len()`.
@@ -555,13 +564,13 @@ pub fn group_parts(run: Run) -> impl Iterator<Item = Run> {
     let mut rest = Some(run);
     core::iter::from_fn(move || {
         let run = rest?;
-        let room = PACKED_MAX_LEN - (run.old & u64::from(PACKED_MAX_LEN - 1)) as u32;
+        let room = PACKED_MAX_LEN.saturating_sub((run.old & u64::from(PACKED_MAX_LEN - 1)) as u32);
         let take = run.len.min(room);
         // Within the run, so no overflow (Run's invariant).
         rest = (take < run.len).then(|| Run {
-            old: run.old + u64::from(take),
-            new: run.new + u64::from(take),
-            len: run.len - take,
+            old: run.old.saturating_add(u64::from(take)),
+            new: run.new.saturating_add(u64::from(take)),
+            len: run.len.saturating_sub(take),
         });
         Some(Run { old: run.old, new: run.new, len: take })
     })
@@ -607,8 +616,8 @@ fn slot_sort(runs: &mut [PackedRun], scratch: &mut [PackedRun]) -> bool {
     for (w, &word) in present.iter().enumerate() {
         let mut bits = word;
         while bits != 0 {
-            let off = w * 64 + bits.trailing_zeros() as usize;
-            bits &= bits - 1;
+            let off = w.saturating_mul(64).saturating_add(bits.trailing_zeros() as usize);
+            bits &= bits.saturating_sub(1);
             if let (Some(dst), Some(src)) = (out.next(), scratch.get(off)) {
                 *dst = *src;
             }
@@ -624,12 +633,12 @@ fn sort_by_old(runs: &mut [PackedRun]) {
     let n = runs.len();
     let mut start = n / 2;
     while start > 0 {
-        start -= 1;
+        start = start.saturating_sub(1);
         sift_down(runs, start, n);
     }
     let mut end = n;
     while end > 1 {
-        end -= 1;
+        end = end.saturating_sub(1);
         swap(runs, 0, end);
         sift_down(runs, 0, end);
     }
@@ -643,7 +652,7 @@ fn sift_down(runs: &mut [PackedRun], mut root: usize, end: usize) {
         if child >= end {
             return;
         }
-        let right = child + 1;
+        let right = child.saturating_add(1);
         if right < end && key(runs, child) < key(runs, right) {
             child = right;
         }
@@ -684,7 +693,7 @@ pub fn sorted_finish<V: RunVec + ?Sized>(v: &mut V, scratch: &mut [PackedRun]) -
             if let Some(slot) = runs.get_mut(kept) {
                 *slot = cur;
             }
-            kept += 1;
+            kept = kept.saturating_add(1);
             continue;
         };
         if cur.old <= top.last_old() {
@@ -698,7 +707,7 @@ pub fn sorted_finish<V: RunVec + ?Sized>(v: &mut V, scratch: &mut [PackedRun]) -
                 if let Some(slot) = runs.get_mut(kept) {
                     *slot = cur;
                 }
-                kept += 1;
+                kept = kept.saturating_add(1);
             }
         }
     }
@@ -717,7 +726,7 @@ pub fn sorted_remove<V: RunVec + ?Sized>(v: &mut V, first: Chunk, end: Chunk) ->
     if end <= first {
         return Ok(0);
     }
-    let count = end - first;
+    let count = end.saturating_sub(first);
     let runs = v.runs();
     // Sorted and disjoint, so last_old() is increasing as well.
     let i = runs.partition_point(|r| r.last_old() < first);
@@ -731,7 +740,7 @@ pub fn sorted_remove<V: RunVec + ?Sized>(v: &mut V, first: Chunk, end: Chunk) ->
     let covered: u64 = runs.get(i..j).map_or(0, |s| s.iter().map(|r| u64::from(r.len())).sum());
     let left = head.unpack().subtract(first, count).0;
     let right = tail.unpack().subtract(first, count).1;
-    let kept = left.map_or(0, |r| u64::from(r.len)) + right.map_or(0, |r| u64::from(r.len));
+    let kept = left.map_or(0, |r| u64::from(r.len)).saturating_add(right.map_or(0, |r| u64::from(r.len)));
     let pack = |r: Option<Run>| r.and_then(|r| PackedRun::pack(&r));
     let (left, right) = (pack(left), pack(right));
     let removed = covered.saturating_sub(kept);
@@ -750,7 +759,7 @@ pub fn sorted_remove<V: RunVec + ?Sized>(v: &mut V, first: Chunk, end: Chunk) ->
                 if let Some(slot) = v.runs_mut().get_mut(at) {
                     *slot = piece;
                 }
-                at += 1;
+                at = at.saturating_add(1);
             }
             remove_at(v, at, j.saturating_sub(at));
         }
