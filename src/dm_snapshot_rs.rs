@@ -15,6 +15,7 @@
 
 // `pin_init!` of `SnapCore` (many fields) needs more than the default 128.
 #![recursion_limit = "256"]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, clippy::arithmetic_side_effects)]
 
 mod dm;
 mod origin;

@@ -60,7 +60,7 @@ impl BounceCopier {
         for (src, dest, sectors) in steps {
             let mut done = 0;
             while done < sectors {
-                let n = (sectors - done).min(step);
+                let n = sectors.saturating_sub(done).min(step);
                 let src_start = src.checked_add(done).ok_or(EINVAL)?;
                 let dest_start = dest.checked_add(done).ok_or(EINVAL)?;
                 let countdown = IoCountdown::new()?;
@@ -84,7 +84,7 @@ impl BounceCopier {
                 }
                 pending = Some((to.region(dest_start, n), into_b1));
                 into_b1 = !into_b1;
-                done += n;
+                done = done.saturating_add(n);
             }
         }
         if let Some((dest, in_b1)) = pending {

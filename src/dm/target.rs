@@ -54,7 +54,7 @@ impl MapResult {
             Self::DelayRequeue => dmb::DM_MAPIO_DELAY_REQUEUE,
         };
         // The constants are small (0..=4): the conversion cannot fail.
-        c_int::try_from(raw).unwrap_or(-(bindings::EIO as c_int))
+        c_int::try_from(raw).unwrap_or((bindings::EIO as c_int).wrapping_neg())
     }
 }
 

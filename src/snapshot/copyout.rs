@@ -8,6 +8,7 @@ use kernel::sync::Arc;
 use crate::dm::kcopyd::{CopyCallback, HeldRegion};
 use crate::dm::sync::NoIoScope;
 use crate::pure::chunk::{Chunk, ChunkSize};
+
 use super::snap::SnapCore;
 
 
@@ -94,14 +95,14 @@ impl NewRuns {
     pub(crate) fn push(&mut self, chunk: Chunk, new: Chunk) {
         if let Some(last) = self.len.checked_sub(1).and_then(|i| self.runs.get_mut(i)) {
             let k = u64::from(last.count);
-            if last.chunk + k == chunk && last.new + k == new && last.count < u32::MAX {
-                last.count += 1;
+            if last.chunk.checked_add(k) == Some(chunk) && last.new.checked_add(k) == Some(new) && last.count < u32::MAX {
+                last.count = last.count.saturating_add(1);
                 return;
             }
         }
         if let Some(slot) = self.runs.get_mut(self.len) {
             *slot = NewRun { chunk, new, count: 1 };
-            self.len += 1;
+            self.len = self.len.saturating_add(1);
         }
     }
 }
@@ -140,7 +141,7 @@ impl CopyGroup {
         }
         if let Some(slot) = self.members.get_mut(self.len) {
             *slot = Some((snap.clone(), run));
-            self.len += 1;
+            self.len = self.len.saturating_add(1);
         } else {
             // Cannot happen: a full group was started above.
             snap.copies_done(run.chunk, run.count, false);
@@ -180,7 +181,7 @@ impl CopyGroup {
                 (Some(dst), Some(region), Some(slot)) => {
                     *region = snap.cow().region(dst, sectors);
                     *slot = Some((snap.clone(), run.chunk, run.count));
-                    n += 1;
+                    n = n.saturating_add(1);
                 }
                 _ => snap.copies_done(run.chunk, run.count, false),
             }

@@ -27,11 +27,11 @@ use kernel::sync::{Arc, Mutex};
 use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_work};
 
-use crate::dm::dm_io::{DmIoClient, IoBuffer, IoOp};
-use crate::dm::params::copy_throttle_pct;
-use crate::dm::kvec;
-use crate::dm::sync::{self as dmsync, NoIoScope};
 use crate::dm::HeldDev;
+use crate::dm::dm_io::{DmIoClient, IoBuffer, IoOp};
+use crate::dm::kvec;
+use crate::dm::params::copy_throttle_pct;
+use crate::dm::sync::{self as dmsync, NoIoScope};
 use crate::pure::gather::{join_adjacent, Piece};
 
 use super::copyout::{OriginCopy, MAX_COPY_DESTS};
@@ -187,7 +187,7 @@ impl Gatherer {
             if reads.push(piece, GFP_KERNEL).is_err() {
                 return false;
             }
-            at += src.count();
+            at = at.saturating_add(src.count());
         }
         for i in 0..MAX_COPY_DESTS {
             let mut at = 0u64;
@@ -199,7 +199,7 @@ impl Gatherer {
                         return false;
                     }
                 }
-                at += len;
+                at = at.saturating_add(len);
             }
         }
         let n = join_adjacent(reads.as_mut_slice());
@@ -229,13 +229,13 @@ fn batch_end(copies: &[Option<OriginCopy>], from: usize) -> usize {
     let mut end = from;
     for copy in copies.iter().skip(from).take(GATHER_MAX_COPIES) {
         let len = copy.as_ref().map_or(0, |c| c.source().count());
-        if end > from && sectors + len > limit {
+        if end > from && sectors.saturating_add(len) > limit {
             break;
         }
-        sectors += len;
-        end += 1;
+        sectors = sectors.saturating_add(len);
+        end = end.saturating_add(1);
     }
-    end.max(from + 1).min(copies.len())
+    end.max(from.saturating_add(1)).min(copies.len())
 }
 
 impl WorkItem for Gatherer {

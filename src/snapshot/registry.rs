@@ -18,8 +18,8 @@ use crate::dm::{kvec, Bio, OwnedBio};
 use crate::pure::merge::CopyPlan;
 
 use super::copyout::{CopyGroup, NewRuns};
-use super::snap::{HandoverRefusal, SnapCore, TargetId};
 use super::gather::Gatherer;
+use super::snap::{HandoverRefusal, SnapCore, TargetId};
 
 /// An origin write, either still in `map` or held and being retried.
 pub(crate) enum OriginBio<'a> {
@@ -350,7 +350,7 @@ impl EntryRef {
         let mut entries = registry.entries.lock();
         for (entry, users) in entries.iter_mut() {
             if entry.devt == devt {
-                *users += 1;
+                *users = users.saturating_add(1);
                 return Ok(Self { entry: entry.clone() });
             }
         }

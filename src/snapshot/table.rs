@@ -139,7 +139,7 @@ impl ExceptionTable {
         for _ in 0..n {
             buckets.push(Bucket(KVec::new()), GFP_KERNEL)?;
         }
-        Ok(Self { buckets, mask: n - 1, runs: 0, chunks: 0 })
+        Ok(Self { buckets, mask: n.saturating_sub(1), runs: 0, chunks: 0 })
     }
 
     fn bucket_index(&self, chunk: Chunk) -> usize {
@@ -161,11 +161,11 @@ impl ExceptionTable {
         let index = self.bucket_index(old);
         let bucket = self.buckets.get_mut(index).ok_or(EINVAL)?;
         match runs::sorted_insert(bucket, old, new).map_err(table_errno)? {
-            runs::Inserted::New => self.runs += 1,
+            runs::Inserted::New => self.runs = self.runs.saturating_add(1),
             runs::Inserted::Joined => self.runs = self.runs.saturating_sub(1),
             runs::Inserted::Extended(_) => {}
         }
-        self.chunks += 1;
+        self.chunks = self.chunks.saturating_add(1);
         Ok(())
     }
 
@@ -176,14 +176,14 @@ impl ExceptionTable {
         let mut chunk = first;
         while chunk < end {
             // One hash group at a time: runs never cross a group.
-            let group_end = ((chunk >> GROUP_SHIFT) + 1) << GROUP_SHIFT;
+            let group_end = (chunk >> GROUP_SHIFT).saturating_add(1) << GROUP_SHIFT;
             let stop = if group_end == 0 { end } else { end.min(group_end) };
             let index = self.bucket_index(chunk);
             let bucket = self.buckets.get_mut(index).ok_or(EINVAL)?;
             let before = bucket.runs().len();
             let removed = runs::sorted_remove(bucket, chunk, stop).map_err(table_errno)?;
             let after = bucket.runs().len();
-            self.runs = (self.runs + after).saturating_sub(before);
+            self.runs = self.runs.saturating_add(after).saturating_sub(before);
             self.chunks = self.chunks.saturating_sub(removed);
             chunk = stop;
         }
@@ -247,7 +247,7 @@ impl TableBuilder {
             let index = self.table.bucket_index(part.old());
             let bucket = self.table.buckets.get_mut(index).ok_or(BuildError::NoMem)?;
             runs::unsorted_push_run(&mut LoadBucket(bucket), part.old(), part.new_chunk(), part.len())?;
-            self.table.chunks += u64::from(part.len());
+            self.table.chunks = self.table.chunks.saturating_add(u64::from(part.len()));
         }
         Ok(())
     }

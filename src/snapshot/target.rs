@@ -10,19 +10,16 @@ use kernel::c_str;
 use kernel::ffi::c_int;
 use kernel::prelude::*;
 use kernel::str::CStr;
-
-
 use kernel::sync::Arc;
 
 use crate::dm::args::parse_decimal;
 use crate::dm::kcopyd::KcopydClient;
 use crate::dm::log::{dm_err, dm_warn};
 use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, HeldDev, MapResult, OpenMode, QueueLimits, Setup, StatusType, StatusWriter, Target, TargetOps};
-
 use crate::pure::chunk::ChunkSize;
 
-use super::snap::{CoreParts, HandoverRefusal, Resume, SnapCore, StateFlags, TargetId};
 use super::registry::{Claimed, EntryRef, MergeTable};
+use super::snap::{CoreParts, HandoverRefusal, Resume, SnapCore, StateFlags, TargetId};
 use super::store::{self, StoreKind};
 
 /// Optional features of the table line.
@@ -68,7 +65,7 @@ impl Features {
     }
 
     fn count(self) -> u32 {
-        u32::from(self.discard_zeroes_cow) + u32::from(self.discard_passdown_origin)
+        u32::from(self.discard_zeroes_cow).saturating_add(u32::from(self.discard_passdown_origin))
     }
 }
 

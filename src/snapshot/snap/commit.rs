@@ -7,10 +7,11 @@ use kernel::rbtree::RBTree;
 use kernel::sync::Arc;
 
 use crate::dm::log::dm_err;
+use crate::dm::params::test_hooks;
 use crate::dm::sync::NoIoScope;
 use crate::pure::chunk::Chunk;
 use crate::snapshot::store::{AreaBatch, BatchWritten, SlotReservation};
-use crate::dm::params::test_hooks;
+
 use super::{SnapCore, SnapState};
 
 /// One exception of a commit batch.
@@ -45,7 +46,7 @@ impl SnapState {
             }
             match self.pending.map.get(chunk) {
                 Some(pe) if pe.copied.is_none() => break,
-                _ => finished += 1,
+                _ => finished = finished.saturating_add(1),
             }
         }
         finished >= room

@@ -22,9 +22,10 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use kernel::prelude::*;
 
-use crate::dm::log::dm_err;
 use crate::dm::TargetHandle;
+use crate::dm::log::dm_err;
 use crate::snapshot::store::StoreKind;
+
 use super::SnapCore;
 
 /// Identifies one table entry (target instance) of the `snapshot` and

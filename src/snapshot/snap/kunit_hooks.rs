@@ -10,8 +10,9 @@ use core::sync::atomic::Ordering;
 use kernel::sync::Arc;
 
 use crate::pure::chunk::Chunk;
-use crate::snapshot::registry::OriginBio;
 use crate::snapshot::copyout::NewRuns;
+use crate::snapshot::registry::OriginBio;
+
 use super::SnapCore;
 
 

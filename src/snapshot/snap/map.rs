@@ -8,11 +8,12 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 use crate::dm::kcopyd::CopyCallback;
+use crate::dm::params;
 use crate::dm::sync::{Exclusive, NoIoScope};
 use crate::dm::{Bio, BioOp, MapResult, OwnedBio};
 use crate::pure::chunk::Chunk;
-use crate::dm::params;
 use crate::snapshot::copyout::CopyJob;
+
 use super::SnapCore;
 use super::handover::TargetId;
 
@@ -212,7 +213,7 @@ impl SnapCore {
         if let Some(slot) = bio.per_bio_u64(ti) {
             let b = slot.swap(0, Ordering::Relaxed);
             if b != 0 {
-                if let Some(counter) = self.tracked.get((b - 1) as usize) {
+                if let Some(counter) = self.tracked.get(usize::try_from(b.saturating_sub(1)).unwrap_or(usize::MAX)) {
                     counter.dec();
                 }
             }

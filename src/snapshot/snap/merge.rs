@@ -2,28 +2,28 @@
 
 //! The merge: the `snapshot-merge` target's I/O path and the merge worker.
 
+use core::ops::Sub;
 use core::sync::atomic::Ordering;
 
 use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::time::Ktime;
 
+use crate::dm::{TargetBio, TargetBioList};
+use crate::dm::bounce::BounceCopier;
 use crate::dm::log::dm_err;
+use crate::dm::params::{self, test_hooks};
 use crate::dm::sync::{self as dmsync, NoIoScope};
 use crate::dm::{Bio, BioOp, MapResult};
 use crate::pure::merge::{runs_contain, throttle_idle_us, MergeRun};
 use crate::snapshot::registry::{OriginBio, OriginOutcome};
 use crate::snapshot::store::{MergePlanError, MergePlanner};
-use crate::dm::TargetBio;
-use crate::dm::TargetBioList;
-use crate::dm::bounce::BounceCopier;
-use crate::dm::params;
-use crate::dm::params::test_hooks;
-use super::{SnapCore, SnapState};
+
 use super::handover::TargetId;
 use super::merge_batch::CopiedBatch;
 use super::merge_pace::{MergeBudget, MergePace};
 use super::track::DUAL_WRITES;
+use super::{SnapCore, SnapState};
 
 /// The merge's part of `SnapState`.
 pub(super) struct MergeState {
@@ -368,7 +368,7 @@ impl SnapCore {
             };
             let copy_start = Ktime::ktime_get();
             let copy_ok = next.plans.is_empty() || self.copy_back(&next.plans, copier.as_deref_mut()).is_ok();
-            let copy_us = u64::try_from((Ktime::ktime_get() - copy_start).to_ns() / 1000).unwrap_or(0);
+            let copy_us = u64::try_from(Ktime::ktime_get().sub(copy_start).to_ns().saturating_div(1000)).unwrap_or(0);
             throttle_us = throttle_idle_us(copy_us, params::copy_throttle_pct());
             if copy_ok {
                 self.batch_copied(&mut next, copied.as_ref());

@@ -4,18 +4,15 @@
 
 use kernel::prelude::*;
 
-use crate::dm::dm_io::DmIoClient;
+use crate::dm::{BioList, TargetBio, TargetBioList};
+use crate::dm::bounce::{BOUNCE_MIN_SECTORS, BounceCopier};
+use crate::dm::dm_io::{DmIoClient, FlushInFlight};
 use crate::dm::log::dm_err;
+use crate::dm::params::test_hooks;
 use crate::dm::sync::{self as dmsync, Countdown};
-use crate::dm::BioList;
 use crate::pure::merge::{runs_contain, CopyPlan, MergeRun};
 use crate::snapshot::store::{MergeBatch, MergePlanner};
-use crate::dm::TargetBio;
-use crate::dm::TargetBioList;
-use crate::dm::bounce::BounceCopier;
-use crate::dm::bounce::BOUNCE_MIN_SECTORS;
-use crate::dm::dm_io::FlushInFlight;
-use crate::dm::params::test_hooks;
+
 use super::SnapCore;
 use super::merge::MergeFailure;
 use super::merge_pace::MergeBudget;
@@ -85,12 +82,12 @@ impl SnapCore {
         // Writes to the COW copies tracked in the other generation were
         // sent before the previous batch set its window; none are added.
         let gen = self.state.lock().merge.track_gen;
-        self.wait_tracked(1 - gen, u64::MAX);
+        self.wait_tracked(gen ^ 1, u64::MAX);
         // From now on writes to the window wait, and the others count in
         // the other generation: `gen`'s counters only go down.
         let window = {
             let mut st = self.state.lock();
-            st.merge.track_gen = 1 - gen;
+            st.merge.track_gen = gen ^ 1;
             if copied.is_some() {
                 st.merge.window = union;
                 Some(window)

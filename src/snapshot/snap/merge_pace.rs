@@ -2,11 +2,14 @@
 
 //! How fast the merge goes: batch sizes, pacing and the copy throttle.
 
+use core::ops::Sub;
+
 use kernel::time::{ktime_ms_delta, Ktime};
 
-use crate::dm::sync::{self as dmsync};
+use crate::dm::sync as dmsync;
 use crate::pure::chunk::ChunkSize;
 use crate::pure::merge::{pace_delay_us, BatchLimit, BatchSizing, MergeLoad};
+
 use super::SnapCore;
 
 impl SnapCore {
@@ -20,7 +23,7 @@ impl SnapCore {
             let slice = us.min(THROTTLE_SLICE_US);
             let slice_u32 = u32::try_from(slice).unwrap_or(u32::MAX);
             dmsync::sleep_range_us(slice_u32, slice_u32.saturating_add(500));
-            us -= slice;
+            us = us.saturating_sub(slice);
         }
     }
 }
@@ -76,7 +79,7 @@ impl MergePace {
         let Some((start, runs)) = self.last else {
             return 0;
         };
-        let elapsed_us = (Ktime::ktime_get() - start).to_ns() / 1000;
+        let elapsed_us = Ktime::ktime_get().sub(start).to_ns().saturating_div(1000);
         pace_delay_us(runs, MERGE_RUN_INTERVAL_US, elapsed_us)
     }
 
@@ -107,10 +110,10 @@ pub(super) struct MergeBudget {
 impl MergeBudget {
     pub(super) fn new(chunk: ChunkSize, io_seen: u64) -> Self {
         let per = chunk.bytes().max(1);
-        let min = (MERGE_BATCH_MIN_BYTES / per).max(1) as u64;
-        let max = (MERGE_BATCH_BYTES / per).max(1) as u64;
-        let start = (MERGE_BATCH_START_BYTES / per).max(1) as u64;
-        let busy_chunks = (MERGE_BUSY_BYTES / per).max(1) as u64;
+        let min = MERGE_BATCH_MIN_BYTES.checked_div(per).unwrap_or(1).max(1) as u64;
+        let max = MERGE_BATCH_BYTES.checked_div(per).unwrap_or(1).max(1) as u64;
+        let start = MERGE_BATCH_START_BYTES.checked_div(per).unwrap_or(1).max(1) as u64;
+        let busy_chunks = MERGE_BUSY_BYTES.checked_div(per).unwrap_or(1).max(1) as u64;
         let sizing =
             BatchSizing { min, max, busy_chunks, busy_runs: MERGE_BUSY_RUNS, active_runs: MERGE_ACTIVE_RUNS };
         // The first batch is run-limited as on an active device: on a

@@ -41,26 +41,26 @@ pub(crate) use handover::{HandoverRefusal, Resume, TargetId};
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use kernel::new_condvar;
 use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, CondVar, Mutex};
-use kernel::new_condvar;
 use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_work};
 
-use crate::dm::kcopyd::KcopydClient;
+use crate::dm::HeldDev;
+use crate::dm::kcopyd::{HeldRegion, KcopydClient};
 use crate::dm::log::dm_err;
+use crate::dm::sync as dmsync;
 use crate::dm::wait::WaitCounter;
-use crate::dm::sync::{self as dmsync};
 use crate::dm::{BioList, TargetHandle};
 use crate::pure::chunk::ChunkSize;
 use crate::pure::status::{InfoStatus, Usage};
+use crate::snapshot::copyout::CopyJob;
 use crate::snapshot::registry::OriginEntry;
 use crate::snapshot::store::{Cursor, MetadataIo, StoreKind};
 use crate::snapshot::table::ExceptionTable;
-use crate::dm::HeldDev;
-use crate::dm::kcopyd::HeldRegion;
-use crate::snapshot::copyout::CopyJob;
+
 use handover::{Owner, Ownership};
 use merge::MergeState;
 use pending::PendingSet;

@@ -5,9 +5,9 @@
 use kernel::sync::Arc;
 
 use crate::dm::sync::NoIoScope;
-
-use crate::snapshot::registry::OriginBio;
 use crate::snapshot::copyout::NewRuns;
+use crate::snapshot::registry::OriginBio;
+
 use super::{SnapCore, SnapState};
 
 impl SnapCore {
@@ -44,7 +44,7 @@ impl SnapCore {
             return;
         }
         let first = self.chunk.sector_to_chunk(start);
-        let last = self.chunk.sector_to_chunk(end - 1);
+        let last = self.chunk.sector_to_chunk(end.saturating_sub(1));
         for chunk in first..=last {
             if let Some(pe) = st.pending.map.get_mut(&chunk) {
                 if let Some(b) = bio.take() {

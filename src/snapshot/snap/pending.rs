@@ -12,8 +12,9 @@ use crate::dm::BioList;
 use crate::dm::bio::FullWrite;
 use crate::dm::log::dm_err;
 use crate::pure::chunk::{Chunk, ChunkSize};
-use crate::snapshot::store::StoreKind;
 use crate::snapshot::copyout::{CopyGroup, NewRun};
+use crate::snapshot::store::StoreKind;
+
 use super::{SnapCore, SnapState};
 
 /// An exception whose copy is in flight or not yet committed.
@@ -87,9 +88,9 @@ impl SnapCore {
             self.invalidate(st, "Unable to allocate exception");
             return None;
         }
-        st.pending.next_seq += 1;
-        st.pending.copying += 1;
-        st.pending.ordered += 1;
+        st.pending.next_seq = st.pending.next_seq.wrapping_add(1);
+        st.pending.copying = st.pending.copying.saturating_add(1);
+        st.pending.ordered = st.pending.ordered.saturating_add(1);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.copies_in_progress.fetch_add(1, Ordering::AcqRel);
         Some(new)

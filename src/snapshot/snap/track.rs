@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::dm::Bio;
 use crate::pure::chunk::Chunk;
 use crate::pure::merge::MergeRun;
+
 use super::SnapCore;
 
 /// Buckets of the in-flight snapshot-read counters.
@@ -25,13 +26,18 @@ const ORIGIN_READS: usize = 3;
 
 impl SnapCore {
     fn track_bucket(chunk: Chunk) -> usize {
-        (chunk as usize) % TRACK_BUCKETS
+        (chunk as usize) & (TRACK_BUCKETS - 1)
+    }
+
+    /// The index in `tracked` of generation `gen`'s counter of `bucket`.
+    fn counter_index(gen: usize, bucket: usize) -> usize {
+        gen.saturating_mul(TRACK_BUCKETS).saturating_add(bucket)
     }
 
     /// Waits (process context) until no tracked bio of generation `gen`
     /// in the buckets of `buckets` (a bit per bucket) is in flight.
     pub(super) fn wait_tracked(&self, gen: usize, buckets: u64) {
-        let Some(counters) = self.tracked.get(gen * TRACK_BUCKETS..(gen + 1) * TRACK_BUCKETS) else {
+        let Some(counters) = self.tracked.get(Self::counter_index(gen, 0)..Self::counter_index(gen.saturating_add(1), 0)) else {
             return;
         };
         for (b, counter) in counters.iter().enumerate() {
@@ -45,7 +51,7 @@ impl SnapCore {
     /// in (caller holds the state lock).
     pub(super) fn origin_read_gen(&self, chunk: Chunk) -> usize {
         let epoch = self.read_epoch.get(Self::track_bucket(chunk)).map_or(0, |e| e.load(Ordering::Acquire));
-        ORIGIN_READS + (epoch as usize & 1)
+        ORIGIN_READS | (epoch as usize & 1)
     }
 
     /// Waits (commit worker) until the snapshot reads of `chunk` sent to
@@ -61,22 +67,22 @@ impl SnapCore {
         };
         let current = epoch.load(Ordering::Acquire) & 1;
         let bucket = 1u64 << b;
-        self.wait_tracked(ORIGIN_READS + (1 - current as usize), bucket);
+        self.wait_tracked(ORIGIN_READS | (current as usize ^ 1), bucket);
         {
             let _st = self.state.lock();
-            epoch.store(1 - current, Ordering::Release);
+            epoch.store(current ^ 1, Ordering::Release);
         }
-        self.wait_tracked(ORIGIN_READS + current as usize, bucket);
+        self.wait_tracked(ORIGIN_READS | current as usize, bucket);
     }
 
     /// Counts `bio` as in flight against origin chunk `chunk`, in
     /// generation `gen` (the current one: the caller holds the state
     /// lock), until `end_io` (`track_chunk()`).
     pub(super) fn track(&self, _bio: &Bio, slot: Option<&AtomicU64>, chunk: Chunk, gen: usize) {
-        let b = gen * TRACK_BUCKETS + Self::track_bucket(chunk);
+        let b = Self::counter_index(gen, Self::track_bucket(chunk));
         if let (Some(slot), Some(counter)) = (slot, self.tracked.get(b)) {
             counter.inc();
-            slot.store(b as u64 + 1, Ordering::Relaxed);
+            slot.store((b as u64).saturating_add(1), Ordering::Relaxed);
         }
     }
 
@@ -87,14 +93,14 @@ impl SnapCore {
     /// at the commit. A write that meets one waits for the commit.
     pub(super) fn dual_write_in_flight(&self, chunk: Chunk) -> bool {
         self.tracked
-            .get(DUAL_WRITES * TRACK_BUCKETS + Self::track_bucket(chunk))
+            .get(Self::counter_index(DUAL_WRITES, Self::track_bucket(chunk)))
             .is_some_and(|c| c.get() != 0)
     }
 
     /// Waits (process context, no lock held) until no dual write to a chunk
     /// of `chunk`'s bucket is in flight.
     pub(super) fn wait_dual_writes(&self, chunk: Chunk) {
-        if let Some(c) = self.tracked.get(DUAL_WRITES * TRACK_BUCKETS + Self::track_bucket(chunk)) {
+        if let Some(c) = self.tracked.get(Self::counter_index(DUAL_WRITES, Self::track_bucket(chunk))) {
             c.wait_zero();
         }
     }

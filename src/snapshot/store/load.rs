@@ -14,8 +14,8 @@ use crate::dm::{CtrError, DmDev, HeldDev};
 use crate::pure::alloc::{LoadError, LoadProgress, Loader, PersistentState};
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::disk::{self, decode_header, Geometry, HeaderError, HeaderState};
-
 use crate::snapshot::table::{BuildError, TableBuilder};
+
 use super::persistent::MetadataIo;
 use super::{chunk_error, new_table, origin_merging, Cursor, Loaded};
 
@@ -237,7 +237,7 @@ const PREFETCH_MAX_AREAS: u32 = 64;
 const PREFETCH_BYTES: usize = 256 << 10;
 
 fn prefetch_window(chunk_bytes: usize) -> u32 {
-    let areas = PREFETCH_BYTES / chunk_bytes.max(1);
+    let areas = PREFETCH_BYTES.checked_div(chunk_bytes).unwrap_or(PREFETCH_BYTES);
     u32::try_from(areas).unwrap_or(PREFETCH_MAX_AREAS).clamp(PREFETCH_MIN_AREAS, PREFETCH_MAX_AREAS)
 }
 

@@ -10,9 +10,9 @@
 
 use kernel::prelude::*;
 
+use crate::dm::HeldDev;
 use crate::dm::dm_io::{DmIoClient, IoBuffer, IoOp};
 use crate::dm::kcopyd::HeldRegion;
-use crate::dm::HeldDev;
 use crate::pure::alloc::PersistentState;
 use crate::pure::chunk::{Chunk, ChunkSize};
 use crate::pure::disk::{self, DiskException, DiskHeader, Geometry};
