@@ -7,10 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use dmsnap_core::pure::runs::{
+use dmsnap_core::pure::run_bucket::{
     sort_runs, sorted_finish, sorted_insert, sorted_lookup, sorted_remove, unsorted_push, unsorted_push_run, Inserted, PackedRun,
-    Run, RunVec, Side, TableError, GROUP_SHIFT, PACKED_MAX_LEN, PACKED_NEW_LIMIT,
+    RunVec, TableError, GROUP_SHIFT, PACKED_MAX_LEN, PACKED_NEW_LIMIT,
 };
+use dmsnap_core::pure::runs::{Run, Side};
 use proptest::prelude::*;
 
 /// A bucket backed by a `Vec`, optionally refusing to grow past `limit`.

@@ -14,6 +14,7 @@
 pub(crate) mod args;
 pub(crate) mod bindings;
 pub(crate) mod bio;
+pub(crate) mod bio_list;
 pub(crate) mod bounce;
 pub(crate) mod bufio;
 pub(crate) mod device;
@@ -31,7 +32,8 @@ pub(crate) mod target;
 pub(crate) mod wait;
 
 pub(crate) use args::Args;
-pub(crate) use bio::{Bio, BioList, BioOp, OwnedBio, TargetBio, TargetBioList};
+pub(crate) use bio::{Bio, BioOp, OwnedBio};
+pub(crate) use bio_list::{BioList, TargetBio, TargetBioList};
 pub(crate) use device::{BdevHandle, DmDev, HeldDev, OpenMode};
 pub(crate) use status::{StatusType, StatusWriter};
 pub(crate) use target::{CtrError, DeviceVisitor, MapResult, QueueLimits, Registration, Setup, Target, TargetHandle, TargetOps};

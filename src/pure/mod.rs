@@ -13,6 +13,7 @@
 //! - [`alloc`]: the persistent/transient stores' allocation, commit, load and
 //!   merge cursors.
 //! - [`runs`]: consecutive-chunk runs for the exception table.
+//! - [`run_bucket`]: one bucket of the exception table (sorted packed runs).
 //! - [`merge`]: choosing the next linear run(s) to merge.
 //! - [`gather`]: joining the pieces of gathered copies into large requests.
 //! - [`status`]: the INFO status values.
@@ -32,5 +33,6 @@ pub mod chunk;
 pub mod disk;
 pub mod gather;
 pub mod merge;
+pub mod run_bucket;
 pub mod runs;
 pub mod status;

@@ -9,7 +9,7 @@
 //! [`PackedRun`]s sorted by origin chunk (a binary search, not a list
 //! walk), and its runs are kept maximal: an exception that fills the gap
 //! between two runs joins them. The list logic is pure
-//! ([`crate::pure::runs`], host-tested); this file holds the vectors.
+//! ([`crate::pure::runs`] and [`crate::pure::run_bucket`], host-tested); this file holds the vectors.
 //!
 //! A persistent store is loaded with a [`TableBuilder`]: exceptions are
 //! appended in any order, and each bucket is sorted and joined once at the
@@ -19,7 +19,8 @@ use kernel::prelude::*;
 
 use crate::dm::kvec;
 use crate::pure::chunk::Chunk;
-use crate::pure::runs::{self, PackedRun, Run, RunVec, TableError};
+use crate::pure::run_bucket::{self as runs, PackedRun, RunVec, TableError};
+use crate::pure::runs::Run;
 
 /// Origin chunks per hash group (upstream: `DM_CHUNK_CONSECUTIVE_BITS`).
 pub(crate) const GROUP_SHIFT: u32 = runs::GROUP_SHIFT;
