@@ -248,6 +248,7 @@ impl SnapCore {
         if let Err(this) = dmsync::merge_queue().enqueue::<Arc<Self>, 1>(self.clone()) {
             // Cannot be queued already (merge_running was clear); be safe.
             this.state.lock().merge.running = false;
+            this.state_changed.notify_all();
         }
     }
 

@@ -29,6 +29,13 @@ impl SnapCore {
         (chunk as usize) & (TRACK_BUCKETS - 1)
     }
 
+    /// The generation of [`SnapCore::tracked`] that snapshot reads sent to
+    /// the origin count in during read epoch `epoch` (of a bucket): one of
+    /// the two from [`ORIGIN_READS`].
+    fn origin_read_generation(epoch: u32) -> usize {
+        ORIGIN_READS.saturating_add(epoch as usize & 1)
+    }
+
     /// The index in `tracked` of generation `gen`'s counter of `bucket`.
     fn counter_index(gen: usize, bucket: usize) -> usize {
         gen.saturating_mul(TRACK_BUCKETS).saturating_add(bucket)
@@ -51,7 +58,7 @@ impl SnapCore {
     /// in (caller holds the state lock).
     pub(super) fn origin_read_gen(&self, chunk: Chunk) -> usize {
         let epoch = self.read_epoch.get(Self::track_bucket(chunk)).map_or(0, |e| e.load(Ordering::Acquire));
-        ORIGIN_READS | (epoch as usize & 1)
+        Self::origin_read_generation(epoch)
     }
 
     /// Waits (commit worker) until the snapshot reads of `chunk` sent to
@@ -67,12 +74,12 @@ impl SnapCore {
         };
         let current = epoch.load(Ordering::Acquire) & 1;
         let bucket = 1u64 << b;
-        self.wait_tracked(ORIGIN_READS | (current as usize ^ 1), bucket);
+        self.wait_tracked(Self::origin_read_generation(current ^ 1), bucket);
         {
             let _st = self.state.lock();
             epoch.store(current ^ 1, Ordering::Release);
         }
-        self.wait_tracked(ORIGIN_READS | current as usize, bucket);
+        self.wait_tracked(Self::origin_read_generation(current), bucket);
     }
 
     /// Counts `bio` as in flight against origin chunk `chunk`, in
