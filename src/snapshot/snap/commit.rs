@@ -196,7 +196,7 @@ impl SnapCore {
             unsafe { ti.table_event() };
         }
         drop(st);
-        self.state_changed.notify_all();
+        self.notify_state_change();
         while let Some(bio) = waiters.pop() {
             self.entry.retry(bio);
         }

@@ -36,7 +36,7 @@ impl SnapCore {
         }
         let mut st = self.state.lock();
         while self.over_cow_threshold() {
-            self.state_changed.wait(&mut st);
+            self.wait_state_change(&mut st);
         }
     }
 

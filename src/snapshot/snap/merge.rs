@@ -248,7 +248,7 @@ impl SnapCore {
         if let Err(this) = dmsync::merge_queue().enqueue::<Arc<Self>, 1>(self.clone()) {
             // Cannot be queued already (merge_running was clear); be safe.
             this.state.lock().merge.running = false;
-            this.state_changed.notify_all();
+            this.notify_state_change();
         }
     }
 
@@ -263,10 +263,10 @@ impl SnapCore {
             }
             st.merge.stop = true;
         }
-        self.state_changed.notify_all();
+        self.notify_state_change();
         let mut st = self.state.lock();
         while st.merge.running {
-            self.state_changed.wait(&mut st);
+            self.wait_state_change(&mut st);
         }
     }
 
@@ -315,7 +315,7 @@ impl SnapCore {
         // into the store: let them finish before the list starts to shrink.
         let mut st = self.state.lock();
         while self.in_flight.load(Ordering::Acquire) != 0 && !st.merge.stop {
-            self.state_changed.wait(&mut st);
+            self.wait_state_change(&mut st);
         }
         drop(st);
         // Large runs are copied through one bounce buffer with big dm-io
@@ -402,7 +402,7 @@ impl SnapCore {
     /// The merge worker is done (it may be queued again).
     fn merge_stopped(&self) {
         self.state.lock().merge.running = false;
-        self.state_changed.notify_all();
+        self.notify_state_change();
     }
 
     /// A planner from the committed state; `None` if there is nothing to

@@ -44,6 +44,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::new_condvar;
 use kernel::new_mutex;
 use kernel::prelude::*;
+use kernel::sync::lock::{mutex::MutexBackend, Guard};
 use kernel::sync::{Arc, CondVar, Mutex};
 use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_work};
@@ -153,6 +154,10 @@ pub(crate) struct SnapCore {
     /// written, the merge was asked to stop or stopped.
     #[pin]
     state_changed: CondVar,
+    /// Waiters on `state_changed` (changed under the state lock): the
+    /// notifiers skip the wake-up, a spinlock on every copy and every
+    /// completion, while there is none.
+    state_waiters: AtomicU32,
     /// Metadata I/O: the commit worker, the invalidation header, the
     /// merge's planning and commits. `None` after `shutdown` (and for a
     /// transient store).
@@ -243,6 +248,7 @@ impl SnapCore {
                 merge_work <- new_work!("dm_snapshot_rs:merge"),
                 tracked: core::array::from_fn(|_| WaitCounter::new()),
                 state_changed <- new_condvar!("dm_snapshot_rs:state_changed"),
+                state_waiters: AtomicU32::new(0),
                 read_epoch: core::array::from_fn(|_| AtomicU32::new(0)),
                 in_flight: AtomicU64::new(0),
                 copies_in_progress: AtomicU64::new(0),
@@ -300,6 +306,24 @@ impl SnapCore {
         self.kick();
     }
 
+    /// Sleeps until `state_changed` is notified, releasing `st` meanwhile;
+    /// the caller checks its condition again.
+    fn wait_state_change(&self, st: &mut Guard<'_, SnapState, MutexBackend>) {
+        // Under the state lock: a notifier that changes the state after
+        // this (under the lock) sees the count.
+        self.state_waiters.fetch_add(1, Ordering::Relaxed);
+        self.state_changed.wait(st);
+        self.state_waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Wakes the waiters on `state_changed`; call after changing, under
+    /// the state lock, what they wait for.
+    fn notify_state_change(&self) {
+        if self.state_waiters.load(Ordering::Acquire) != 0 {
+            self.state_changed.notify_all();
+        }
+    }
+
     fn kick(self: &Arc<Self>) {
         // Already queued is fine: the worker drains everything it finds.
         let _ = dmsync::queue().enqueue::<Arc<Self>, 0>(self.clone());
@@ -338,7 +362,7 @@ impl SnapCore {
         // copies started by origin writes before removal still finish.
         let mut st = self.state.lock();
         while self.in_flight.load(Ordering::Acquire) != 0 {
-            self.state_changed.wait(&mut st);
+            self.wait_state_change(&mut st);
         }
         drop(st);
         // The commit worker may still be finishing the last batch (or a

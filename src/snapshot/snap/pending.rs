@@ -116,7 +116,7 @@ impl SnapCore {
     pub(crate) fn wait_no_copy_in(&self, start: u64, end: u64) {
         let mut st = self.state.lock();
         while Self::copy_pending_locked(&st, self.chunk, start, end) {
-            self.state_changed.wait(&mut st);
+            self.wait_state_change(&mut st);
         }
     }
 
@@ -148,7 +148,7 @@ impl SnapCore {
             }
         }
         drop(st);
-        self.state_changed.notify_all();
+        self.notify_state_change();
         self.kick();
     }
 
@@ -192,7 +192,7 @@ impl SnapCore {
         // Under the lock, for the waiters on `state_changed`.
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         drop(st);
-        self.state_changed.notify_all();
+        self.notify_state_change();
 
         if let Some(full) = pe.full_write.take() {
             full.finish(ok);
