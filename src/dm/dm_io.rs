@@ -345,13 +345,7 @@ impl DmIoClient {
                 break;
             }
         }
-        let ok = countdown.wait();
-        started?;
-        if ok {
-            Ok(())
-        } else {
-            Err(EIO)
-        }
+        Self::await_started(countdown, started)
     }
 
     /// Reads or writes each `(region, buffer)` (the whole region from or to
@@ -383,6 +377,13 @@ impl DmIoClient {
                 break;
             }
         }
+        Self::await_started(countdown, started)
+    }
+
+    /// Waits for every request counted in `countdown`, then returns the
+    /// error that stopped the starting, if any, or `EIO` if a request
+    /// failed.
+    fn await_started(countdown: Arc<IoCountdown>, started: Result) -> Result {
         let ok = countdown.wait();
         started?;
         if ok {

@@ -27,16 +27,6 @@
 //! plain `#[used]` gives it the `SHF_GNU_RETAIN` flag, `ld -r` then keeps a
 //! second `.kunit_test_suites` section, and the loader only sees the first.
 
-// Test code runs in the kernel too: no unchecked arithmetic, no indexing,
-// no unwrap/expect/panic.
-#![warn(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::arithmetic_side_effects
-)]
-
 /// Asserts inside a KUnit case: a failure is reported to KUnit and ends the
 /// case (it does not panic).
 macro_rules! kassert {

@@ -163,14 +163,7 @@ impl MetadataIo {
         let mut oom = false;
         let committed = p.current_committed();
         let src = AreaSource::new(geom, area.as_slice());
-        let taken = plan_batch_area(&src, usize_of(committed), limit, budget, |run| {
-            if runs.len() >= max_runs {
-                return false;
-            }
-            let ok = runs.push(run, GFP_KERNEL).is_ok();
-            oom |= !ok;
-            ok
-        })?;
+        let taken = plan_batch_area(&src, usize_of(committed), limit, budget, |run| take_run(&mut runs, &mut oom, max_runs, run))?;
         let current_keep = committed.saturating_sub(count_u32(taken));
         let mut budget = budget.saturating_sub(count_u64(taken));
         let mut end = (p.current_area(), current_keep);
@@ -193,14 +186,7 @@ impl MetadataIo {
                 break;
             };
             let src = AreaSource::new(geom, buf.as_slice());
-            let taken = plan_batch_area(&src, usize_of(epa), limit, budget, |run| {
-                if runs.len() >= max_runs {
-                    return false;
-                }
-                let ok = runs.push(run, GFP_KERNEL).is_ok();
-                oom |= !ok;
-                ok
-            })?;
+            let taken = plan_batch_area(&src, usize_of(epa), limit, budget, |run| take_run(&mut runs, &mut oom, max_runs, run))?;
             if taken == 0 {
                 break;
             }
@@ -256,4 +242,15 @@ impl MetadataIo {
         }
         Ok(())
     }
+}
+
+/// Adds `run` to a batch's `runs` unless it holds `max_runs` already or
+/// memory runs out (which sets `oom`); whether it was added.
+fn take_run(runs: &mut KVec<MergeRun>, oom: &mut bool, max_runs: usize, run: MergeRun) -> bool {
+    if runs.len() >= max_runs {
+        return false;
+    }
+    let ok = runs.push(run, GFP_KERNEL).is_ok();
+    *oom |= !ok;
+    ok
 }
