@@ -6,6 +6,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 kdir=${KDIR:-$("$here/scripts/kernel.sh")}
+export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}  # as scripts/kernel.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 make -s -C "$kdir" M="$here" clean >/dev/null

@@ -12,6 +12,10 @@
 # and memory debugging, KUnit); KERNEL_FLAVOR=bench replaces that
 # fragment's lines with kernel/bench.config's (no debugging: what
 # scripts/bench.sh measures on).
+#
+# KERNEL_SERIES picks the source: 7.3 (default; Debian's linux-source-7.3 from
+# trixie-backports, fetched by scripts/debian-pkg.sh) or 6.12 (the host's
+# linux-source-6.12 package, the LTS kernel).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 flavor=${KERNEL_FLAVOR:-test}
@@ -28,14 +32,27 @@ case $flavor in
   *) echo "kernel: unknown KERNEL_FLAVOR $flavor (test or bench)" >&2; exit 2 ;;
 esac
 cache=${DMSNAP_CACHE:-/var/cache/dm-snapshot-rs}
-tarball=/usr/src/linux-source-6.12.tar.xz
+series=${KERNEL_SERIES:-7.3}
 jobs=${JOBS:-$(nproc)}
 
 log() { echo "kernel: $*" >&2; }
 
-[ -f "$tarball" ] || { log "missing $tarball; run scripts/setup.sh"; exit 1; }
-pkgver=$(dpkg-query -W -f='${Version}' linux-source-6.12)
-toolver=$(rustc --version; bindgen --version; gcc --version | head -1)
+case $series in
+  6.12)
+    tarball=/usr/src/linux-source-6.12.tar.xz
+    [ -f "$tarball" ] || { log "missing $tarball; run scripts/setup.sh"; exit 1; }
+    pkgver=$(dpkg-query -W -f='${Version}' linux-source-6.12) ;;
+  7.*)
+    deb=$(bash "$here/scripts/debian-pkg.sh" download "linux-source-$series")
+    pkgver=$(dpkg-deb -f "$deb" Version)
+    src=$cache/src/linux-source-$pkgver
+    tarball=$src/usr/src/linux-source-$series.tar.xz
+    [ -f "$tarball" ] || { rm -rf "$src"; mkdir -p "$src"; dpkg-deb -x "$deb" "$src"; } ;;
+  *) log "unknown KERNEL_SERIES $series (7.3, 7.2 or 6.12)"; exit 2 ;;
+esac
+# bindgen loads libclang at run time; 7.x wants 17 or later (scripts/setup.sh).
+export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
+toolver=$(rustc --version; bindgen --version; gcc --version | head -1; echo "$LIBCLANG_PATH")
 key=$( { echo "$pkgver"; cat "$frag"; echo "$toolver"; } | sha256sum | cut -c1-16)
 kdir="$cache/linux-$pkgver-$key"
 [ "$flavor" = test ] || kdir="$cache/linux-$pkgver-$flavor-$key"
@@ -63,6 +80,10 @@ bad=0
 while IFS= read -r line; do
   case "$line" in ''|'#'*) continue ;; esac
   sym=${line%%=*}; val=${line#*=}
+  # A symbol this kernel no longer has (PROC_SYSCTL after 6.x) is skipped.
+  if ! grep -rqs --include='Kconfig*' -E "^(menu)?config ${sym#CONFIG_}\$" "$kdir"; then
+    log "$sym does not exist in $series; skipped"; continue
+  fi
   if [ "$val" = n ]; then
     grep -q "^# $sym is not set" "$kdir/.config" || grep -q "^$sym=n" "$kdir/.config" || ! grep -q "^$sym=" "$kdir/.config" || { log "$sym should be off"; bad=1; }
   else

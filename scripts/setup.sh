@@ -9,8 +9,8 @@ PKGS=(
   linux-source-6.12
   # kernel build
   build-essential bc bison flex libelf-dev libssl-dev dwarves cpio kmod xz-utils rsync python3
-  # bindgen
-  clang libclang-dev llvm
+  # bindgen: Linux 7.x needs libclang 17 or later (bookworm has 19)
+  clang libclang-dev llvm libclang-19-dev
   # VM and guest userspace
   qemu-system-x86 busybox-static dmsetup lvm2 fio e2fsprogs util-linux
 )
