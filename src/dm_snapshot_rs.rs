@@ -30,7 +30,6 @@ use kernel::prelude::*;
 module! {
     type: DmSnapshotModule,
     name: "dm_snapshot_rs",
-    author: "dm-snapshot-rs developers",
     description: "device-mapper snapshot targets (snapshot, snapshot-origin, snapshot-merge) in Rust",
     license: "GPL",
     alias: ["dm-snapshot", "dm-snapshot-origin", "dm-snapshot-merge"],

@@ -10,10 +10,9 @@
 use core::fmt::Write;
 use core::pin::Pin;
 
-use kernel::c_str;
 use kernel::ffi::c_int;
 use kernel::prelude::*;
-use kernel::str::CStr;
+use core::ffi::CStr;
 
 use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, MapResult, Setup, StatusType, StatusWriter, Target, TargetOps};
 use crate::snapshot::registry::{EntryRef, OriginBio, OriginOutcome};
@@ -30,26 +29,26 @@ pub(crate) struct Origin {
 
 #[vtable]
 impl TargetOps for Origin {
-    const NAME: &'static CStr = c_str!("snapshot-origin");
+    const NAME: &'static CStr = c"snapshot-origin";
     const VERSION: [u32; 3] = [1, 9, 0];
 
     fn new(setup: &mut Setup<'_>, args: &mut Args<'_>) -> Result<Pin<KBox<Self>>, CtrError> {
         // Same messages as upstream's origin_ctr().
         if args.remaining() != 1 {
-            return Err(CtrError::inval(c_str!("origin: incorrect number of arguments")));
+            return Err(CtrError::inval(c"origin: incorrect number of arguments"));
         }
         let path = args
             .next_cstr()
-            .ok_or(CtrError::inval(c_str!("origin: incorrect number of arguments")))?;
+            .ok_or(CtrError::inval(c"origin: incorrect number of arguments"))?;
         let mode = setup.target().table_mode();
         let dev = setup
             .get_device(path, mode)
-            .map_err(|e| CtrError::new(e, c_str!("Cannot get target device")))?;
+            .map_err(|e| CtrError::new(e, c"Cannot get target device"))?;
         let entry = EntryRef::get(dev.devt())
-            .map_err(|e| CtrError::new(e, c_str!("Cannot allocate private origin structure")))?;
+            .map_err(|e| CtrError::new(e, c"Cannot allocate private origin structure"))?;
         setup.set_num_flush_bios(1);
         KBox::pin(Origin { entry, dev }, GFP_KERNEL)
-            .map_err(|_| CtrError::new(ENOMEM, c_str!("Cannot allocate private origin structure")))
+            .map_err(|_| CtrError::new(ENOMEM, c"Cannot allocate private origin structure"))
     }
 
     fn map(&self, _ti: &Target, bio: &Bio) -> MapResult {

@@ -3,8 +3,9 @@
 //! Table-line arguments, as handed to a target constructor.
 
 use kernel::ffi::{c_char, c_uint};
-use kernel::str::CStr;
+use core::ffi::CStr;
 
+use super::compat;
 use super::target::CtrError;
 
 /// The remaining arguments of a table line (`argc`/`argv` of a `ctr`).
@@ -53,7 +54,7 @@ impl<'a> Args<'a> {
         }
         // SAFETY: By the type invariant, `ptr` is a valid NUL-terminated
         // string living for `'a`.
-        Some(unsafe { CStr::from_char_ptr(ptr) })
+        Some(unsafe { compat::cstr_from_ptr(ptr) })
     }
 
     /// Consumes the next argument as UTF-8 text, or fails with `missing`.

@@ -20,7 +20,12 @@
     clippy::as_underscore,
     clippy::undocumented_unsafe_blocks,
     clippy::arithmetic_side_effects,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    clippy::ptr_as_ptr,
+    clippy::cast_lossless,
+    clippy::ptr_cast_constness,
+    clippy::ref_as_ptr,
+    clippy::as_ptr_cast_mut
 )]
 #![cfg_attr(not(CONFIG_RUSTC_HAS_UNNECESSARY_TRANSMUTES), allow(unknown_lints))]
 #![allow(unnecessary_transmutes)]

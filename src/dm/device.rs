@@ -6,9 +6,10 @@ use core::ptr::NonNull;
 
 use kernel::bindings;
 use kernel::prelude::*;
-use kernel::str::CStr;
+use core::ffi::CStr;
 
 use super::bindings as dmb;
+use super::compat;
 
 /// How a device is opened (`blk_mode_t`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,13 +57,17 @@ impl DmDev {
     }
 
     /// The device name dm core uses in tables: `"major:minor"`.
-    pub(crate) fn name(&self) -> &CStr {
+    pub(crate) fn name(&self) -> &str {
+        self.name_cstr().to_str().unwrap_or("")
+    }
+
+    fn name_cstr(&self) -> &CStr {
         // SAFETY: By the invariant `dev` is valid; `name` is a fixed array
         // that dm core fills with a NUL-terminated `"%u:%u"`.
         let name = unsafe { &(*self.dev.as_ptr()).name };
         // SAFETY: `name` is NUL-terminated (see above) and lives as long as
         // `self`.
-        unsafe { CStr::from_char_ptr(name.as_ptr()) }
+        unsafe { compat::cstr_from_ptr(name.as_ptr()) }
     }
 
     /// The underlying block device.

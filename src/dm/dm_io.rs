@@ -21,6 +21,7 @@ use kernel::sync::Arc;
 use kernel::types::{ForeignOwnable, Opaque};
 
 use super::bindings as dmb;
+use super::compat;
 use super::kcopyd::{HeldRegion, Region};
 use super::{BdevHandle, HeldDev};
 
@@ -253,7 +254,7 @@ impl DmIoClient {
         // SAFETY: `req` has no callback, so dm-io completes it before
         // returning; the buffer is large enough for the region (checked) and
         // borrowed for the call; the region's device is open (see above).
-        let ret = unsafe { dmb::dm_io(&mut req, 1, &mut region, &mut error_bits, 0) };
+        let ret = unsafe { compat::dm_io(&mut req, 1, &mut region, &mut error_bits) };
         if ret != 0 {
             return Err(Error::from_errno(ret));
         }
@@ -451,14 +452,14 @@ impl DmIoClient {
         mem: dmb::dm_io_memory,
         context: Arc<T>,
     ) -> Result {
-        let ctx = context.into_foreign() as *mut c_void;
-        let notify = dmb::dm_io_notify { fn_: Some(io_notify::<T>), context: ctx };
+        let ctx = compat::into_foreign(context);
+        let notify = dmb::dm_io_notify { fn_: compat::io_notify_fn::<IoDone<T>>(), context: ctx };
         let mut req = self.request(opf, mem, notify);
         let mut region = region.raw;
         // SAFETY: `req` is fully initialised; buffer and device validity until
         // completion are the caller's guarantees; `ctx` is released exactly
         // once, by `io_notify::<T>` or below if submission fails.
-        let ret = unsafe { dmb::dm_io(&mut req, 1, &mut region, core::ptr::null_mut(), 0) };
+        let ret = unsafe { compat::dm_io(&mut req, 1, &mut region, core::ptr::null_mut()) };
         if ret != 0 {
             // dm_io() fails before queueing anything (bad request), so the
             // callback will not run: take the context back.
@@ -502,13 +503,16 @@ impl Drop for FlushInFlight {
     }
 }
 
-/// # Safety
-///
-/// Called by dm-io exactly once per asynchronous request submitted by
-/// [`DmIoClient::async_io`].
-unsafe extern "C" fn io_notify<T: IoCallback>(error: c_ulong, context: *mut c_void) {
-    // SAFETY: `context` came from `Arc::<T>::into_foreign`; this is the only
-    // completion of that request.
-    let this = unsafe { <Arc<T> as ForeignOwnable>::from_foreign(context) };
-    T::io_done(this, error as u64);
+/// The completion of a request started by [`DmIoClient::async_io`] for `T`.
+struct IoDone<T>(core::marker::PhantomData<T>);
+
+// SAFETY: `async_io_mem` submits every request with an `Arc<T>` from
+// `into_foreign` as its context, and dm-io completes each request once.
+unsafe impl<T: IoCallback> compat::IoNotify for IoDone<T> {
+    unsafe fn notify(error_bits: c_ulong, context: *mut c_void) {
+        // SAFETY: `context` came from `Arc::<T>::into_foreign`; this is the
+        // only completion of that request.
+        let this = unsafe { <Arc<T> as ForeignOwnable>::from_foreign(context) };
+        T::io_done(this, error_bits as u64);
+    }
 }

@@ -20,7 +20,7 @@ impl<T: Sync + 'static> ModuleGlobal<T> {
 
     /// Publishes `value` until the returned guard is dropped (module exit).
     pub(crate) fn publish(&'static self, value: Pin<KBox<T>>) -> Published<T> {
-        self.ptr.store(&*value as *const T as *mut T, Ordering::Release);
+        self.ptr.store(core::ptr::from_ref::<T>(&value).cast_mut(), Ordering::Release);
         // INVARIANT: published above, cleared in `drop` before `value` goes.
         Published { slot: self, value }
     }

@@ -19,6 +19,7 @@ use kernel::sync::Arc;
 use kernel::types::ForeignOwnable;
 
 use super::bindings as dmb;
+use super::compat;
 use super::device::{BdevHandle, HeldDev};
 
 /// A range of sectors on a device (`struct dm_io_region`).
@@ -214,7 +215,7 @@ impl KcopydClient {
             *slot = region.raw;
         }
         let n = c_uint::try_from(n).map_err(|_| EINVAL)?;
-        let ctx = context.into_foreign() as *mut c_void;
+        let ctx = compat::into_foreign(context);
         match from {
             Some(from) => {
                 let mut src = from.raw;
@@ -268,7 +269,7 @@ impl KcopydClient {
     /// The result must be fired: kcopyd has no way to cancel it (a client
     /// being destroyed waits for it).
     pub(crate) fn prepare_callback<T: CopyCallback>(&self, context: Arc<T>) -> Result<PreparedCallback> {
-        let ctx = context.into_foreign() as *mut c_void;
+        let ctx = compat::into_foreign(context);
         // SAFETY: `kc` is live; `ctx` is released by `copy_notify::<T>`.
         let job = unsafe { dmb::dm_kcopyd_prepare_callback(self.kc.as_ptr(), Some(copy_notify::<T>), ctx) };
         match NonNull::new(job) {

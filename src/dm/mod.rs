@@ -17,11 +17,12 @@ pub(crate) mod bio;
 pub(crate) mod bio_list;
 pub(crate) mod bounce;
 pub(crate) mod bufio;
+pub(crate) mod clock;
+pub(crate) mod compat;
 pub(crate) mod device;
 pub(crate) mod dm_io;
 pub(crate) mod global;
 pub(crate) mod kcopyd;
-pub(crate) mod kvec;
 pub(crate) mod log;
 pub(crate) mod params;
 #[cfg(CONFIG_KUNIT)]
@@ -32,6 +33,7 @@ pub(crate) mod target;
 pub(crate) mod wait;
 
 pub(crate) use args::Args;
+pub(crate) use compat::kvec;
 pub(crate) use bio::{Bio, BioOp, OwnedBio};
 pub(crate) use bio_list::{BioList, TargetBio, TargetBioList};
 pub(crate) use device::{BdevHandle, DmDev, HeldDev, OpenMode};

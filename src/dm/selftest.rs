@@ -9,7 +9,7 @@ use core::ptr::NonNull;
 
 use kernel::bindings;
 use kernel::prelude::*;
-use kernel::str::CStr;
+use core::ffi::CStr;
 
 use super::bindings as dmb;
 use super::kcopyd::Region;
@@ -69,11 +69,11 @@ pub(crate) fn scratch_or_skip() -> Option<ScratchDev> {
     match ScratchDev::open() {
         Ok(Some(dev)) => Some(dev),
         Ok(None) => {
-            skip(kernel::c_str!("no kunit_scratch_dev given"));
+            skip(c"no kunit_scratch_dev given");
             None
         }
         Err(_) => {
-            kernel::kunit_assert!("dm_snapshot_rs", "src/dm/selftest.rs", 0, false);
+            super::compat::kunit_check!(false);
             None
         }
     }
@@ -82,7 +82,7 @@ pub(crate) fn scratch_or_skip() -> Option<ScratchDev> {
 /// Marks the running KUnit case as skipped.
 pub(crate) fn skip(reason: &CStr) {
     // SAFETY: `reason` is NUL-terminated; the shim checks for a current test.
-    unsafe { dmb::dmsnap_kunit_skip(reason.as_char_ptr()) };
+    unsafe { dmb::dmsnap_kunit_skip(super::compat::cstr_ptr(reason)) };
 }
 
 /// Sets the `snapshot_cow_threshold` module parameter; returns the old value.

@@ -16,12 +16,13 @@ use kernel::bindings;
 use kernel::error::{to_result, Error};
 use kernel::ffi::{c_char, c_int, c_uint, c_void};
 use kernel::prelude::*;
-use kernel::str::CStr;
+use core::ffi::CStr;
 use kernel::types::{ForeignOwnable, Opaque};
 use kernel::ThisModule;
 
 use super::args::Args;
 use super::bindings as dmb;
+use super::compat;
 use super::bio::Bio;
 use super::device::{get_device_error, DmDev, OpenMode};
 use super::status::{StatusType, StatusWriter};
@@ -201,7 +202,7 @@ impl Setup<'_> {
         let mut dev: *mut dmb::dm_dev = core::ptr::null_mut();
         // SAFETY: The target is valid during `ctr`; `path` is NUL-terminated;
         // `dev` is a valid out-pointer.
-        let ret = unsafe { dmb::dm_get_device(self.raw(), path.as_char_ptr(), mode.0, &mut dev) };
+        let ret = unsafe { dmb::dm_get_device(self.raw(), compat::cstr_ptr(path), mode.0, &mut dev) };
         if ret != 0 {
             return Err(get_device_error(ret));
         }
@@ -303,33 +304,33 @@ pub(crate) trait TargetOps: Sized + Send + Sync + 'static {
 
     /// Adjusts the queue limits of the mapped device (`io_hints`).
     fn io_hints(&self, _ti: &Target, _limits: &mut QueueLimits<'_>) {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Called when a bio the target remapped completes (`end_io`); may run
     /// in interrupt context. Returns `DM_ENDIO_DONE` semantics only.
     fn end_io(&self, _ti: &Target, _bio: &Bio, _error: &mut u8) {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Called before the device suspends (`presuspend`).
     fn presuspend(&self, _ti: &Target) {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Called once the device is suspended (`postsuspend`).
     fn postsuspend(&self, _ti: &Target) {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Called before resuming; may refuse the resume (`preresume`).
     fn preresume(&self, _ti: &Target) -> Result {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Called when the device resumes (`resume`).
     fn resume(&self, _ti: &Target) {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 }
 
@@ -356,7 +357,7 @@ impl<T: TargetOps> Registration<T> {
     pub(crate) fn register(module: &'static ThisModule) -> Result<Self> {
         let tt = dmb::target_type {
             features: T::FEATURES,
-            name: T::NAME.as_char_ptr(),
+            name: compat::cstr_ptr(T::NAME),
             module: module.as_ptr(),
             version: T::VERSION,
             ctr: Some(ctr_callback::<T>),
@@ -423,13 +424,13 @@ unsafe extern "C" fn ctr_callback<T: TargetOps>(
     match T::new(&mut setup, &mut args) {
         Ok(private) => {
             // SAFETY: The target is valid and not yet used concurrently.
-            unsafe { (*ti).private = private.into_foreign() as *mut c_void };
+            unsafe { (*ti).private = compat::into_foreign(private) };
             0
         }
         Err(e) => {
             // dm core only reads `ti->error`; it never frees or writes it.
             // SAFETY: As above.
-            unsafe { (*ti).error = e.message.as_char_ptr() as *mut c_char };
+            unsafe { (*ti).error = compat::cstr_ptr(e.message).cast_mut() };
             e.error.to_errno()
         }
     }

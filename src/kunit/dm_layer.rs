@@ -8,11 +8,11 @@
 use core::fmt::Write;
 
 use kernel::bindings;
-use kernel::c_str;
 use kernel::ffi::c_char;
 
 use crate::dm::args::parse_decimal;
 use crate::dm::bindings::{DMSNAP_REQ_FUA, DMSNAP_REQ_PREFLUSH};
+use crate::dm::compat::cstr_ptr;
 use crate::dm::selftest::TestBio;
 use crate::dm::{Args, BioOp, MapResult, StatusWriter};
 
@@ -108,28 +108,28 @@ fn bio_view_reads_and_remaps() {
     kassert!(!read.view().is_write());
 }
 
-static ARG_P: &kernel::str::CStr = c_str!("P");
-static ARG_16: &kernel::str::CStr = c_str!("16");
-static ARG_BAD: &kernel::str::CStr = c_str!("16x");
+static ARG_P: &core::ffi::CStr = c"P";
+static ARG_16: &core::ffi::CStr = c"16";
+static ARG_BAD: &core::ffi::CStr = c"16x";
 
 fn args_consume_in_order() {
     let argv: [*mut c_char; 3] = [
-        ARG_P.as_char_ptr() as *mut c_char,
-        ARG_16.as_char_ptr() as *mut c_char,
-        ARG_BAD.as_char_ptr() as *mut c_char,
+        cstr_ptr(ARG_P).cast_mut(),
+        cstr_ptr(ARG_16).cast_mut(),
+        cstr_ptr(ARG_BAD).cast_mut(),
     ];
     // The strings are 'static; the array lives for this function.
     let argv: &[*mut c_char] = &argv;
     // SAFETY: three valid NUL-terminated strings that outlive `args`.
-    let mut args = unsafe { Args::from_raw(3, argv.as_ptr() as *mut *mut c_char) };
+    let mut args = unsafe { Args::from_raw(3, argv.as_ptr().cast_mut()) };
     kassert_eq!(args.remaining(), 3);
-    kassert!(args.next_str(c_str!("missing")).is_ok_and(|s| s == "P"));
-    kassert!(args.next_u64(1 << 21, c_str!("bad")).is_ok_and(|v| v == 16));
+    kassert!(args.next_str(c"missing").is_ok_and(|s| s == "P"));
+    kassert!(args.next_u64(1 << 21, c"bad").is_ok_and(|v| v == 16));
     // "16x" is not a number: the error carries the caller's message.
-    kassert!(args.next_u64(1 << 21, c_str!("bad")).is_err_and(|e| e.message.as_bytes() == b"bad"));
+    kassert!(args.next_u64(1 << 21, c"bad").is_err_and(|e| e.message.to_bytes() == b"bad"));
     kassert_eq!(args.remaining(), 0);
     kassert!(args.next_cstr().is_none());
-    kassert!(args.next_str(c_str!("missing")).is_err());
+    kassert!(args.next_str(c"missing").is_err());
 }
 
 fn ima_line_matches_upstream_format() {
@@ -138,7 +138,7 @@ fn ima_line_matches_upstream_format() {
     let mut buf = [0u8; 256];
     let mut w = StatusWriter::new(&mut buf);
     let flags = StateFlags { valid: true, merge_failed: false, overflowed: true };
-    write_ima(&mut w, c_str!("snapshot"), [1, 16, 0], c_str!("253:0"), c_str!("253:1"), flags);
+    write_ima(&mut w, c"snapshot", [1, 16, 0], "253:0", "253:1", flags);
     // upstream: DMEMIT_TARGET_NAME_VERSION, then ",snap_origin_name=%s",
     // ",snap_cow_name=%s", ",snap_valid=%c", ",snap_merge_failed=%c",
     // ",snapshot_overflowed=%c", ";".

@@ -31,14 +31,14 @@
 /// case (it does not panic).
 macro_rules! kassert {
     ($cond:expr $(,)?) => {
-        ::kernel::kunit_assert!("dm_snapshot_rs", "src/kunit", 0, $cond)
+        $crate::dm::compat::kunit_check!($cond)
     };
 }
 
 /// Asserts that two values are equal inside a KUnit case.
 macro_rules! kassert_eq {
     ($left:expr, $right:expr $(,)?) => {
-        ::kernel::kunit_assert_eq!("dm_snapshot_rs", "src/kunit", 0, $left, $right)
+        $crate::dm::compat::kunit_check!($left == $right)
     };
 }
 
@@ -64,12 +64,12 @@ macro_rules! kunit_suite {
             )+
 
             const fn case(
-                name: &'static ::kernel::str::CStr,
+                name: &'static str,
                 run: unsafe extern "C" fn(*mut bindings::kunit),
             ) -> bindings::kunit_case {
                 bindings::kunit_case {
                     run_case: Some(run),
-                    name: name.as_char_ptr(),
+                    name: name.as_ptr().cast(),
                     // SAFETY: An all-zero `kunit_case` tail (no params, no
                     // log, default status) is what `KUNIT_CASE()` produces.
                     ..unsafe { ::core::mem::zeroed() }
@@ -93,7 +93,7 @@ macro_rules! kunit_suite {
             const CASES_LEN: usize = [$(stringify!($case)),+].len() + 1;
 
             static mut CASES: [bindings::kunit_case; CASES_LEN] = [
-                $(case(::kernel::c_str!(stringify!($case)), $case),)+
+                $(case(concat!(stringify!($case), "\0"), $case),)+
                 // SAFETY: An all-zero case terminates the array.
                 unsafe { ::core::mem::zeroed() },
             ];

@@ -142,7 +142,7 @@ impl MergeRun {
 
     /// Grow by the entry just before the run, if it continues the line.
     fn try_prepend(&mut self, ex: DiskException) -> bool {
-        let k = self.count as u64;
+        let k = u64::from(self.count);
         // Upstream compares with `last - nr` in wrapping arithmetic; a run
         // never wraps past chunk 0 here.
         let (Some(want_old), Some(want_new)) =

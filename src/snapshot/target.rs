@@ -6,10 +6,9 @@
 use core::fmt::Write;
 use core::pin::Pin;
 
-use kernel::c_str;
 use kernel::ffi::c_int;
 use kernel::prelude::*;
-use kernel::str::CStr;
+use core::ffi::CStr;
 use kernel::sync::Arc;
 
 use crate::dm::args::parse_decimal;
@@ -38,7 +37,7 @@ impl Features {
         if args.remaining() == 0 {
             return Ok(f);
         }
-        let bad_count = c_str!("Invalid number of feature arguments");
+        let bad_count = c"Invalid number of feature arguments";
         let count = args
             .next_cstr()
             .and_then(|a| a.to_str().ok())
@@ -47,19 +46,17 @@ impl Features {
             .ok_or(CtrError::inval(bad_count))?;
         for _ in 0..count {
             let name = args.next_cstr().ok_or(CtrError::inval(bad_count))?;
-            let name = name.as_bytes();
+            let name = name.to_bytes();
             if name.eq_ignore_ascii_case(b"discard_zeroes_cow") {
                 f.discard_zeroes_cow = true;
             } else if name.eq_ignore_ascii_case(b"discard_passdown_origin") {
                 f.discard_passdown_origin = true;
             } else {
-                return Err(CtrError::inval(c_str!("Unrecognised feature requested")));
+                return Err(CtrError::inval(c"Unrecognised feature requested"));
             }
         }
         if f.discard_passdown_origin && !f.discard_zeroes_cow {
-            return Err(CtrError::inval(c_str!(
-                "discard_passdown_origin feature depends on discard_zeroes_cow"
-            )));
+            return Err(CtrError::inval(c"discard_passdown_origin feature depends on discard_zeroes_cow"));
         }
         Ok(f)
     }
@@ -116,15 +113,15 @@ pub(crate) fn write_ima(
     out: &mut StatusWriter<'_>,
     name: &CStr,
     version: [u32; 3],
-    origin: &CStr,
-    cow: &CStr,
+    origin: &str,
+    cow: &str,
     flags: StateFlags,
 ) {
     let yn = |b: bool| if b { 'y' } else { 'n' };
     let _ = write!(
         out,
         "target_name={},target_version={}.{}.{},snap_origin_name={},snap_cow_name={},snap_valid={},snap_merge_failed={},snapshot_overflowed={};",
-        name,
+        name.to_str().unwrap_or(""),
         version[0],
         version[1],
         version[2],
@@ -152,9 +149,9 @@ impl Snapshot {
     /// (`snapshot_ctr()`).
     fn construct(setup: &mut Setup<'_>, args: &mut Args<'_>, merge: bool) -> Result<Pin<KBox<Self>>, CtrError> {
         if args.remaining() < 4 {
-            return Err(CtrError::inval(c_str!("requires 4 or more arguments")));
+            return Err(CtrError::inval(c"requires 4 or more arguments"));
         }
-        let missing = c_str!("requires 4 or more arguments");
+        let missing = c"requires 4 or more arguments";
         let origin_path = args.next_cstr().ok_or(CtrError::inval(missing))?;
         let cow_path = args.next_cstr().ok_or(CtrError::inval(missing))?;
         let store_arg = args.next_cstr().ok_or(CtrError::inval(missing))?;
@@ -166,17 +163,17 @@ impl Snapshot {
         let origin_mode = if merge { OpenMode::READ_WRITE } else { OpenMode::READ };
         let origin = setup
             .get_device(origin_path, origin_mode)
-            .map_err(|e| CtrError::new(e, c_str!("Cannot get origin device")))?;
+            .map_err(|e| CtrError::new(e, c"Cannot get origin device"))?;
         let cow = setup
             .get_device(cow_path, setup.target().table_mode())
-            .map_err(|e| CtrError::new(e, c_str!("Cannot get COW device")))?;
+            .map_err(|e| CtrError::new(e, c"Cannot get COW device"))?;
         if cow.handle().same(origin.handle()) {
-            return Err(CtrError::inval(c_str!("COW device cannot be the same as origin device")));
+            return Err(CtrError::inval(c"COW device cannot be the same as origin device"));
         }
 
-        let kind = StoreKind::parse(store_arg.as_bytes())?;
+        let kind = StoreKind::parse(store_arg.to_bytes())?;
         if merge && kind == StoreKind::Transient {
-            return Err(CtrError::inval(c_str!("Snapshot exception store does not support snapshot-merge.")));
+            return Err(CtrError::inval(c"Snapshot exception store does not support snapshot-merge."));
         }
         let num_flush_bios = if merge { 2 } else { 1 };
         let table_chunk = chunk_arg
@@ -186,19 +183,19 @@ impl Snapshot {
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| {
                 dm_warn!("Invalid chunk size");
-                CtrError::inval(c_str!("Couldn't create exception store"))
+                CtrError::inval(c"Couldn't create exception store")
             })?;
 
         let entry = EntryRef::get(origin.devt())
-            .map_err(|e| CtrError::new(e, c_str!("Snapshot origin struct allocation failed")))?;
+            .map_err(|e| CtrError::new(e, c"Snapshot origin struct allocation failed"))?;
         let id = TargetId::new_unique();
-        let pairing = c_str!("Snapshot cow pairing for exception table handover failed");
-        let already_merging = c_str!("A snapshot is already merging.");
+        let pairing = c"Snapshot cow pairing for exception table handover failed";
+        let already_merging = c"A snapshot is already merging.";
         let claimed = entry.entry().claim_cow(cow.handle(), id, merge).map_err(|r| {
             CtrError::inval(match r {
                 HandoverRefusal::Pairing => pairing,
                 HandoverRefusal::AlreadyMerging => already_merging,
-                HandoverRefusal::NoMergeSupport => c_str!("Snapshot exception store does not support snapshot-merge."),
+                HandoverRefusal::NoMergeSupport => c"Snapshot exception store does not support snapshot-merge.",
             })
         })?;
         if let Some(Claimed { core: live, merge_table }) = claimed {
@@ -222,12 +219,12 @@ impl Snapshot {
                 Ok(this) => this,
                 Err(_) => {
                     live.release(id);
-                    return Err(CtrError::new(ENOMEM, c_str!("Cannot allocate private snapshot structure")));
+                    return Err(CtrError::new(ENOMEM, c"Cannot allocate private snapshot structure"));
                 }
             };
             // On failure, dropping `this` withdraws it from waiting.
             configure(setup, features, num_flush_bios, chunk)
-                .map_err(|e| CtrError::new(e, c_str!("Cannot allocate private snapshot structure")))?;
+                .map_err(|e| CtrError::new(e, c"Cannot allocate private snapshot structure"))?;
             return Ok(this);
         }
         // Stricter than upstream, which refuses a second merging snapshot
@@ -255,7 +252,7 @@ impl Snapshot {
             dm_warn!("Snapshot is marked invalid.");
         }
         let kcopyd = KcopydClient::new_throttled()
-            .map_err(|e| CtrError::new(e, c_str!("Could not create kcopyd client")))?;
+            .map_err(|e| CtrError::new(e, c"Could not create kcopyd client"))?;
         let chunk = loaded.chunk;
         let parts = CoreParts {
             chunk,
@@ -278,21 +275,21 @@ impl Snapshot {
         // releases the core (also if the constructor fails below, once
         // `this` exists; before that nothing else holds the core).
         let core = unsafe { SnapCore::new(parts) }
-            .map_err(|e| CtrError::new(e, c_str!("Cannot allocate private snapshot structure")))?;
+            .map_err(|e| CtrError::new(e, c"Cannot allocate private snapshot structure"))?;
 
         configure(setup, features, num_flush_bios, chunk)
-            .map_err(|e| CtrError::new(e, c_str!("Failed to read snapshot metadata")))?;
+            .map_err(|e| CtrError::new(e, c"Failed to read snapshot metadata"))?;
 
         let merge_table = merge.then(|| MergeTable::new(entry.entry().clone()));
         let this = Snapshot { core: core.clone(), id, merge, kind, _merge_table: merge_table, entry, features, origin, cow };
         let this = KBox::pin(this, GFP_KERNEL)
-            .map_err(|_| CtrError::new(ENOMEM, c_str!("Cannot allocate private snapshot structure")))?;
+            .map_err(|_| CtrError::new(ENOMEM, c"Cannot allocate private snapshot structure"))?;
         // Registered last: from here on origin writes may copy into it
         // (once it is resumed).
         this.entry
             .entry()
             .add(core)
-            .map_err(|e| CtrError::new(e, c_str!("Snapshot origin struct allocation failed")))?;
+            .map_err(|e| CtrError::new(e, c"Snapshot origin struct allocation failed"))?;
         Ok(this)
     }
 
@@ -356,7 +353,7 @@ impl Snapshot {
 
 #[vtable]
 impl TargetOps for Snapshot {
-    const NAME: &'static CStr = c_str!("snapshot");
+    const NAME: &'static CStr = c"snapshot";
     const VERSION: [u32; 3] = [1, 16, 0];
 
     fn new(setup: &mut Setup<'_>, args: &mut Args<'_>) -> Result<Pin<KBox<Self>>, CtrError> {
@@ -399,14 +396,14 @@ pub(crate) struct SnapshotMerge(Snapshot);
 
 #[vtable]
 impl TargetOps for SnapshotMerge {
-    const NAME: &'static CStr = c_str!("snapshot-merge");
+    const NAME: &'static CStr = c"snapshot-merge";
     const VERSION: [u32; 3] = [1, 5, 0];
 
     fn new(setup: &mut Setup<'_>, args: &mut Args<'_>) -> Result<Pin<KBox<Self>>, CtrError> {
         // `Snapshot` is `Unpin`, so its box may be unpinned and moved.
         let inner = Pin::into_inner(Snapshot::construct(setup, args, true)?);
         KBox::pin(SnapshotMerge(KBox::into_inner(inner)), GFP_KERNEL)
-            .map_err(|_| CtrError::new(ENOMEM, c_str!("Cannot allocate private snapshot structure")))
+            .map_err(|_| CtrError::new(ENOMEM, c"Cannot allocate private snapshot structure"))
     }
 
     fn map(&self, ti: &Target, bio: &Bio) -> MapResult {

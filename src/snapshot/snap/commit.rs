@@ -126,7 +126,7 @@ impl SnapCore {
             let mut awaits_flush = false;
             if !area.is_empty() {
                 let mut meta = self.meta.lock();
-                match meta.as_mut() {
+                match (*meta).as_mut() {
                     Some(meta) => {
                         // Asked here, with `meta` present: a worker run
                         // after `shutdown` (a late kick) finds it gone and
@@ -177,7 +177,7 @@ impl SnapCore {
         }
         // The flag stays set during the write, so origin writes arriving
         // meanwhile are held too.
-        if let Some(meta) = self.meta.lock().as_mut() {
+        if let Some(meta) = (*self.meta.lock()).as_mut() {
             if meta.drop_snapshot().is_err() {
                 // As upstream: the snapshot stays invalid in memory (a
                 // failing COW cannot be made to say more).

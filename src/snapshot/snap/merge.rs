@@ -2,15 +2,14 @@
 
 //! The merge: the `snapshot-merge` target's I/O path and the merge worker.
 
-use core::ops::Sub;
 use core::sync::atomic::Ordering;
 
 use kernel::prelude::*;
 use kernel::sync::Arc;
-use kernel::time::Ktime;
 
 use crate::dm::{TargetBio, TargetBioList};
 use crate::dm::bounce::BounceCopier;
+use crate::dm::clock::Instant;
 use crate::dm::log::dm_err;
 use crate::dm::params::{self, test_hooks};
 use crate::dm::sync::{self as dmsync, NoIoScope};
@@ -367,9 +366,9 @@ impl SnapCore {
                     break;
                 }
             };
-            let copy_start = Ktime::ktime_get();
+            let copy_start = Instant::now();
             let copy_ok = next.plans.is_empty() || self.copy_back(&next.plans, copier.as_deref_mut()).is_ok();
-            let copy_us = u64::try_from(Ktime::ktime_get().sub(copy_start).to_ns().saturating_div(1000)).unwrap_or(0);
+            let copy_us = u64::try_from(Instant::now().us_since(copy_start)).unwrap_or(0);
             throttle_us = throttle_idle_us(copy_us, params::copy_throttle_pct());
             if copy_ok {
                 self.batch_copied(&mut next, copied.as_ref());

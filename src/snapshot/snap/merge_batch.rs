@@ -40,7 +40,7 @@ impl SnapCore {
                 return Ok(None);
             }
         }
-        let planned = match self.meta.lock().as_mut() {
+        let planned = match (*self.meta.lock()).as_mut() {
             Some(meta) => {
                 let max_runs = budget.limit.runs.map_or(usize::MAX, |r| r as usize);
                 meta.plan_merge_batch(planner, budget.limit.chunks, max_runs)
@@ -61,8 +61,11 @@ impl SnapCore {
         let mut union: KVec<MergeRun> = KVec::new();
         let mut ok = true;
         for run in batch.runs.iter() {
-            ok &= window.push(*run, GFP_KERNEL).is_ok()
-                && run.copy_plan(self.chunk, origin_sectors).map_or(true, |p| plans.push(p, GFP_KERNEL).is_ok());
+            let planned = match run.copy_plan(self.chunk, origin_sectors) {
+                Some(plan) => plans.push(plan, GFP_KERNEL).is_ok(),
+                None => true,
+            };
+            ok &= window.push(*run, GFP_KERNEL).is_ok() && planned;
         }
         if let Some(prev) = copied {
             for run in Iterator::chain(prev.open.batch.runs.iter(), batch.runs.iter()) {
@@ -145,7 +148,7 @@ impl SnapCore {
         }
 
         let mut meta_guard = self.meta.lock();
-        let Some(meta) = meta_guard.as_mut() else {
+        let Some(meta) = (*meta_guard).as_mut() else {
             return Err(ENODEV);
         };
         let written = meta.commit_merge_batch(&mut batch).is_ok()

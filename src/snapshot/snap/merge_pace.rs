@@ -2,9 +2,8 @@
 
 //! How fast the merge goes: batch sizes, pacing and the copy throttle.
 
-use core::ops::Sub;
 
-use kernel::time::{ktime_ms_delta, Ktime};
+use crate::dm::clock::Instant;
 
 use crate::dm::sync as dmsync;
 use crate::pure::chunk::ChunkSize;
@@ -65,13 +64,13 @@ const MERGE_RUN_INTERVAL_US: i64 = 1000;
 #[derive(Default)]
 pub(super) struct MergePace {
     /// When the last batch started, and its number of runs.
-    pub(super) last: Option<(Ktime, usize)>,
+    pub(super) last: Option<(Instant, usize)>,
 }
 
 impl MergePace {
     /// A batch of `runs` runs starts now.
     pub(super) fn started(&mut self, runs: usize) {
-        self.last = Some((Ktime::ktime_get(), runs));
+        self.last = Some((Instant::now(), runs));
     }
 
     /// Microseconds until the next batch may start.
@@ -79,7 +78,7 @@ impl MergePace {
         let Some((start, runs)) = self.last else {
             return 0;
         };
-        let elapsed_us = Ktime::ktime_get().sub(start).to_ns().saturating_div(1000);
+        let elapsed_us = Instant::now().us_since(start);
         pace_delay_us(runs, MERGE_RUN_INTERVAL_US, elapsed_us)
     }
 
@@ -101,8 +100,8 @@ pub(super) struct MergeBudget {
     pub(super) limit: BatchLimit,
     pub(super) load: MergeLoad,
     pub(super) sizing: BatchSizing,
-    pub(super) last_wait: Option<Ktime>,
-    pub(super) last_io: Option<Ktime>,
+    pub(super) last_wait: Option<Instant>,
+    pub(super) last_io: Option<Instant>,
     /// `SnapState::merge_io` when the last batch was committed.
     pub(super) io_seen: u64,
 }
@@ -126,7 +125,7 @@ impl MergeBudget {
     /// The batch of `chunks` chunks is done: `waited` if writes were held
     /// back by it; `io` is `SnapState::merge_io` now.
     pub(super) fn adapt(&mut self, chunks: u64, waited: bool, io: u64) {
-        let now = Ktime::ktime_get();
+        let now = Instant::now();
         if waited {
             self.last_wait = Some(now);
         }
@@ -134,7 +133,7 @@ impl MergeBudget {
             self.io_seen = io;
             self.last_io = Some(now);
         }
-        let ago = |t: Option<Ktime>| t.map(|t| ktime_ms_delta(now, t));
+        let ago = |t: Option<Instant>| t.map(|t| now.ms_since(t));
         self.load = MergeLoad::from_recent(ago(self.last_wait), ago(self.last_io), MERGE_CALM_MS);
         // A batch cut short (end of the list, run limit) does not shrink
         // the next one.

@@ -4,7 +4,6 @@
 //! then the exception areas through dm-bufio with read-ahead, into the
 //! exception table.
 
-use kernel::c_str;
 use kernel::prelude::*;
 
 use crate::dm::bufio::BufioClient;
@@ -21,7 +20,7 @@ use super::{chunk_error, new_table, origin_merging, Cursor, Loaded};
 
 /// The constructor's error for unreadable or unusable metadata.
 fn read_failed(e: Error) -> CtrError {
-    CtrError::new(e, c_str!("Failed to read snapshot metadata"))
+    CtrError::new(e, c"Failed to read snapshot metadata")
 }
 
 /// Loads (or, for a zeroed header, initialises) the persistent store on

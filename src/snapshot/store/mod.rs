@@ -36,7 +36,6 @@
 //! without blocking `map`. The lock order is metadata, then state. A
 //! transient store has no metadata half (`None`).
 
-use kernel::c_str;
 use kernel::prelude::*;
 
 use crate::dm::log::dm_err;
@@ -78,14 +77,14 @@ impl StoreKind {
                 Some(b'O') => Ok(Self::Persistent { overflow: true }),
                 Some(_) => {
                     dm_err!("Unsupported persistent store option: {}", Bytes(arg.get(1..).unwrap_or(&[])));
-                    Err(CtrError::inval(c_str!("Couldn't create exception store")))
+                    Err(CtrError::inval(c"Couldn't create exception store"))
                 }
             },
             // Upstream's transient constructor ignores the rest.
             Some(b'N') => Ok(Self::Transient),
             _ => {
                 dm_err!("Exception store type is not P or N");
-                Err(CtrError::inval(c_str!("Couldn't create exception store")))
+                Err(CtrError::inval(c"Couldn't create exception store"))
             }
         }
     }
@@ -210,19 +209,19 @@ pub(crate) struct Loaded {
 /// The constructor's error for a chunk size the devices refuse.
 fn chunk_error(e: crate::pure::chunk::ChunkSizeError) -> CtrError {
     dm_err!("{}", e.message());
-    CtrError::inval(c_str!("Couldn't create exception store"))
+    CtrError::inval(c"Couldn't create exception store")
 }
 
 /// The constructor's error for a refused new snapshot of a merging origin.
 fn origin_merging() -> CtrError {
     dm_err!("Cannot create a snapshot of an origin that is being merged into");
-    CtrError::new(EBUSY, c_str!("Snapshot origin is merging"))
+    CtrError::new(EBUSY, c"Snapshot origin is merging")
 }
 
 /// An exception table for a COW of `cow_sectors`.
 fn new_table(chunk: ChunkSize, cow_sectors: Sector) -> Result<ExceptionTable, CtrError> {
     ExceptionTable::new(chunk.chunks_in(cow_sectors))
-        .map_err(|e| CtrError::new(e, c_str!("Unable to allocate hash table space")))
+        .map_err(|e| CtrError::new(e, c"Unable to allocate hash table space"))
 }
 
 /// `ctr` + `read_metadata`: loads (or, for a zeroed header, initialises)

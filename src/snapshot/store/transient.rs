@@ -7,7 +7,6 @@
 //! and usage are there; commit needs no I/O and there is no merge and no
 //! `drop_snapshot`, as upstream.
 
-use kernel::c_str;
 use kernel::prelude::*;
 
 use crate::dm::{CtrError, DmDev};
@@ -25,7 +24,7 @@ pub(super) fn load(cow: &DmDev, origin: &DmDev, table_chunk: u32, refuse_new: bo
         return Err(origin_merging());
     }
     if table_chunk == 0 {
-        return Err(CtrError::inval(c_str!("Chunk size not set")));
+        return Err(CtrError::inval(c"Chunk size not set"));
     }
     let chunk = ChunkSize::new(table_chunk, cow.logical_block_size(), origin.logical_block_size())
         .map_err(chunk_error)?;

@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Monotonic time (`ktime_get()`), for pacing and statistics.
+
+use kernel::bindings;
+
+/// A point on the monotonic clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Instant {
+    ns: i64,
+}
+
+impl Instant {
+    /// The current time.
+    pub(crate) fn now() -> Self {
+        // SAFETY: `ktime_get` has no preconditions.
+        Self { ns: unsafe { bindings::ktime_get() } }
+    }
+
+    /// Microseconds from `earlier` to `self`, negative if `earlier` is later.
+    pub(crate) fn us_since(self, earlier: Instant) -> i64 {
+        self.ns.saturating_sub(earlier.ns) / 1000
+    }
+
+    /// Milliseconds from `earlier` to `self`, negative if `earlier` is later.
+    pub(crate) fn ms_since(self, earlier: Instant) -> i64 {
+        self.ns.saturating_sub(earlier.ns) / 1_000_000
+    }
+}
