@@ -44,13 +44,20 @@
 # must shadow the distro's under the same name): work on a copy, then rerun
 # depmod on the host; kmod's default search order puts updates/ before the
 # distro's kernel/ tree:
-#   cp -a "$KDIR" /tmp/kd
+#   mkdir /tmp/kd; cp -a "$KDIR"/{arch,drivers,vm-base-modules,vm-modroot} /tmp/kd/
 #   mkdir -p /tmp/kd/vm-modroot/lib/modules/VERSION/updates
 #   cp my/dm-snapshot.ko /tmp/kd/vm-modroot/lib/modules/VERSION/updates/
 #   depmod -b /tmp/kd/vm-modroot VERSION
 #   bash scripts/vm/run.sh /tmp/kd ANY.ko OUT SCENARIO   # guest: modprobe dm-snapshot
 # (Never edit the cached KDIR itself: it is shared and only rebuilt when the
-# package versions change.)
+# package versions or this script change.) busybox modprobe in the guest
+# reads modules.dep only, which depmod writes with the updates/ copy alone.
+#
+# Our own module for this kernel goes in as run.sh's MODULE.ko argument, as
+# for any kernel (the guest's /modules/dm-snapshot-rs.ko). The distro's
+# modules are signed (MODULE_SIG_ALL; the signature survives the xz
+# decompression), so loading them leaves the kernel untainted; an unsigned
+# module loads too (MODULE_SIG_FORCE is off) with taint E.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 ver=${1:-7.3.4+deb13-amd64}
