@@ -74,8 +74,9 @@ if [ -n "$ko" ]; then
   if [ -n "${SCENARIOS:-}" ]; then
     scenarios=$SCENARIOS
   else
-    # kunit first, then the rest in name order.
-    scenarios="kunit $(ls tests/vm/*.sh | xargs -n1 basename | sed 's/\.sh$//' | grep -vx 'lib\|kunit' | sort | tr '\n' ' ')"
+    # kunit first, then the rest in name order (not stock-smoke: the
+    # upstream-only smoke test for stock kernels, scripts/stock/).
+    scenarios="kunit $(ls tests/vm/*.sh | xargs -n1 basename | sed 's/\.sh$//' | grep -vx 'lib\|kunit\|stock-smoke' | sort | tr '\n' ' ')"
   fi
   SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-600} bash scripts/vm/run.sh "$kdir" "$ko" "$out/vm" $scenarios | tee "$out/vm.log"
   kp=$(sed -n 's/^kunit: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$out/vm.log")

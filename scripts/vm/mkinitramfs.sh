@@ -85,6 +85,26 @@ for m in drivers/md/dm-bufio.ko drivers/md/dm-snapshot.ko drivers/md/dm-flakey.k
 done
 cp "$ko" "$root/modules/dm-snapshot-rs.ko"
 
+# A kernel with the block and dm core as modules (a distro kernel, see
+# scripts/stock/vm-kernel.sh) lists them in $kdir/vm-base-modules: paths
+# relative to KDIR (or absolute), in load order. /init insmods them, in the
+# order of /modules/base/order, before any scenario. The project's kernels
+# have these built in and no such file.
+if [ -f "$kdir/vm-base-modules" ]; then
+  mkdir -p "$root/modules/base"
+  while read -r m; do
+    case $m in ''|'#'*) continue ;; /*) ;; *) m=$kdir/$m ;; esac
+    [ -f "$m" ] || { echo "mkinitramfs: $kdir/vm-base-modules: no $m" >&2; exit 1; }
+    cp "$m" "$root/modules/base/"
+    basename "$m" >> "$root/modules/base/order"
+  done < "$kdir/vm-base-modules"
+fi
+# A module tree for modprobe (lib/modules/VERSION with depmod's files),
+# copied over the guest's root.
+if [ -d "$kdir/vm-modroot/lib/modules" ]; then
+  cp -a "$kdir/vm-modroot/lib/modules" "$root/lib/"
+fi
+
 cp "$here/scripts/vm/init" "$root/init"
 chmod +x "$root/init"
 cp "$here"/tests/vm/*.sh "$root/tests/"

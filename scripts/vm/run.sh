@@ -9,6 +9,8 @@
 # after this many seconds: a power cut; the verdicts then only cover what
 # finished), VM_APPEND (extra kernel command-line words, which scenarios
 # can read from /proc/cmdline, e.g. dmsnap.seed=42).
+# KDIR is a kernel build directory, or a stock distro kernel laid out like one
+# by scripts/stock/vm-kernel.sh (whose vm-base-modules the guest loads first).
 # Leaves console.log, results.log and summary.json in OUTDIR and prints the
 # per-scenario verdicts and KUnit results; exits non-zero on any failure.
 set -euo pipefail
