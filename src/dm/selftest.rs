@@ -72,7 +72,8 @@ pub(crate) fn scratch_or_skip() -> Option<ScratchDev> {
             skip(c"no kunit_scratch_dev given");
             None
         }
-        Err(_) => {
+        Err(e) => {
+            super::log::dm_err!("kunit: cannot open kunit_scratch_dev: error {}", e.to_errno());
             super::compat::kunit_check!(false);
             None
         }

@@ -9,6 +9,7 @@
 #include <linux/sched/mm.h>
 #include <linux/wait_bit.h>
 #include <linux/slab.h>
+#include <linux/version.h>
 #include <linux/workqueue.h>
 #include <kunit/test.h>
 #include <kunit/test-bug.h>
@@ -112,10 +113,17 @@ void dmsnap_memalloc_noio_restore(unsigned int flags)
 	memalloc_noio_restore(flags);
 }
 
+/* Since 6.17 a work queue says whether it is per-CPU (the old default). */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 17, 0)
+#define DMSNAP_WQ_PERCPU WQ_PERCPU
+#else
+#define DMSNAP_WQ_PERCPU 0
+#endif
+
 /* The module's work queue (upstream: "ksnapd"): commits, invalidation. */
 struct workqueue_struct *dmsnap_workqueue_create(void)
 {
-	return alloc_workqueue("ksnapd_rs", WQ_MEM_RECLAIM, 0);
+	return alloc_workqueue("ksnapd_rs", WQ_MEM_RECLAIM | DMSNAP_WQ_PERCPU, 0);
 }
 
 /*
@@ -325,7 +333,33 @@ unsigned int dmsnap_bdev_logical_block_size(struct block_device *bdev)
  * skips them. Only exists in kernels built with CONFIG_KUNIT.
  */
 static char *kunit_scratch_dev = "";
-module_param(kunit_scratch_dev, charp, 0444);
+static dev_t kunit_scratch_devt;
+static int kunit_scratch_err;
+
+/*
+ * The path is resolved here, as insmod sets the parameter: the test cases
+ * run in kernel threads, whose root (since 7.x) does not see the /dev of
+ * the process that loaded the module.
+ */
+static int kunit_scratch_set(const char *val, const struct kernel_param *kp)
+{
+	int ret = param_set_charp(val, kp);
+
+	if (ret)
+		return ret;
+	kunit_scratch_devt = 0;
+	kunit_scratch_err = 0;
+	if (*kunit_scratch_dev)
+		kunit_scratch_err = lookup_bdev(kunit_scratch_dev, &kunit_scratch_devt);
+	return 0;
+}
+
+static const struct kernel_param_ops kunit_scratch_ops = {
+	.set = kunit_scratch_set,
+	.get = param_get_charp,
+	.free = param_free_charp,
+};
+module_param_cb(kunit_scratch_dev, &kunit_scratch_ops, &kunit_scratch_dev, 0444);
 MODULE_PARM_DESC(kunit_scratch_dev,
 		 "KUnit only: block device the I/O self-tests may overwrite (default: none)");
 
@@ -339,8 +373,10 @@ struct file *dmsnap_kunit_open_scratch(void)
 {
 	if (!kunit_scratch_dev || !*kunit_scratch_dev)
 		return NULL;
-	return bdev_file_open_by_path(kunit_scratch_dev, BLK_OPEN_READ | BLK_OPEN_WRITE,
-				      NULL, NULL);
+	if (kunit_scratch_err)
+		return ERR_PTR(kunit_scratch_err);
+	return bdev_file_open_by_dev(kunit_scratch_devt, BLK_OPEN_READ | BLK_OPEN_WRITE,
+				     NULL, NULL);
 }
 
 struct block_device *dmsnap_file_bdev(struct file *file)
