@@ -149,8 +149,7 @@ fn ima_line_matches_upstream_format() {
 }
 
 kunit_suite!(
-    dm_layer_suite,
-    "dm_snapshot_rs_dm_layer",
+    dm_snapshot_rs_dm_layer,
     [
         status_writer_truncates_like_dmemit,
         status_writer_fits_exactly,

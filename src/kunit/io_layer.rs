@@ -154,4 +154,4 @@ fn kcopyd_and_dm_io_move_data() {
     kassert!(back.as_ref().is_some_and(|b| b.as_slice().iter().all(|x| *x == 0)));
 }
 
-kunit_suite!(io_layer_suite, "dm_snapshot_rs_io_layer", [kcopyd_and_dm_io_move_data]);
+kunit_suite!(dm_snapshot_rs_io_layer, [kcopyd_and_dm_io_move_data]);

@@ -210,4 +210,4 @@ impl Drop for ShutDown {
     }
 }
 
-kunit_suite!(pending_suite, "dm_snapshot_rs_pending", [pending_exception_lifecycle]);
+kunit_suite!(dm_snapshot_rs_pending, [pending_exception_lifecycle]);

@@ -58,7 +58,6 @@ fn usage_matches_lvm_worked_example() {
 }
 
 kunit_suite!(
-    pure_layer_suite,
-    "dm_snapshot_rs_pure",
+    dm_snapshot_rs_pure,
     [chunk_size_rules_match_upstream, header_bytes_are_upstreams, usage_matches_lvm_worked_example]
 );

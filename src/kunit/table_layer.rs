@@ -317,8 +317,7 @@ fn bulk_load_matches_model() {
 }
 
 kunit_suite!(
-    table_suite,
-    "dm_snapshot_rs_exception_table",
+    dm_snapshot_rs_exception_table,
     [
         sequential_exceptions_compress_into_runs,
         scattered_exceptions_match_model,

@@ -73,6 +73,23 @@ macro_rules! kunit_check {
 }
 pub(crate) use kunit_check;
 
+/// Declares the KUnit suite `$suite` from plain `fn()` test cases in scope,
+/// with the kernel's `#[kunit_tests]`.
+macro_rules! kunit_suite {
+    ($suite:ident, [$($case:ident),+ $(,)?]) => {
+        #[::kernel::prelude::kunit_tests($suite)]
+        mod $suite {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case();
+                }
+            )+
+        }
+    };
+}
+pub(crate) use kunit_suite;
+
 /// The `KVec` methods 6.12 lacks, under the names [`super`] exports.
 pub(crate) mod kvec {
     use kernel::prelude::*;
