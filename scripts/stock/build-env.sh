@@ -26,9 +26,10 @@ if [ -z "$mirror" ]; then
 fi
 mirror=${mirror:-http://deb.debian.org/debian}
 
-# From trixie (the toolchain Debian built the kernel with).
+# From trixie (the toolchain Debian built the kernel with; openssl: the
+# config probes `openssl list` for OPENSSL_SUPPORTS_ML_DSA).
 base_pkgs=(rustc rust-src bindgen gcc-14 make bc flex bison libelf-dev libssl-dev
-           dwarves kmod xz-utils cpio python3 libclang-dev binutils file)
+           dwarves kmod xz-utils cpio python3 libclang-dev binutils file openssl)
 # From trixie-backports (the kernel itself).
 bpo_pkgs=("linux-headers-$kver" "$srcpkg")
 
