@@ -55,16 +55,18 @@ stock_refuse() {
   if [ "$got" != "$want" ]; then
     echo "stock: refusing: the chroot's rustc is '$got', but $kver was built by '$want'." >&2
     echo "stock: Rust crate hashes (and so every exported Rust symbol name) depend on the" \
-         "exact rustc version string; install that rustc in $stock_root" \
-         "(trixie's rustc 1.85.1+dfsg1-1+deb13u1 for 7.3.4+deb13-amd64) or remove the chroot" \
-         "so build-env.sh recreates it." >&2
+         "exact rustc version string.  Install the Debian rustc (and rust-src) whose" \
+         "\`rustc --version\` prints exactly '$want' (for 7.3.4+deb13-amd64: trixie's" \
+         "1.85.1+dfsg1-1+deb13u1) via base_pkgs in scripts/stock/build-env.sh, which" \
+         "then builds a new chroot." >&2
     exit 1
   fi
   want=$(stock_config CONFIG_BINDGEN_VERSION_TEXT)
   got=$(in_chroot bindgen --version 2>/dev/null | head -1 || echo "(no bindgen)")
   if [ "$got" != "$want" ]; then
     echo "stock: refusing: the chroot's bindgen is '$got', but $kver was built with '$want';" \
-         "install that bindgen (trixie's bindgen 0.71.1) in $stock_root." >&2
+         "install the Debian bindgen that prints exactly that (for 7.3.4+deb13-amd64:" \
+         "trixie's bindgen 0.71.1-6) via base_pkgs in scripts/stock/build-env.sh." >&2
     exit 1
   fi
 }
