@@ -9,8 +9,9 @@
 # (rust-meta.sh).  SRC_DIR is copied (without .git and target/) to
 # $DMSNAP_CACHE/stock-modules/<name>, built there, and every produced .ko is
 # checked with check-symbols.sh against the headers' Module.symvers.  Fails
-# on a build error, on a modpost "undefined!" / "WARNING" line or on a
-# missing symbol.  Prints the .ko path(s).
+# on a build error, on a modpost "undefined!" / "WARNING" line, on any
+# compiler warning (unless STOCK_ALLOW_WARNINGS=1) or on a missing symbol.
+# Prints the .ko path(s).  JOBS=N (default 2) for make -j.
 #
 # E.g. the real module, once it compiles on 7.3:
 #   scripts/stock/build-module.sh /work/main
@@ -48,6 +49,16 @@ cat "$log" >&2
 if grep -E 'undefined!|^WARNING|^ERROR' "$log" >&2; then
   echo "build-module: modpost reported problems (above)" >&2
   exit 1
+fi
+# Zero warnings, as scripts/build-module.sh (STOCK_ALLOW_WARNINGS=1: report only).
+nwarn=$(grep -E -i -c '(^|[^a-z_])warning[:\[]' "$log" || true)
+if [ "$nwarn" -ne 0 ]; then
+  grep -E -i '(^|[^a-z_])warning[:\[]' "$log" >&2
+  if [ -z "${STOCK_ALLOW_WARNINGS:-}" ]; then
+    echo "build-module: $nwarn warning lines (above; STOCK_ALLOW_WARNINGS=1 to accept)" >&2
+    exit 1
+  fi
+  echo "build-module: $nwarn warning lines accepted (STOCK_ALLOW_WARNINGS)" >&2
 fi
 
 mapfile -t kos < <(find "$work" -name '*.ko' | sort)
