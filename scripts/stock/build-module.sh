@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# build-module.sh SRC_DIR [MAKE_ARG...]
+#
+# Build the out-of-tree module in SRC_DIR (a Kbuild/Makefile dir, as for
+# `make M=`) for Debian's unmodified stock kernel $STOCK_KVER
+# (default 7.3.4+deb13-amd64), in the trixie chroot (build-env.sh), against
+# the stock headers overlaid with the regenerated Rust metadata
+# (rust-meta.sh).  SRC_DIR is copied (without .git and target/) to
+# $DMSNAP_CACHE/stock-modules/<name>, built there, and every produced .ko is
+# checked with check-symbols.sh against the headers' Module.symvers.  Fails
+# on a build error, on a modpost "undefined!" / "WARNING" line, on any
+# compiler warning (unless STOCK_ALLOW_WARNINGS=1) or on a missing symbol.
+# Prints the .ko path(s).  JOBS=N (default 2) for make -j.
+#
+# E.g. the real module, once it compiles on 7.3:
+#   scripts/stock/build-module.sh /work/main
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+if [ $# -lt 1 ] || [ ! -d "$1" ]; then
+  echo "usage: $0 SRC_DIR [MAKE_ARG...]" >&2
+  exit 2
+fi
+src=$(cd "$1" && pwd); shift
+name=$(basename "$src")
+
+meta=$(bash "$stock_here/rust-meta.sh")
+work=$cache/stock-modules/$name
+rm -rf "$work"; mkdir -p "$work"
+tar -C "$src" --exclude=./.git --exclude=./target -cf - . | tar -C "$work" -xf -
+
+log=$work.log
+t0=$(date +%s)
+export STOCK_BINDS="$meta:/stock/meta $work:/stock/M"
+# shellcheck disable=SC2016
+if ! in_chroot /bin/bash -c '
+    set -euo pipefail
+    make -C /stock/meta/kdir M=/stock/M clean >/dev/null
+    # as scripts/build-module.sh; trixie: libclang 19
+    LIBCLANG_PATH=/usr/lib/llvm-19/lib make -C /stock/meta/kdir M=/stock/M -j"${JOBS:-2}" "$@" modules
+  ' build-module "$@" > "$log" 2>&1; then
+  cat "$log" >&2
+  echo "build-module: build of $src for $kver failed (log: $log)" >&2
+  exit 1
+fi
+t1=$(date +%s)
+cat "$log" >&2
+if grep -E 'undefined!|^WARNING|^ERROR' "$log" >&2; then
+  echo "build-module: modpost reported problems (above)" >&2
+  exit 1
+fi
+# Zero warnings, as scripts/build-module.sh (STOCK_ALLOW_WARNINGS=1: report only).
+nwarn=$(grep -E -i -c '(^|[^a-z_])warning[:\[]' "$log" || true)
+if [ "$nwarn" -ne 0 ]; then
+  grep -E -i '(^|[^a-z_])warning[:\[]' "$log" >&2
+  if [ -z "${STOCK_ALLOW_WARNINGS:-}" ]; then
+    echo "build-module: $nwarn warning lines (above; STOCK_ALLOW_WARNINGS=1 to accept)" >&2
+    exit 1
+  fi
+  echo "build-module: $nwarn warning lines accepted (STOCK_ALLOW_WARNINGS)" >&2
+fi
+
+mapfile -t kos < <(find "$work" -name '*.ko' | sort)
+if [ "${#kos[@]}" -eq 0 ]; then
+  echo "build-module: no .ko produced in $work" >&2
+  exit 1
+fi
+rc=0
+for ko in "${kos[@]}"; do
+  bash "$stock_here/check-symbols.sh" "$ko" "$meta/kdir/Module.symvers" >&2 || rc=1
+done
+[ "$rc" = 0 ] || exit 1
+echo "build-module: built in $((t1 - t0))s for $kver: ${kos[*]}" >&2
+printf '%s\n' "${kos[@]}"
