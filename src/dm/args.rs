@@ -58,6 +58,7 @@ impl<'a> Args<'a> {
     }
 
     /// Consumes the next argument as UTF-8 text, or fails with `missing`.
+    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))] // used by the KUnit cases only
     pub(crate) fn next_str(&mut self, missing: &'static CStr) -> Result<&'a str, CtrError> {
         let arg = self.next_cstr().ok_or(CtrError::inval(missing))?;
         arg.to_str().map_err(|_| CtrError::inval(missing))
@@ -67,6 +68,7 @@ impl<'a> Args<'a> {
     ///
     /// Like the kernel's `kstrtouint`: no sign, no whitespace, no trailing
     /// garbage; a leading `+` is accepted.
+    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))] // used by the KUnit cases only
     pub(crate) fn next_u64(&mut self, max: u64, bad: &'static CStr) -> Result<u64, CtrError> {
         let text = self.next_str(bad)?;
         parse_decimal(text)

@@ -97,6 +97,7 @@ impl Bio {
     }
 
     /// Whether the bio carries `REQ_FUA`.
+    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))] // used by the KUnit cases only
     pub(crate) fn is_fua(&self) -> bool {
         self.opf() & dmb::DMSNAP_REQ_FUA != 0
     }

@@ -100,6 +100,7 @@ impl HeldRegion {
 /// Options of a copy (`DM_KCOPYD_*`): none are used (the copies of this
 /// module stop at the first error and write their destinations in
 /// parallel). The safe [`KcopydClient::copy_held`] takes none.
+#[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))] // used by the KUnit cases only
 #[derive(Clone, Copy, Default)]
 pub(crate) struct CopyFlags {
     _none: (),
@@ -152,6 +153,7 @@ impl KcopydClient {
     /// The block devices of `from` and `to` must stay open until the
     /// callback has run. Holding the `DmDev`s in a structure that drops this
     /// client first (dropping waits for all jobs) satisfies this.
+    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))] // used by the KUnit cases only
     pub(crate) unsafe fn copy<T: CopyCallback>(
         &self,
         from: &Region,
@@ -168,6 +170,7 @@ impl KcopydClient {
     /// # Safety
     ///
     /// As for [`KcopydClient::copy`].
+    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))] // used by the KUnit cases only
     pub(crate) unsafe fn zero<T: CopyCallback>(&self, to: &[Region], context: Arc<T>) -> Result {
         // SAFETY: The caller's guarantee is passed on.
         unsafe { self.submit(None, to.iter(), context) }

@@ -54,6 +54,7 @@ impl<'a> StatusWriter<'a> {
     }
 
     /// Bytes written so far, excluding the NUL (`sz` in `DMEMIT`).
+    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))] // used by the KUnit cases only
     pub(crate) fn len(&self) -> usize {
         self.len
     }

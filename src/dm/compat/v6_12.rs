@@ -58,11 +58,13 @@ pub(crate) fn into_foreign<T: ForeignOwnable>(v: T) -> *mut c_void {
 }
 
 /// Asserts inside a KUnit case; a failure ends the case.
+#[cfg(CONFIG_KUNIT)]
 macro_rules! kunit_check {
     ($cond:expr) => {
         ::kernel::kunit_assert!("dm_snapshot_rs", "src/kunit", 0, $cond)
     };
 }
+#[cfg(CONFIG_KUNIT)]
 pub(crate) use kunit_check;
 
 /// Declares the KUnit suite `$suite` from plain `fn()` test cases in scope.
@@ -73,6 +75,7 @@ pub(crate) use kunit_check;
 /// section entry must be `#[used(compiler)]`: plain `#[used]` gives it the
 /// `SHF_GNU_RETAIN` flag, `ld -r` then keeps a second `.kunit_test_suites`
 /// section, and the loader only sees the first.
+#[cfg(CONFIG_KUNIT)]
 macro_rules! kunit_suite {
     ($suite:ident, [$($case:ident),+ $(,)?]) => {
         #[allow(non_upper_case_globals, unreachable_pub)]
@@ -139,6 +142,7 @@ macro_rules! kunit_suite {
         }
     };
 }
+#[cfg(CONFIG_KUNIT)]
 pub(crate) use kunit_suite;
 
 /// `KVec` methods 6.12 lacks (7.x has them as methods).

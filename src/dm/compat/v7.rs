@@ -66,15 +66,18 @@ pub(crate) fn into_foreign<T: ForeignOwnable>(v: T) -> *mut c_void {
 }
 
 /// Asserts inside a KUnit case; a failure ends the case.
+#[cfg(CONFIG_KUNIT)]
 macro_rules! kunit_check {
     ($cond:expr) => {
         ::kernel::kunit_assert!("dm_snapshot_rs", c"src/kunit", 0, $cond)
     };
 }
+#[cfg(CONFIG_KUNIT)]
 pub(crate) use kunit_check;
 
 /// Declares the KUnit suite `$suite` from plain `fn()` test cases in scope,
 /// with the kernel's `#[kunit_tests]`.
+#[cfg(CONFIG_KUNIT)]
 macro_rules! kunit_suite {
     ($suite:ident, [$($case:ident),+ $(,)?]) => {
         #[::kernel::prelude::kunit_tests($suite)]
@@ -88,6 +91,7 @@ macro_rules! kunit_suite {
         }
     };
 }
+#[cfg(CONFIG_KUNIT)]
 pub(crate) use kunit_suite;
 
 /// The `KVec` methods 6.12 lacks, under the names [`super`] exports.
