@@ -23,6 +23,9 @@
 #   CRASH_OVF_DELAY=MS   the overflow cut's COW write delay (default 4000)
 #   CRASH_BREAK=1     self-test: phase B's model forgets the last two
 #                     acknowledged load writes, so cuts with acks must fail
+#   CRASH_KDIR=dir    the kernel to boot (default: scripts/kernel.sh's, for
+#                     KERNEL_SERIES; scripts/stock/vm-kernel.sh's for the
+#                     stock kernel)
 #   CRASH_OUT=dir     work directory (default out/crash); failed cuts keep
 #                     their disk images there for reproduction
 # Many cuts: `CRASH_SEED=1000 scripts/crash-test.sh 40` (about 45 s per cut
@@ -110,7 +113,7 @@ lo=${CRASH_KILL_MIN:-20} hi=${CRASH_KILL_MAX:-45}
 dw=${CRASH_DELAY:-300}
 ovfdelay=${CRASH_OVF_DELAY:-4000}
 work=${CRASH_OUT:-$here/out/crash}
-kdir=$(bash "$here/scripts/kernel.sh")
+kdir=${CRASH_KDIR:-$(bash "$here/scripts/kernel.sh")}
 
 mkdir -p "$work"
 ko=${CRASH_KO:-$here/dm-snapshot-rs.ko}

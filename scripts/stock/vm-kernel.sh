@@ -107,7 +107,9 @@ depends_closure() {
 
 # The guest tree: every dm target module, virtio_blk, their dependencies.
 mapfile -t want < <(cd "$full" && find kernel/drivers/md -name 'dm-*.ko.xz' | sed 's|.*/||; s|\.ko\.xz$||' | sort)
-want+=(virtio_blk)
+# ext4 and loop: the scenarios make and mount filesystems (the project's
+# kernels have both built in).
+want+=(virtio_blk ext4 loop)
 guest=$tmp/vm-modroot/lib/modules/$ver
 mkdir -p "$guest"
 depends_closure "${want[@]}" | while read -r rel; do
@@ -120,7 +122,7 @@ sed -i 's/\.ko\.xz$/.ko/' "$guest/modules.order"
 depmod -b "$tmp/vm-modroot" "$ver"
 
 # Base modules, in load order; paths relative to KDIR.
-depends_closure virtio_blk dm_mod | sed "s|^|vm-modroot/lib/modules/$ver/|; s|\\.xz\$||" > "$tmp/vm-base-modules"
+depends_closure virtio_blk dm_mod ext4 loop | sed "s|^|vm-modroot/lib/modules/$ver/|; s|\\.xz\$||" > "$tmp/vm-base-modules"
 
 # The dm test modules where mkinitramfs.sh looks for them.
 mkdir -p "$tmp/drivers/md" "$tmp/arch/x86/boot"
