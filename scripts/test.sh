@@ -2,18 +2,25 @@
 # SPDX-License-Identifier: GPL-2.0
 # The whole test suite, from a fresh machine:
 #   1. setup (packages, rust-src, bindgen)       scripts/setup.sh
-#   2. test kernel (cached)                       scripts/kernel.sh
+#   2. main test kernel, 7.3 (cached)             scripts/kernel.sh
 #   3. module build: no rustc/clippy/gcc warning  scripts/build-module.sh
 #   4. host crate: cargo test + cargo clippy
 #   5. harness: unit tests of the VM verdict logic (tests/harness)
 #   6. one VM run: KUnit suites and every scenario in tests/vm/
 #   7. a VM run with kmemleak=on (tests/leak/)
 #   8. the crash test (scripts/crash-test.sh, CRASH_CUTS cuts, default 4)
+#   9. Debian's unmodified stock kernel (scripts/stock/): the module built
+#      with Debian's own toolchain in a trixie chroot, its imports checked
+#      against the kernel's Module.symvers, the differential scenarios
+#      ($STOCK_SCENARIOS) against the distro's dm-snapshot.ko, one crash cut
+#  10. Linux 6.12 LTS: kernel, module build, KUnit, the smoke scenarios
+#      ($SMOKE_6_12) and one crash cut
 # Ends with one line "N passed, N failed" counting cargo tests, build checks,
 # KUnit cases and VM scenarios. Exits non-zero if anything failed.
 #
-# Options (environment): SCENARIOS="a b" runs only those VM scenarios;
-# OUT=dir keeps logs there (default out/test).
+# Options (environment): SCENARIOS="a b" runs only those VM scenarios (and
+# skips the leak, crash and 6.12 stages); OUT=dir keeps logs there (default
+# out/test).
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -38,12 +45,50 @@ abort() {
 step "setup"
 bash scripts/setup.sh || abort "setup failed"
 
-step "kernel"
-kdir=$(bash scripts/kernel.sh) || abort "kernel build failed"
+# The 6.12 LTS smoke set: one of each kind (snapshot I/O, merge, LVM,
+# reactivation, the dm-delay races).
+SMOKE_6_12=${SMOKE_6_12:-snap-smoke snap-basic-rw snap-fio-verify merge-basic lvm-merge snap-reactivate race-snap}
+# On Debian's stock kernel (no KUnit there): snapshot, merge, LVM.
+STOCK_SCENARIOS=${STOCK_SCENARIOS:-stock-smoke snap-smoke snap-basic-rw snap-fio-verify merge-basic lvm-snapshot lvm-merge}
+
+# build_for SERIES KDIR: the module built for KDIR, copied out of the tree
+# (the next build cleans it) to $out/dm-snapshot-rs-SERIES.ko.
+build_for() {
+  KDIR=$2 bash scripts/build-module.sh >/dev/null || return 1
+  cp dm-snapshot-rs.ko "$out/dm-snapshot-rs-$1.ko" && echo "$out/dm-snapshot-rs-$1.ko"
+}
+
+# vm_record LAYER LOG: records the KUnit and scenario counts of a run.sh log.
+vm_record() {
+  local kp kf sp sf
+  kp=$(sed -n 's/^kunit: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$2")
+  kf=$(sed -n 's/^kunit: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$2")
+  sp=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$2")
+  sf=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$2")
+  [ -n "$kp" ] || { kp=0; kf=1; }
+  [ -n "$sp" ] || { sp=0; sf=1; }
+  record "kunit$1" "$kp" "$kf"
+  record "vm$1" "$sp" "$sf"
+}
+
+# crash_record LAYER LOG: records a crash-test.sh log's cuts.
+crash_record() {
+  local cl cuts mis pbf
+  cl=$(grep -E '^crash-test: [0-9]+ cuts, [0-9]+ mismatches, [0-9]+ phase-B failures' "$2" | tail -1)
+  if [ -n "$cl" ]; then
+    cuts=$(echo "$cl" | awk '{print $2}'); mis=$(echo "$cl" | awk '{print $4}'); pbf=$(echo "$cl" | awk '{print $6}')
+    record "$1" $(( cuts - mis - pbf )) $(( mis + pbf ))
+  else
+    record "$1" 0 1
+  fi
+}
+
+step "kernel (7.3, the main test kernel)"
+kdir=$(KERNEL_SERIES=7.3 bash scripts/kernel.sh) || abort "kernel build failed"
 echo "KDIR=$kdir"
 
-step "module build (CLIPPY=1 W=1, warnings fail)"
-if ko=$(KDIR=$kdir bash scripts/build-module.sh); then
+step "module build for 7.3 (CLIPPY=1 W=1, warnings fail)"
+if ko=$(build_for 7.3 "$kdir"); then
   record build 1 0
 else
   record build 0 1
@@ -79,14 +124,7 @@ if [ -n "$ko" ]; then
     scenarios="kunit $(ls tests/vm/*.sh | xargs -n1 basename | sed 's/\.sh$//' | grep -vx 'lib\|kunit\|stock-smoke' | sort | tr '\n' ' ')"
   fi
   SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-600} bash scripts/vm/run.sh "$kdir" "$ko" "$out/vm" $scenarios | tee "$out/vm.log"
-  kp=$(sed -n 's/^kunit: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$out/vm.log")
-  kf=$(sed -n 's/^kunit: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$out/vm.log")
-  sp=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$out/vm.log")
-  sf=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$out/vm.log")
-  [ -n "$kp" ] || { kp=0; kf=1; }
-  [ -n "$sp" ] || { sp=0; sf=1; }
-  record kunit "$kp" "$kf"
-  record vm "$sp" "$sf"
+  vm_record "" "$out/vm.log"
   echo "logs: $out/vm/console.log (kernel), $out/vm/results.log (scenarios)"
   if [ -z "${SCENARIOS:-}" ]; then
     step "VM with kmemleak=on: leak check after every target and unload"
@@ -97,18 +135,45 @@ if [ -n "$ko" ]; then
     record leak "$lp" "$lf"
 
     step "crash test: SIGKILL of QEMU during copy-out and merge, then recovery"
-    CRASH_KO=$ko CRASH_OUT=$out/crash bash scripts/crash-test.sh "${CRASH_CUTS:-4}" | tee "$out/crash.log"
-    cl=$(grep -E '^crash-test: [0-9]+ cuts, [0-9]+ mismatches, [0-9]+ phase-B failures' "$out/crash.log" | tail -1)
-    if [ -n "$cl" ]; then
-      cuts=$(echo "$cl" | awk '{print $2}'); mis=$(echo "$cl" | awk '{print $4}'); pbf=$(echo "$cl" | awk '{print $6}')
-      record crash $(( cuts - mis - pbf )) $(( mis + pbf ))
-    else
-      record crash 0 1
-    fi
+    KERNEL_SERIES=7.3 CRASH_KO=$ko CRASH_OUT=$out/crash bash scripts/crash-test.sh "${CRASH_CUTS:-4}" | tee "$out/crash.log"
+    crash_record crash "$out/crash.log"
   fi
 else
   echo "skipped: no module"
   record vm 0 1
+fi
+
+if [ -z "${SCENARIOS:-}" ]; then
+  step "Debian's stock kernel, unmodified: build with Debian's toolchain, symbols, scenarios, one crash cut"
+  if ! sk=$(bash scripts/stock/vm-kernel.sh); then
+    record build-stock 0 1
+  elif ! sko=$(bash scripts/stock/build-module.sh "$here"); then
+    record build-stock 0 1
+  else
+    record build-stock 1 0
+    SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-600} bash scripts/vm/run.sh "$sk" "$sko" "$out/vm-stock" $STOCK_SCENARIOS | tee "$out/vm-stock.log"
+    sp=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$out/vm-stock.log")
+    sf=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$out/vm-stock.log")
+    [ -n "$sp" ] || { sp=0; sf=1; }
+    record vm-stock "$sp" "$sf"
+    CRASH_KDIR=$sk CRASH_KO=$sko CRASH_OUT=$out/crash-stock bash scripts/crash-test.sh 1 | tee "$out/crash-stock.log"
+    crash_record crash-stock "$out/crash-stock.log"
+  fi
+fi
+
+if [ -z "${SCENARIOS:-}" ]; then
+  step "Linux 6.12 LTS: kernel, module build, KUnit, smoke scenarios, one crash cut"
+  if ! kdir612=$(KERNEL_SERIES=6.12 bash scripts/kernel.sh); then
+    record build-6.12 0 1
+  elif ! ko612=$(build_for 6.12 "$kdir612"); then
+    record build-6.12 0 1
+  else
+    record build-6.12 1 0
+    SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-600} bash scripts/vm/run.sh "$kdir612" "$ko612" "$out/vm-6.12" kunit $SMOKE_6_12 | tee "$out/vm-6.12.log"
+    vm_record -6.12 "$out/vm-6.12.log"
+    KERNEL_SERIES=6.12 CRASH_KO=$ko612 CRASH_OUT=$out/crash-6.12 bash scripts/crash-test.sh 1 | tee "$out/crash-6.12.log"
+    crash_record crash-6.12 "$out/crash-6.12.log"
+  fi
 fi
 
 echo

@@ -15,6 +15,26 @@ expect_ok() {
   dmsetup remove good
 }
 
+# expect_ok_discard TABLE LINE: expect_ok for a discard_zeroes_cow table,
+# whose table line must end in LINE. Where upstream's module oopses on such
+# tables (upstream_discard_oops), only this module loads them, and the
+# expected line is the check.
+expect_ok_discard() {
+  if ! upstream_discard_oops; then
+    expect_ok "$1"
+    return
+  fi
+  [ "$M" = upstream ] && return 0
+  dmsetup create good --table "0 $L $1" || fail "table '$1' refused"
+  local t
+  t=$(dmsetup table good)
+  dmsetup remove good
+  case "$t" in
+    *" $2") ;;
+    *) fail "table '$1' reads back as '$t', not '... $2'" ;;
+  esac
+}
+
 le32() {
   local v=$1 i
   for i in 0 1 2 3; do printf "\\$(printf %03o $(( (v >> (8 * i)) & 255 )))"; done
@@ -125,9 +145,10 @@ run_case() {
   expect_ok "snapshot $O $C n 2097152"
   expect_ok "snapshot $O $C N 32 0"
   expect_ok "snapshot $O $C P 8 0 extra args"
-  expect_ok "snapshot $O $C P 8 1 DISCARD_ZEROES_COW"
-  expect_ok "snapshot $O $C P 8 2 discard_passdown_origin discard_zeroes_cow"
-  expect_ok "snapshot $O $C P 8 2 discard_zeroes_cow discard_zeroes_cow"
+  expect_ok_discard "snapshot $O $C P 8 1 DISCARD_ZEROES_COW" "P 8 1 discard_zeroes_cow"
+  expect_ok_discard "snapshot $O $C P 8 2 discard_passdown_origin discard_zeroes_cow" \
+    "P 8 2 discard_zeroes_cow discard_passdown_origin"
+  expect_ok_discard "snapshot $O $C P 8 2 discard_zeroes_cow discard_zeroes_cow" "P 8 1 discard_zeroes_cow"
   expect_ok "snapshot $O $C PO 0"
 
   info "$M: handover pairing"
@@ -138,7 +159,8 @@ run_case() {
   dmsetup remove s1
 
   info "$M: 100 random argument lists"
-  fuzz 7 100 > /tmp/fuzz
+  # (without the discard_zeroes_cow ones where upstream oopses on them)
+  if upstream_discard_oops; then fuzz 7 100 | grep -vi discard_zeroes_cow; else fuzz 7 100; fi > /tmp/fuzz
   ok=0 bad=0
   # Accepted P tables write headers to whichever disk is the COW: start every
   # run from the same zeroed headers so both modules see the same sequence.
@@ -155,7 +177,7 @@ run_case() {
     fi
   done < /tmp/fuzz
   info "$M: fuzz: $ok accepted, $bad refused"
-  [ $((ok + bad)) = 100 ] || fail "fuzz ran $((ok + bad)) cases"
+  [ $((ok + bad)) = "$(wc -l < /tmp/fuzz)" ] || fail "fuzz ran $((ok + bad)) cases"
   [ -z "$(dmsetup ls | grep '^fz')" ] || fail "a refused table left a device"
   # A refused or removed table leaves nothing behind: the module unloads.
   unload_modules
