@@ -13,6 +13,11 @@
 # fragment's lines with kernel/bench.config's (no debugging: what
 # scripts/bench.sh measures on).
 #
+# KERNEL_BUILD=prepare stops after `make prepare`, which on 7.x also builds
+# the Rust metadata: enough to compile the module (rustc, clippy, gcc) but
+# not to link it (no Module.symvers); build-module.sh then builds objects
+# only. The default, full, builds bzImage and modules.
+#
 # KERNEL_SERIES picks the source: 7.3 (default; Debian's linux-source-7.3 from
 # trixie-backports, fetched by scripts/debian-pkg.sh) or 6.12 (the host's
 # linux-source-6.12 package, the LTS kernel).
@@ -56,6 +61,12 @@ toolver=$(rustc --version; bindgen --version; gcc --version | head -1; echo "$LI
 key=$( { echo "$pkgver"; cat "$frag"; echo "$toolver"; } | sha256sum | cut -c1-16)
 kdir="$cache/linux-$pkgver-$key"
 [ "$flavor" = test ] || kdir="$cache/linux-$pkgver-$flavor-$key"
+what=${KERNEL_BUILD:-full}
+case $what in
+  full) ;;
+  prepare) kdir="$kdir-prepare" ;;
+  *) log "unknown KERNEL_BUILD $what (full or prepare)"; exit 2 ;;
+esac
 stamp="$kdir/.dm-snapshot-rs-built"
 
 if [ -f "$stamp" ]; then
@@ -95,7 +106,12 @@ if [ "$bad" = 1 ]; then
   log "config check failed"; exit 1
 fi
 
-mk bzImage modules >&2
+if [ "$what" = prepare ]; then
+  mk prepare >&2
+  touch "$kdir/.dm-snapshot-rs-prepare-only"
+else
+  mk bzImage modules >&2
+fi
 touch "$stamp"
 log "done"
 echo "$kdir"
