@@ -11,12 +11,14 @@
 #     dm-snapshot` itself; lvconvert --merge, unmounted and deferred to the
 #     next activation (mounted origin), data checked against the model.
 #  3. the kernel log has no "Unknown symbol" nor "disagrees about version".
+# shellcheck source=tests/vm/lib.sh
 . /tests/lib.sh
 export LVM_SUPPRESS_FD_WARNINGS=1
 kver=$(uname -r)
 info "kernel $kver, $(/sbin/modprobe --version | head -1)"
 [ -f "/lib/modules/$kver/modules.dep" ] || fail "no modules.dep for $kver"
-ls "/lib/modules/$kver/updates/dkms/" | grep -q '^dm-snapshot-rs\.ko' || fail "no updates/dkms/dm-snapshot-rs.ko*"
+set -- "/lib/modules/$kver/updates/dkms/"dm-snapshot-rs.ko*
+[ -e "$1" ] || fail "no updates/dkms/dm-snapshot-rs.ko*"
 [ -f /etc/modprobe.d/dm-snapshot-rs.conf ] || fail "no /etc/modprobe.d/dm-snapshot-rs.conf"
 
 only_rs() {
@@ -42,7 +44,7 @@ grep -q '^dm_bufio ' /proc/modules && rmmod dm_bufio
 only_rs "modprobe dm-snapshot"
 grep -q '^dm_bufio ' /proc/modules || fail "dm_bufio not pulled in"
 dmsetup targets | grep -q '^snapshot-merge ' || fail "no snapshot-merge target"
-info "version $(cat /sys/module/$RS/version 2>/dev/null)"
+info "version $(cat "/sys/module/$RS/version" 2>/dev/null)"
 taint_ok
 unload
 /sbin/modprobe dm_snapshot || fail "modprobe dm_snapshot"
