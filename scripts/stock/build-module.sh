@@ -6,7 +6,8 @@
 # `make M=`) for Debian's unmodified stock kernel $STOCK_KVER
 # (default 7.3.4+deb13-amd64), in the trixie chroot (build-env.sh), against
 # the stock headers overlaid with the regenerated Rust metadata
-# (rust-meta.sh).  SRC_DIR is copied (without .git and target/) to
+# (rust-meta.sh), by dkms/build.sh (the DKMS package's build step) run in
+# the chroot.  SRC_DIR is copied (without .git and target/) to
 # $DMSNAP_CACHE/stock-modules/<name>, built there, and every produced .ko is
 # checked with check-symbols.sh against the headers' Module.symvers.  Fails
 # on a build error, on a modpost "undefined!" / "WARNING" line, on any
@@ -32,14 +33,16 @@ tar -C "$src" --exclude=./.git --exclude=./target -cf - . | tar -C "$work" -xf -
 
 log=$work.log
 t0=$(date +%s)
-export STOCK_BINDS="$meta:/stock/meta $work:/stock/M"
+# The build is dkms/build.sh's (the DKMS package's MAKE step): refusals,
+# the cached metadata (rust-meta.sh above), make M=, check-symbols.sh.
+export STOCK_BINDS="$stock_state:/var/lib/dm-snapshot-rs $stock_dkms:/stock/dkms $work:/stock/M"
 # shellcheck disable=SC2016
 if ! in_chroot /bin/bash -c '
     set -euo pipefail
-    make -C /stock/meta/kdir M=/stock/M clean >/dev/null
-    # as scripts/build-module.sh; trixie: libclang 19
-    LIBCLANG_PATH=/usr/lib/llvm-19/lib make -C /stock/meta/kdir M=/stock/M -j"${JOBS:-2}" "$@" modules
-  ' build-module "$@" > "$log" 2>&1; then
+    cd /stock/M
+    bash /stock/dkms/build.sh --clean
+    JOBS=$1 bash /stock/dkms/build.sh "$2" "$3"
+  ' build-module "${JOBS:-2}" "$kver" "$hdr" > "$log" 2>&1; then
   cat "$log" >&2
   echo "build-module: build of $src for $kver failed (log: $log)" >&2
   exit 1
@@ -66,10 +69,9 @@ if [ "${#kos[@]}" -eq 0 ]; then
   echo "build-module: no .ko produced in $work" >&2
   exit 1
 fi
-rc=0
+# (dkms/build.sh checked the imports; the summary again, on the host.)
 for ko in "${kos[@]}"; do
-  bash "$stock_here/check-symbols.sh" "$ko" "$meta/kdir/Module.symvers" >&2 || rc=1
+  bash "$stock_here/check-symbols.sh" "$ko" "$meta/kdir/Module.symvers" >&2
 done
-[ "$rc" = 0 ] || exit 1
 echo "build-module: built in $((t1 - t0))s for $kver: ${kos[*]}" >&2
 printf '%s\n' "${kos[@]}"

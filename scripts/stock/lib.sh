@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0
 # Shared by scripts/stock/*.sh (sourced, not run).
 #
+#   stock_dkms            the repository's dkms/ (build.sh: the build itself)
+#   stock_state           host dir bound at the chroot's /var/lib/dm-snapshot-rs
 #   stock_root            the trixie chroot (created by build-env.sh if needed)
 #   in_chroot CMD...      run CMD in the chroot, in a private mount namespace
 #                         (so /proc, /dev and the binds vanish with it);
@@ -16,6 +18,12 @@ kver=${STOCK_KVER:-7.3.4+deb13-amd64}
 srcpkg=${STOCK_SRC:-linux-source-7.3}
 export DMSNAP_CACHE=$cache STOCK_KVER=$kver STOCK_SRC=$srcpkg
 hdr=/usr/src/linux-headers-$kver            # inside the chroot
+# The DKMS build script (shared) and its state dir (/var/lib/dm-snapshot-rs
+# in the chroot, bind-mounted from here).
+# shellcheck disable=SC2034  # used by the scripts that source this file
+stock_dkms=$(cd "$stock_here/../../dkms" && pwd)
+# shellcheck disable=SC2034
+stock_state=$cache/stock-state
 
 stock_root=$(bash "$stock_here/build-env.sh")
 

@@ -100,9 +100,21 @@ if [ -f "$kdir/vm-base-modules" ]; then
   done < "$kdir/vm-base-modules"
 fi
 # A module tree for modprobe (lib/modules/VERSION with depmod's files),
-# copied over the guest's root.
+# copied over the guest's root, and its etc/modprobe.d if it has one (e.g.
+# a DKMS package's aliases: scripts/stock/test-dkms.sh).
 if [ -d "$kdir/vm-modroot/lib/modules" ]; then
   cp -a "$kdir/vm-modroot/lib/modules" "$root/lib/"
+fi
+if [ -d "$kdir/vm-modroot/etc/modprobe.d" ]; then
+  mkdir -p "$root/etc"
+  cp -a "$kdir/vm-modroot/etc/modprobe.d" "$root/etc/"
+fi
+# VM_KMOD=1: kmod's real modprobe (reads /etc/modprobe.d, .ko.xz) as
+# /sbin/modprobe, the path the kernel's request_module() and LVM2 run;
+# busybox's applets stay in /bin.
+if [ -n "${VM_KMOD:-}" ]; then
+  add_bin "$(command -v kmod)" /sbin/kmod
+  for t in modprobe modinfo; do ln -sf kmod "$root/sbin/$t"; done
 fi
 
 cp "$here/scripts/vm/init" "$root/init"

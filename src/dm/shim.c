@@ -15,6 +15,10 @@
 #include <kunit/test-bug.h>
 #include "shim.h"
 
+#ifdef DMSNAP_VERSION
+MODULE_VERSION(DMSNAP_VERSION);
+#endif
+
 /*
  * Module parameters, with upstream dm-snapshot's names, defaults and
  * permissions, so /sys/module/<module>/parameters/ looks the same.

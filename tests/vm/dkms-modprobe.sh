@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: GPL-2.0
+# The DKMS package on Debian's stock kernel, as installed on a user's system
+# (scripts/stock/test-dkms.sh): /lib/modules/$(uname -r)/updates/dkms holds
+# the DKMS-built dm-snapshot-rs, /etc/modprobe.d/dm-snapshot-rs.conf the
+# package's aliases, /sbin/modprobe is kmod's. Nothing is insmodded here:
+#  1. `modprobe dm-snapshot` loads dm_snapshot_rs (with dm_bufio), never the
+#     kernel's dm_snapshot; the taint is at most O (out of tree) and E
+#     (unsigned); so do `modprobe dm_snapshot` and dm-mod's own
+#     request_module("dm-snapshot-merge") for a table naming the target.
+#  2. an LVM rollback with the module unloaded first: LVM2 runs `modprobe
+#     dm-snapshot` itself; lvconvert --merge, unmounted and deferred to the
+#     next activation (mounted origin), data checked against the model.
+#  3. the kernel log has no "Unknown symbol" nor "disagrees about version".
+# shellcheck source=tests/vm/lib.sh
+. /tests/lib.sh
+export LVM_SUPPRESS_FD_WARNINGS=1
+kver=$(uname -r)
+info "kernel $kver, $(/sbin/modprobe --version | head -1)"
+[ -f "/lib/modules/$kver/modules.dep" ] || fail "no modules.dep for $kver"
+set -- "/lib/modules/$kver/updates/dkms/"dm-snapshot-rs.ko*
+[ -e "$1" ] || fail "no updates/dkms/dm-snapshot-rs.ko*"
+[ -f /etc/modprobe.d/dm-snapshot-rs.conf ] || fail "no /etc/modprobe.d/dm-snapshot-rs.conf"
+
+only_rs() {
+  grep -q "^$RS " /proc/modules || fail "$1: $RS not loaded: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
+  if grep -q "^$UPSTREAM " /proc/modules; then fail "$1: the kernel's $UPSTREAM was loaded"; fi
+}
+unload() { unload_modules; }
+
+taint_ok() {
+  t=$(cat /proc/sys/kernel/tainted)
+  # O = bit 12 (4096), E = bit 13 (8192)
+  [ $(( t & ~12288 )) = 0 ] || fail "taint $t has flags other than O/E"
+  info "tainted=$t (O/E only)"
+}
+
+# --- 1. modprobe ---------------------------------------------------------
+unload
+grep -q '^dm_bufio ' /proc/modules && rmmod dm_bufio
+/sbin/modprobe --show-depends dm-snapshot
+/sbin/modprobe --show-depends dm-snapshot | tail -1 | grep -q 'updates/dkms/dm-snapshot-rs\.ko' ||
+  fail "modprobe --show-depends dm-snapshot does not end in updates/dkms/dm-snapshot-rs.ko"
+/sbin/modprobe dm-snapshot || fail "modprobe dm-snapshot"
+only_rs "modprobe dm-snapshot"
+grep -q '^dm_bufio ' /proc/modules || fail "dm_bufio not pulled in"
+dmsetup targets | grep -q '^snapshot-merge ' || fail "no snapshot-merge target"
+info "version $(cat "/sys/module/$RS/version" 2>/dev/null)"
+taint_ok
+unload
+/sbin/modprobe dm_snapshot || fail "modprobe dm_snapshot"
+only_rs "modprobe dm_snapshot"
+unload
+# dm-mod's request_module("dm-snapshot-origin") for an unknown target
+wipe_cow /dev/vdc
+dmsetup create rq-origin --table "0 8192 snapshot-origin /dev/vdb" || fail "snapshot-origin table without the module loaded"
+only_rs "request_module(dm-snapshot-origin)"
+dmsetup remove rq-origin
+unload
+
+# --- 2. LVM rollback, the module loaded by LVM2 --------------------------
+CFG='devices { filter = [ "a|^/dev/vd[ac]$|", "r|.*|" ] obtain_device_list_from_udev = 0 } activation { polling_interval = 1 }'
+lvmc() { "$@" --config "$CFG"; }
+files_sum() { ( cd /mnt/root && find . -type f | sort | while read -r f; do echo "$(sum_file "$f") $f"; done ) ; }
+setup_fs() {
+  for d in /dev/vda /dev/vdc; do $DD if=/dev/zero of=$d bs=1M count=1 oflag=direct 2>/dev/null; done
+  lvmc pvcreate -y -ff /dev/vda /dev/vdc >/dev/null
+  lvmc vgcreate vg /dev/vda /dev/vdc >/dev/null
+  lvmc lvcreate -y -L 96M -n root vg /dev/vda >/dev/null
+  mkfs.ext4 -q -F /dev/vg/root
+  mkdir -p /mnt/root
+  mount /dev/vg/root /mnt/root
+  mkdir -p /mnt/root/etc /mnt/root/usr/lib
+  for i in 1 2 3 4; do pattern "cfg$i" $(( i * 4096 )) > /mnt/root/etc/conf$i; done
+  for i in 1 2; do pattern "lib$i" $(( i * 1048576 )) > /mnt/root/usr/lib/lib$i.so; done
+  sync
+  files_sum > /tmp/before
+  umount /mnt/root
+}
+upgrade() {
+  mount /dev/vg/root /mnt/root
+  rm /mnt/root/etc/conf2 /mnt/root/usr/lib/lib1.so
+  pattern new 2097152 > /mnt/root/usr/lib/lib2.so
+  pattern added 1048576 > /mnt/root/usr/lib/libnew.so
+  sync
+  files_sum > /tmp/after
+  if cmp -s /tmp/before /tmp/after; then fail "the upgrade changed nothing"; fi
+}
+check_rollback() {
+  mount /dev/vg/root /mnt/root
+  files_sum > /tmp/now
+  umount /mnt/root
+  cmp /tmp/before /tmp/now || { diff /tmp/before /tmp/now; fail "$1: files differ from the snapshot"; }
+  e2fsck -fn /dev/vg/root >/dev/null || fail "$1: fsck errors"
+  if lvmc lvs --noheadings -o lv_name vg | grep -q pre; then fail "$1: snapshot still there"; fi
+  info "$1: rollback complete, files identical"
+}
+
+info "case 1: LVM snapshot + merge, origin unmounted"
+setup_fs
+if grep -q "^$RS " /proc/modules; then fail "module loaded before LVM asked for it"; fi
+lvmc lvcreate -y -s -L 48M -n pre vg/root /dev/vdc >/dev/null
+only_rs "lvcreate -s (LVM2's modprobe dm-snapshot)"
+upgrade
+umount /mnt/root
+lvmc lvconvert --merge -i 1 vg/pre
+only_rs "lvconvert --merge"
+check_rollback "unmounted"
+lvmc vgremove -ff vg >/dev/null
+unload
+
+info "case 2: merge deferred (origin mounted), runs on the next activation"
+setup_fs
+lvmc lvcreate -y -s -L 48M -n pre vg/root /dev/vdc >/dev/null
+upgrade
+lvmc lvconvert --merge vg/pre 2>&1 | tee /tmp/lvc.out
+grep -qi "next activation" /tmp/lvc.out || fail "merge was not deferred"
+umount /mnt/root
+lvmc vgchange -an vg >/dev/null
+# As at boot in the initramfs: nothing loaded, LVM2 modprobes the target.
+unload
+lvmc vgchange -ay vg >/dev/null
+only_rs "activation with a pending merge"
+lvmc lvm lvpoll --polloperation merge -i 1 vg/root || true
+n=0
+while lvmc lvs --noheadings -o lv_name vg | grep -q pre; do
+  n=$((n + 1)); [ $n -lt 120 ] || fail "merge on activation did not finish: $(dmsetup status)"
+  sleep 1
+done
+check_rollback "deferred"
+lvmc vgremove -ff vg >/dev/null
+taint_ok
+unload
+
+# --- 3. kernel log ---------------------------------------------------------
+if dmesg | grep -E 'Unknown symbol|disagrees about version'; then fail "symbol errors in the kernel log"; fi
+dmesg | grep -i 'dm_snapshot_rs\|dm-snapshot-rs' | tail -5 || true
+info "dkms-modprobe: ok"
