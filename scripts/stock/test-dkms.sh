@@ -157,9 +157,15 @@ has "modinfo: version $v1" "$mi" "^version: +$v1re\$"
 has "modinfo: vermagic $kver" "$mi" "^vermagic: +$kre SMP preempt mod_unload"
 has "modinfo: aliases" "$mi" "^alias: +dm-snapshot-merge\$"
 echo "$mi" | grep -E '^(filename|version|vermagic|sig_id|signer|srcversion):' | sed 's/^/    /'
-for n in dm-snapshot dm-snapshot-origin dm-snapshot-merge dm_snapshot; do
+# dm-snapshot and dm_snapshot: the install rule, ours first, the kernel's
+# as the fallback; the target aliases: ours among the candidates.
+for n in dm-snapshot dm_snapshot; do
   sd=$(R modprobe -S "$kver" --show-depends "$n" 2>&1 || true)
-  has "modprobe --show-depends $n -> updates/dkms/dm-snapshot-rs.ko" "$(tail -1 <<<"$sd")" "^insmod /(usr/)?lib/modules/$kre/updates/dkms/dm-snapshot-rs\.ko"
+  has "modprobe --show-depends $n -> install rule, dm_snapshot_rs first" "$sd" "^install /sbin/modprobe --ignore-install dm_snapshot_rs .*\|\| /sbin/modprobe --ignore-install dm_snapshot "
+done
+for n in dm-snapshot-origin dm-snapshot-merge; do
+  sd=$(R modprobe -S "$kver" --show-depends "$n" 2>&1 || true)
+  has "modprobe --show-depends $n -> updates/dkms/dm-snapshot-rs.ko" "$sd" "^insmod /(usr/)?lib/modules/$kre/updates/dkms/dm-snapshot-rs\.ko"
 done
 echo "$sd" | sed 's/^/    /'
 stamp "stage install v1 done"

@@ -38,8 +38,8 @@ taint_ok() {
 unload
 grep -q '^dm_bufio ' /proc/modules && rmmod dm_bufio
 /sbin/modprobe --show-depends dm-snapshot
-/sbin/modprobe --show-depends dm-snapshot | tail -1 | grep -q 'updates/dkms/dm-snapshot-rs\.ko' ||
-  fail "modprobe --show-depends dm-snapshot does not end in updates/dkms/dm-snapshot-rs.ko"
+/sbin/modprobe --show-depends dm-snapshot | grep -q '^install .*dm_snapshot_rs' ||
+  fail "modprobe --show-depends dm-snapshot: no install rule for dm_snapshot_rs"
 /sbin/modprobe dm-snapshot || fail "modprobe dm-snapshot"
 only_rs "modprobe dm-snapshot"
 grep -q '^dm_bufio ' /proc/modules || fail "dm_bufio not pulled in"
@@ -49,6 +49,16 @@ taint_ok
 unload
 /sbin/modprobe dm_snapshot || fail "modprobe dm_snapshot"
 only_rs "modprobe dm_snapshot"
+unload
+# A kernel DKMS did not build dm_snapshot_rs for (a fallback kernel without
+# Rust): the install rule falls back to the kernel's dm_snapshot.
+rs_ko=$1
+mv "$rs_ko" /tmp/hidden-rs.ko
+/sbin/modprobe dm-snapshot || fail "modprobe dm-snapshot with no dm_snapshot_rs for this kernel"
+grep -q "^$UPSTREAM " /proc/modules || fail "no dm_snapshot_rs: the kernel's $UPSTREAM did not load"
+if grep -q "^$RS " /proc/modules; then fail "$RS loaded although its file is gone"; fi
+info "no dm_snapshot_rs for this kernel: modprobe dm-snapshot loaded the kernel's module"
+mv /tmp/hidden-rs.ko "$rs_ko"
 unload
 # dm-mod's request_module("dm-snapshot-origin") for an unknown target
 wipe_cow /dev/vdc
