@@ -13,8 +13,11 @@
 #      with Debian's own toolchain in a trixie chroot, its imports checked
 #      against the kernel's Module.symvers, the differential scenarios
 #      ($STOCK_SCENARIOS) against the distro's dm-snapshot.ko, one crash cut
-#  10. Linux 6.12 LTS: kernel, module build, KUnit, the smoke scenarios
+#  10. the DKMS package on the stock kernel (scripts/stock/test-dkms.sh):
+#      install, modprobe and LVM in the VM, initramfs, upgrade, removal
+#  11. Linux 6.12 LTS: kernel, module build, KUnit, the smoke scenarios
 #      ($SMOKE_6_12) and one crash cut
+#  12. Linux 7.2: the module compiled (rustc, clippy, gcc) after `make prepare`
 # Ends with one line "N passed, N failed" counting cargo tests, build checks,
 # KUnit cases and VM scenarios. Exits non-zero if anything failed.
 #
@@ -162,6 +165,17 @@ if [ -z "${SCENARIOS:-}" ]; then
 fi
 
 if [ -z "${SCENARIOS:-}" ]; then
+  step "the DKMS package on the stock kernel: install, modprobe, LVM, initramfs, upgrade, removal, refusals"
+  bash scripts/stock/test-dkms.sh 2>&1 | tee "$out/dkms.log"
+  dl=$(grep -E '^dkms-test: [0-9]+ passed, [0-9]+ failed' "$out/dkms.log" | tail -1)
+  if [ -n "$dl" ]; then
+    record dkms "$(echo "$dl" | awk '{print $2}')" "$(echo "$dl" | awk '{print $4}')"
+  else
+    record dkms 0 1
+  fi
+fi
+
+if [ -z "${SCENARIOS:-}" ]; then
   step "Linux 6.12 LTS: kernel, module build, KUnit, smoke scenarios, one crash cut"
   if ! kdir612=$(KERNEL_SERIES=6.12 bash scripts/kernel.sh); then
     record build-6.12 0 1
@@ -173,6 +187,16 @@ if [ -z "${SCENARIOS:-}" ]; then
     vm_record -6.12 "$out/vm-6.12.log"
     KERNEL_SERIES=6.12 CRASH_KO=$ko612 CRASH_OUT=$out/crash-6.12 bash scripts/crash-test.sh 1 | tee "$out/crash-6.12.log"
     crash_record crash-6.12 "$out/crash-6.12.log"
+  fi
+fi
+
+if [ -z "${SCENARIOS:-}" ]; then
+  step "Linux 7.2: the module compiled against make prepare (CLIPPY=1 W=1)"
+  if kdir72=$(KERNEL_SERIES=7.2 KERNEL_BUILD=prepare bash scripts/kernel.sh) &&
+     KDIR=$kdir72 bash scripts/build-module.sh >/dev/null; then
+    record build-7.2 1 0
+  else
+    record build-7.2 0 1
   fi
 fi
 
