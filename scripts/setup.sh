@@ -13,6 +13,8 @@ PKGS=(
   clang libclang-dev llvm libclang-19-dev
   # VM and guest userspace
   qemu-system-x86 busybox-static dmsetup lvm2 fio e2fsprogs util-linux
+  # the stock-kernel build: a trixie chroot with Debian's toolchain
+  debootstrap
 )
 
 missing=()
