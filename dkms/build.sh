@@ -90,10 +90,8 @@ refuse_checks() {
     local hint
     hint="the rustc of $(debian_hint "$kver")"
     case $want in
-      "rustc 1.85.1 "*) hint="trixie's rustc 1.85.1+dfsg1-1+deb13u1 (with rust-src of the same version):" ;;
-    esac
-    case $want in
-      "rustc 1.85.1 "*) hint="$hint apt-get install -t trixie rustc rust-src" ;;
+      "rustc 1.85.1 "*) hint="trixie's rustc 1.85.1+dfsg1-1+deb13u1 (with rust-src of the same version): apt-get install -t trixie rustc rust-src" ;;
+      "rustc 1.97.1 "*) hint="sid's rustc 1.97.1+dfsg1-1 (with rust-src of the same version): apt-get install -t unstable rustc rust-src" ;;
       *) hint="$hint and rust-src of the same version" ;;
     esac
     die "refusing: \`rustc --version\` is '$got', but kernel $kver was built by" \
