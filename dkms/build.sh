@@ -279,7 +279,9 @@ set -e
 if grep -E 'undefined!|^ERROR' "$blog" >&2; then
   die "modpost reported undefined symbols (above)"
 fi
-mapfile -t kos < <(find . -maxdepth 3 -name '*.ko' | sort)
+# The modules this build made (modules.order), not other .ko files lying in
+# the tree (a developer's tree keeps builds for other kernels under out/).
+mapfile -t kos < <(sed -n 's/\.o$/.ko/p' modules.order 2>/dev/null)
 [ "${#kos[@]}" -gt 0 ] || die "no .ko produced"
 for ko in "${kos[@]}"; do
   bash "$here/check-symbols.sh" "$ko" "$symvers" ||

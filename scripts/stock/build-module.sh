@@ -7,7 +7,7 @@
 # (default 7.3.4+deb13-amd64), in the trixie chroot (build-env.sh), against
 # the stock headers overlaid with the regenerated Rust metadata
 # (rust-meta.sh), by dkms/build.sh (the DKMS package's build step) run in
-# the chroot.  SRC_DIR is copied (without .git and target/) to
+# the chroot.  SRC_DIR is copied (without .git, target/ and out/) to
 # $DMSNAP_CACHE/stock-modules/<name>, built there, and every produced .ko is
 # checked with check-symbols.sh against the headers' Module.symvers.  Fails
 # on a build error, on a modpost "undefined!" / "WARNING" line, on any
@@ -29,7 +29,7 @@ name=$(basename "$src")
 meta=$(bash "$stock_here/rust-meta.sh")
 work=$cache/stock-modules/$name
 rm -rf "$work"; mkdir -p "$work"
-tar -C "$src" --exclude=./.git --exclude=./target -cf - . | tar -C "$work" -xf -
+tar -C "$src" --exclude=./.git --exclude=./target --exclude=./out -cf - . | tar -C "$work" -xf -
 
 log=$work.log
 t0=$(date +%s)
