@@ -8,6 +8,7 @@
 #                                   prints each .deb's path
 #   debian-pkg.sh version PKG       the candidate version of PKG
 #   debian-pkg.sh extract PKG DIR   download PKG and unpack it into DIR
+#   debian-pkg.sh mirror            the Debian mirror the host's sources use
 #
 # Package lists are refreshed once a day (DEBIAN_PKG_REFRESH=1 forces it).
 set -euo pipefail
@@ -22,6 +23,10 @@ if [ -z "$mirror" ]; then
     grep -v security | head -1 || true)
 fi
 mirror=${mirror:-http://deb.debian.org/debian}
+if [ "${1:-}" = mirror ]; then
+  echo "$mirror"
+  exit 0
+fi
 printf 'deb [trusted=yes] %s %s main\n' "$mirror" sid "$mirror" trixie "$mirror" trixie-backports > "$d/sources.list"
 
 O=(-o "Dir::Etc::sourcelist=$d/sources.list" -o Dir::Etc::sourceparts=- -o "Dir::State::Lists=$d/lists"

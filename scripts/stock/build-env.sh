@@ -18,13 +18,7 @@ kver=${STOCK_KVER:-7.3.4+deb13-amd64}
 srcpkg=${STOCK_SRC:-linux-source-7.3}
 suite=trixie
 
-mirror=${DEBIAN_MIRROR:-}
-if [ -z "$mirror" ]; then
-  mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
-    sed -n -e 's/^URIs: *\(http[^ ]*debian\)\/*$/\1/p' -e 's/^deb  *\(\[[^]]*\] *\)\{0,1\}\(http[^ ]*debian\)\/* .*/\2/p' |
-    grep -v security | head -1 || true)
-fi
-mirror=${mirror:-http://deb.debian.org/debian}
+mirror=$(bash "$(dirname "$0")/../debian-pkg.sh" mirror)
 
 # From trixie (the toolchain Debian built the kernel with; openssl: the
 # config probes `openssl list` for OPENSSL_SUPPORTS_ML_DSA).
