@@ -328,3 +328,28 @@ check_after_load() {
   fi
   fail "$label: $dev load region matches neither writes 1..$a nor 1..$((a + 1))"
 }
+
+# An LVM root volume for the rollback scenarios (lvm-merge, dkms-modprobe):
+# LVM_ROOT_CFG limits LVM to /dev/vda and /dev/vdc; lvm_root_setup NCONF
+# NLIB makes vg/root (96 MiB, ext4) with NCONF config files and NLIB
+# libraries of known patterns and leaves their sums in /tmp/before;
+# lvm_root_sum prints one "sum path" line per file of the mounted root.
+LVM_ROOT_CFG='devices { filter = [ "a|^/dev/vd[ac]$|", "r|.*|" ] obtain_device_list_from_udev = 0 } activation { polling_interval = 1 }'
+lvmc() { "$@" --config "$LVM_ROOT_CFG"; }
+lvm_root_sum() { ( cd /mnt/root && find . -type f | sort | while read -r f; do echo "$(sum_file "$f") $f"; done ) ; }
+lvm_root_setup() {
+  local d i
+  for d in /dev/vda /dev/vdc; do $DD if=/dev/zero of=$d bs=1M count=1 oflag=direct 2>/dev/null; done
+  lvmc pvcreate -y -ff /dev/vda /dev/vdc >/dev/null
+  lvmc vgcreate vg /dev/vda /dev/vdc >/dev/null
+  lvmc lvcreate -y -L 96M -n root vg /dev/vda >/dev/null
+  mkfs.ext4 -q -F /dev/vg/root
+  mkdir -p /mnt/root
+  mount /dev/vg/root /mnt/root
+  mkdir -p /mnt/root/etc /mnt/root/usr/lib
+  for i in $(seq 1 "$1"); do pattern "cfg$i" $(( i * 4096 )) > /mnt/root/etc/conf$i; done
+  for i in $(seq 1 "$2"); do pattern "lib$i" $(( i * 1048576 )) > /mnt/root/usr/lib/lib$i.so; done
+  sync
+  lvm_root_sum > /tmp/before
+  umount /mnt/root
+}

@@ -7,26 +7,7 @@
 #     on activation and completes; the files are back exactly.
 . /tests/lib.sh
 export LVM_SUPPRESS_FD_WARNINGS=1
-CFG='devices { filter = [ "a|^/dev/vd[ac]$|", "r|.*|" ] obtain_device_list_from_udev = 0 } activation { polling_interval = 1 }'
-lvmc() { "$@" --config "$CFG"; }
-
-files_sum() { ( cd /mnt/root && find . -type f | sort | while read -r f; do echo "$(sum_file "$f") $f"; done ) ; }
-
-setup_fs() {
-  for d in /dev/vda /dev/vdc; do $DD if=/dev/zero of=$d bs=1M count=1 oflag=direct 2>/dev/null; done
-  lvmc pvcreate -y -ff /dev/vda /dev/vdc >/dev/null
-  lvmc vgcreate vg /dev/vda /dev/vdc >/dev/null
-  lvmc lvcreate -y -L 96M -n root vg /dev/vda >/dev/null
-  mkfs.ext4 -q -F /dev/vg/root
-  mkdir -p /mnt/root
-  mount /dev/vg/root /mnt/root
-  mkdir -p /mnt/root/etc /mnt/root/usr/lib
-  for i in 1 2 3 4 5 6; do pattern "cfg$i" $(( i * 4096 )) > /mnt/root/etc/conf$i; done
-  for i in 1 2 3; do pattern "lib$i" $(( i * 1048576 )) > /mnt/root/usr/lib/lib$i.so; done
-  sync
-  files_sum > /tmp/before
-  umount /mnt/root
-}
+setup_fs() { lvm_root_setup 6 3; }
 
 upgrade() {
   mount /dev/vg/root /mnt/root
@@ -35,13 +16,13 @@ upgrade() {
   pattern newcfg 8192 > /mnt/root/etc/conf5
   pattern added 2097152 > /mnt/root/usr/lib/libnew.so
   sync
-  files_sum > /tmp/after
+  lvm_root_sum > /tmp/after
   if cmp -s /tmp/before /tmp/after; then fail "the upgrade changed nothing"; fi
 }
 
 check_rollback() {
   mount /dev/vg/root /mnt/root
-  files_sum > /tmp/now
+  lvm_root_sum > /tmp/now
   umount /mnt/root
   cmp /tmp/before /tmp/now || { diff /tmp/before /tmp/now; fail "$1: files differ from the snapshot"; }
   e2fsck -fn /dev/vg/root >/dev/null || fail "$1: fsck errors"
