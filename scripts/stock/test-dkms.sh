@@ -85,6 +85,18 @@ bad() { nfail=$((nfail + 1)); echo "dkms-test: FAIL: $*"; }
 check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
 # has DESC TEXT REGEX: TEXT has a line matching REGEX
 has() { if grep -Eq -- "$3" <<<"$2"; then ok "$1"; else bad "$1 (no /$3/ in: $(head -c 600 <<<"$2"))"; fi; }
+# apt_step NAME LOG APT-ARG...: apt-get in the overlay, timed; the log's
+# tail on failure.
+apt_step() {
+  local name=$1 log=$2 t
+  shift 2
+  t=$(date +%s)
+  if R apt-get "$@" > "$log" 2>&1; then
+    ok "$name ($(($(date +%s) - t))s)"
+  else
+    bad "$name (log: $log)"; tail -30 "$log"
+  fi
+}
 hasnt() { if grep -Eq -- "$3" <<<"$2"; then bad "$1 (/$3/ in: $(grep -E -- "$3" <<<"$2" | head -3))"; else ok "$1"; fi; }
 
 work=$cache/dkms-test
@@ -140,12 +152,7 @@ echo "$out" | sed 's/^/    /'
 stamp "stage refusals done"
 
 # --- 2. install v1 -----------------------------------------------------------
-t=$(date +%s)
-if R apt-get install -y --no-install-recommends "$deb1" > "$work/install-v1.log" 2>&1; then
-  ok "apt-get install $deb1 ($(($(date +%s) - t))s)"
-else
-  bad "apt-get install $deb1 (log: $work/install-v1.log)"; tail -30 "$work/install-v1.log"
-fi
+apt_step "apt-get install $deb1" "$work/install-v1.log" install -y --no-install-recommends "$deb1"
 grep -E "dm-snapshot-rs|Error|rror!|Signing|Building|Installing" "$work/install-v1.log" | head -20 | sed 's/^/    /'
 st=$(R dkms status 2>&1 || true)
 has "dkms status: $v1 installed for $kver" "$st" "^dm-snapshot-rs/$v1re, $kre, [^:]*: installed"
@@ -206,12 +213,8 @@ if [ "${DKMS_TEST_VM:-1}" != 0 ]; then
 fi
 
 # --- 5. upgrade to v2 ---------------------------------------------------------
-t=$(date +%s)
-if R apt-get install -y --no-install-recommends "/pkgs/dm-snapshot-rs-dkms_${v2}_all.deb" > "$work/install-v2.log" 2>&1; then
-  ok "upgrade: apt-get install v2 over v1 ($(($(date +%s) - t))s)"
-else
-  bad "upgrade: apt-get install v2 (log: $work/install-v2.log)"; tail -30 "$work/install-v2.log"
-fi
+apt_step "upgrade: apt-get install v2 over v1" "$work/install-v2.log" \
+  install -y --no-install-recommends "/pkgs/dm-snapshot-rs-dkms_${v2}_all.deb"
 st=$(R dkms status 2>&1 || true)
 echo "$st" | sed 's/^/    /'
 has "upgrade: dkms status: $v2 installed" "$st" "^dm-snapshot-rs/$v2re, $kre, [^:]*: installed"
@@ -226,12 +229,7 @@ has "upgrade: initramfs still has the module" "$lsi" "lib/modules/$kre/updates/d
 stamp "stage upgrade done"
 
 # --- 6. removal and purge -----------------------------------------------------
-t=$(date +%s)
-if R apt-get remove -y dm-snapshot-rs-dkms > "$work/remove.log" 2>&1; then
-  ok "apt-get remove ($(($(date +%s) - t))s)"
-else
-  bad "apt-get remove (log: $work/remove.log)"; tail -30 "$work/remove.log"
-fi
+apt_step "apt-get remove" "$work/remove.log" remove -y dm-snapshot-rs-dkms
 ls_upd=$(R ls -A "/lib/modules/$kver/updates/dkms/" 2>&1 || true)
 hasnt "remove: no module in updates/dkms" "$ls_upd" '^dm-snapshot-rs'
 check "remove: /etc/modprobe.d/dm-snapshot-rs.conf gone" R test ! -e /etc/modprobe.d/dm-snapshot-rs.conf
@@ -247,7 +245,7 @@ lsi=$(R lsinitramfs "/boot/initrd.img-$kver" 2>&1 || true)
 hasnt "remove: initramfs without our module" "$lsi" 'dm-snapshot-rs'
 echo "    initramfs dm modules: $(grep -E '/dm-(snapshot|bufio|mod)[^/]*\.ko' <<<"$lsi" | sed 's|.*/||' | paste -sd' ')"
 check "remove: the Rust metadata cache kept until purge" R test -d /var/lib/dm-snapshot-rs
-if R apt-get purge -y dm-snapshot-rs-dkms > "$work/purge.log" 2>&1; then ok "apt-get purge"; else bad "apt-get purge (log: $work/purge.log)"; fi
+apt_step "apt-get purge" "$work/purge.log" purge -y dm-snapshot-rs-dkms
 check "purge: /var/lib/dm-snapshot-rs gone" R test ! -e /var/lib/dm-snapshot-rs
 dl=$(R dpkg -l dm-snapshot-rs-dkms 2>&1 || true)
 hasnt "purge: dpkg knows no dm-snapshot-rs-dkms" "$dl" '^[a-z][a-z] +dm-snapshot-rs-dkms'
