@@ -62,17 +62,20 @@ build_for() {
   cp dm-snapshot-rs.ko "$out/dm-snapshot-rs-$1.ko" && echo "$out/dm-snapshot-rs-$1.ko"
 }
 
-# vm_record LAYER LOG: records the KUnit and scenario counts of a run.sh log.
+# count_record LAYER WHAT LOG: records run.sh's "WHAT: N passed, M failed"
+# line of LOG (one failure if the line is missing).
+count_record() {
+  local p f
+  p=$(sed -n "s/^$2: \\([0-9]*\\) passed, \\([0-9]*\\) failed\$/\\1/p" "$3")
+  f=$(sed -n "s/^$2: \\([0-9]*\\) passed, \\([0-9]*\\) failed\$/\\2/p" "$3")
+  [ -n "$p" ] || { p=0; f=1; }
+  record "$1" "$p" "$f"
+}
+
+# vm_record SUFFIX LOG: records the KUnit and scenario counts of a run.sh log.
 vm_record() {
-  local kp kf sp sf
-  kp=$(sed -n 's/^kunit: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$2")
-  kf=$(sed -n 's/^kunit: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$2")
-  sp=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$2")
-  sf=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$2")
-  [ -n "$kp" ] || { kp=0; kf=1; }
-  [ -n "$sp" ] || { sp=0; sf=1; }
-  record "kunit$1" "$kp" "$kf"
-  record "vm$1" "$sp" "$sf"
+  count_record "kunit$1" kunit "$2"
+  count_record "vm$1" scenarios "$2"
 }
 
 # crash_record LAYER LOG: records a crash-test.sh log's cuts.
@@ -134,10 +137,7 @@ if [ -n "$ko" ]; then
   if [ -z "${SCENARIOS:-}" ]; then
     step "VM with kmemleak=on: leak check after every target and unload"
     VM_APPEND="kmemleak=on" VM_MEM=2048 bash scripts/vm/run.sh "$kdir" "$ko" "$out/vm-leak" leak-check | tee "$out/vm-leak.log"
-    lp=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$out/vm-leak.log")
-    lf=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$out/vm-leak.log")
-    [ -n "$lp" ] || { lp=0; lf=1; }
-    record leak "$lp" "$lf"
+    count_record leak scenarios "$out/vm-leak.log"
 
     step "crash test: SIGKILL of QEMU during copy-out and merge, then recovery"
     KERNEL_SERIES=7.3 CRASH_KO=$ko CRASH_OUT=$out/crash bash scripts/crash-test.sh "${CRASH_CUTS:-4}" | tee "$out/crash.log"
@@ -157,10 +157,7 @@ if [ -z "${SCENARIOS:-}" ]; then
   else
     record build-stock 1 0
     SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-600} bash scripts/vm/run.sh "$sk" "$sko" "$out/vm-stock" $STOCK_SCENARIOS | tee "$out/vm-stock.log"
-    sp=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$out/vm-stock.log")
-    sf=$(sed -n 's/^scenarios: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$out/vm-stock.log")
-    [ -n "$sp" ] || { sp=0; sf=1; }
-    record vm-stock "$sp" "$sf"
+    count_record vm-stock scenarios "$out/vm-stock.log"
     CRASH_KDIR=$sk CRASH_KO=$sko CRASH_OUT=$out/crash-stock bash scripts/crash-test.sh 1 | tee "$out/crash-stock.log"
     crash_record crash-stock "$out/crash-stock.log"
   fi
