@@ -79,12 +79,7 @@ upgrade() {
   if cmp -s /tmp/before /tmp/after; then fail "the upgrade changed nothing"; fi
 }
 check_rollback() {
-  mount /dev/vg/root /mnt/root
-  lvm_root_sum > /tmp/now
-  umount /mnt/root
-  cmp /tmp/before /tmp/now || { diff /tmp/before /tmp/now; fail "$1: files differ from the snapshot"; }
-  e2fsck -fn /dev/vg/root >/dev/null || fail "$1: fsck errors"
-  if lvmc lvs --noheadings -o lv_name vg | grep -q pre; then fail "$1: snapshot still there"; fi
+  lvm_root_check "$1"
   info "$1: rollback complete, files identical"
 }
 

@@ -337,6 +337,16 @@ check_after_load() {
 LVM_ROOT_CFG='devices { filter = [ "a|^/dev/vd[ac]$|", "r|.*|" ] obtain_device_list_from_udev = 0 } activation { polling_interval = 1 }'
 lvmc() { "$@" --config "$LVM_ROOT_CFG"; }
 lvm_root_sum() { ( cd /mnt/root && find . -type f | sort | while read -r f; do echo "$(sum_file "$f") $f"; done ) ; }
+# lvm_root_check LABEL: vg/root's files equal /tmp/before, fsck finds no
+# error and the snapshot vg/pre* is gone.
+lvm_root_check() {
+  mount /dev/vg/root /mnt/root
+  lvm_root_sum > /tmp/now
+  umount /mnt/root
+  cmp /tmp/before /tmp/now || { diff /tmp/before /tmp/now; fail "$1: files differ from the snapshot"; }
+  e2fsck -fn /dev/vg/root >/dev/null || fail "$1: fsck errors"
+  if lvmc lvs --noheadings -o lv_name vg | grep -q pre; then fail "$1: snapshot still there"; fi
+}
 lvm_root_setup() {
   local d i
   for d in /dev/vda /dev/vdc; do $DD if=/dev/zero of=$d bs=1M count=1 oflag=direct 2>/dev/null; done
