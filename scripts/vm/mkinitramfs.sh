@@ -3,7 +3,7 @@
 # Build the guest initramfs from this machine's Debian binaries:
 #   mkinitramfs.sh OUT.cpio.gz KDIR MODULE.ko
 # Contents: static busybox, dmsetup, lvm2 (udev off), fio, e2fsprogs, the
-# kernel's dm test modules, this project's module, the guest init and the
+# kernel's dm test modules, this project's module and dmsnap tool, the guest init and the
 # scenario scripts from tests/vm/.
 set -euo pipefail
 out=$1 kdir=$2 ko=$3
@@ -48,6 +48,8 @@ add_bin /usr/bin/cmp /usr/bin/diffutils-cmp
 # busybox sh runs its applets ahead of PATH.
 add_bin /bin/dd /usr/bin/coreutils-dd
 cargo build --release --quiet --manifest-path "$here/tools/log-writes-replay/Cargo.toml" && add_bin "$here/tools/log-writes-replay/target/release/log-writes-replay" /usr/bin/log-writes-replay
+# The offline COW tool (tests/vm/dmsnap-*.sh, the demo).
+cargo build --release --quiet --locked --manifest-path "$here/Cargo.toml" -p dmsnap && add_bin "$here/target/release/dmsnap" /usr/bin/dmsnap
 # fio and lvm dlopen a few libraries ldd does not list.
 for lib in /lib/x86_64-linux-gnu/libgcc_s.so.1 /lib/x86_64-linux-gnu/libaio.so.1t64 /lib/x86_64-linux-gnu/libaio.so.1; do
   [ -e "$lib" ] && { mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"; }
