@@ -4,7 +4,8 @@
 #   1. setup (packages, rust-src, bindgen)       scripts/setup.sh
 #   2. main test kernel, 7.3 (cached)             scripts/kernel.sh
 #   3. module build: no rustc/clippy/gcc warning  scripts/build-module.sh
-#   4. host crate: cargo test + cargo clippy
+#   4. host workspace: cargo test + cargo clippy (the pure core and the
+#      dmsnap tool, whose fuzz target runs for DMSNAP_FUZZ_SECS, default 30)
 #   5. harness: unit tests of the VM verdict logic (tests/harness)
 #   6. one VM run: KUnit suites and every scenario in tests/vm/
 #   7. a VM run with kmemleak=on (tests/leak/)
@@ -102,13 +103,13 @@ else
   ko=""
 fi
 
-step "host crate (cargo test, cargo clippy)"
-{ cargo test --locked 2>&1; cargo test --locked --manifest-path tools/log-writes-replay/Cargo.toml 2>&1; } | tee "$out/cargo-test.log"
+step "host workspace (cargo test, cargo clippy): pure core, dmsnap, log-writes-replay"
+{ DMSNAP_FUZZ_SECS=${DMSNAP_FUZZ_SECS:-30} cargo test --locked --workspace 2>&1; cargo test --locked --manifest-path tools/log-writes-replay/Cargo.toml 2>&1; } | tee "$out/cargo-test.log"
 cp=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$out/cargo-test.log" | awk '{s += $4} END {print s + 0}')
 cf=$(grep -Eo '[0-9]+ failed' "$out/cargo-test.log" | awk '{s += $1} END {print s + 0}')
 if ! grep -q 'test result:' "$out/cargo-test.log"; then cf=$((cf + 1)); fi
 record cargo "$cp" "$cf"
-if cargo clippy --locked --all-targets -- -D warnings 2>&1 | tee "$out/cargo-clippy.log" | tail -2; then
+if cargo clippy --locked --workspace --all-targets -- -D warnings 2>&1 | tee "$out/cargo-clippy.log" | tail -2; then
   record clippy 1 0
 else
   record clippy 0 1

@@ -48,12 +48,24 @@ echo "    $(diff /tmp/before /tmp/after | grep -c '^[-+][^-+]') entries of the f
 lvmc lvs -o lv_name,origin,data_percent vg | sed 's/^/    /'
 umount /mnt/root
 
+step "Inspecting the snapshot's COW store offline-style with dmsnap (read-only)"
+cow=/dev/mapper/vg-pre--upgrade-cow
+dmsnap check "$cow" --origin /dev/mapper/vg-root-real | sed 's/^/    /' || fail "dmsnap check: the COW is not clean"
+dmsnap changed --format json "$cow" > /tmp/changed.json || fail "dmsnap changed"
+dmsnap changed --unit bytes "$cow" > /tmp/changed.list
+ext=$(wc -l < /tmp/changed.list)
+bytes=$(awk '{ t += $2 } END { print t + 0 }' /tmp/changed.list)
+echo "    dmsnap changed: $ext extents, $(( bytes / 1024 )) KiB of the volume differ from the snapshot; the first ones (byte offset, length):"
+head -3 /tmp/changed.list | sed 's/^/      /'
+dmsnap usage "$cow" | sed 's/^/    /'
+
 step "Rolling back: lvconvert --merge vg/pre-upgrade (the merge runs in the kernel)"
 start=$(date +%s)
 lvmc lvconvert --merge -i 1 vg/pre-upgrade > /tmp/lvconvert.log 2>&1 &
 lvc=$!
-# Wait for the merge target to appear, then show its progress from the
-# status line: allocated/total metadata, done when allocated == metadata.
+# Wait for the merge target to appear, then show its progress: the status
+# line (allocated == metadata means done) and the target's "stats" message
+# (chunks merged and left, rate, ETA; Documentation/stats.md).
 n=0
 until dmsetup table vg-root 2>/dev/null | grep -q snapshot-merge; do
   n=$((n + 1)); [ $n -lt 600 ] || fail "the merge did not start"
@@ -70,13 +82,20 @@ while :; do
   set -- $st
   used=${4%%/*}; meta=$5
   [ -n "$first" ] || first=$used
+  stats=$(dmsetup message vg-root 0 stats 2>/dev/null) || stats=""
+  [ -z "$stats" ] || last_stats=$stats
   [ "$used" = "$meta" ] && break
   done_pct=$(( (first - used) * 100 / (first - meta + 1) ))
   bar=$(printf '%*s' $(( done_pct / 4 )) '' | tr ' ' '#')
-  printf '    merging [%-25s] %3d%%  (%s sectors of exceptions left)\n' "$bar" "$done_pct" $(( used - meta ))
-  sleep 0.1
+  rate=$(echo "$stats" | sed -n 's/.*rate_chunks_per_sec=\([0-9]*\).*/\1/p')
+  eta=$(echo "$stats" | sed -n 's/.*eta_sec=\([0-9-]*\).*/\1/p')
+  left=$(echo "$stats" | sed -n 's/.*remaining_chunks=\([0-9]*\).*/\1/p')
+  printf '    merging [%-25s] %3d%%  %s chunks left, %s chunks/s, ETA %ss\n' "$bar" "$done_pct" "${left:-?}" "${rate:-?}" "${eta:-?}"
+  sleep 0.2
 done
 printf '    merging [%-25s] 100%%\n' "#########################"
+[ -n "${last_stats:-}" ] || fail "the merge target never answered the stats message"
+echo "    last stats: $last_stats"
 wait $lvc || { cat /tmp/lvconvert.log; fail "lvconvert --merge failed"; }
 sed 's/^/    lvconvert: /' /tmp/lvconvert.log | grep -v 'NOT backed up'
 echo "    merge finished in $(( $(date +%s) - start ))s; snapshot removed by LVM"
