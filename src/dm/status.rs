@@ -41,6 +41,8 @@ impl StatusType {
 pub(crate) struct StatusWriter<'a> {
     buf: &'a mut [u8],
     len: usize,
+    /// Some text did not fit and was dropped.
+    truncated: bool,
 }
 
 impl<'a> StatusWriter<'a> {
@@ -50,13 +52,17 @@ impl<'a> StatusWriter<'a> {
             *first = 0;
         }
         // INVARIANT: `len == 0` and `buf[0] == 0` when `buf` is not empty.
-        Self { buf, len: 0 }
+        Self { buf, len: 0, truncated: false }
     }
 
     /// Bytes written so far, excluding the NUL (`sz` in `DMEMIT`).
-    #[cfg_attr(not(CONFIG_KUNIT), allow(dead_code))] // used by the KUnit cases only
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Whether some text was dropped because the buffer was full.
+    pub(crate) fn truncated(&self) -> bool {
+        self.truncated
     }
 
     /// The text written so far.
@@ -71,6 +77,9 @@ impl fmt::Write for StatusWriter<'_> {
         // Room for text, keeping one byte for the NUL.
         let room = self.buf.len().saturating_sub(self.len.saturating_add(1));
         let n = s.len().min(room);
+        if n < s.len() {
+            self.truncated = true;
+        }
         if n == 0 {
             // Like DMEMIT, a full buffer silently drops the rest; dm core
             // detects the full buffer and retries with a bigger one.

@@ -332,6 +332,17 @@ pub(crate) trait TargetOps: Sized + Send + Sync + 'static {
     fn resume(&self, _ti: &Target) {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
+
+    /// Handles `dmsetup message <dev> <sector> <args...>` (`message`), in
+    /// process context (it may sleep, but should not block I/O for long).
+    /// `args` holds at least one argument; text written to `out` is
+    /// returned to userspace (truncated, NUL-terminated, at its size: dm
+    /// core then retries with a larger buffer). Only installed if the type
+    /// implements it; without it dm core answers "Target type does not
+    /// support messages". The default refuses every message.
+    fn message(&self, _ti: &Target, _args: &mut Args<'_>, _out: &mut StatusWriter<'_>) -> Result {
+        Err(EINVAL)
+    }
 }
 
 /// A registered target type; unregistered on drop.
@@ -371,6 +382,7 @@ impl<T: TargetOps> Registration<T> {
             resume: if T::HAS_RESUME { Some(resume_callback::<T>) } else { None },
             end_io: if T::HAS_END_IO { Some(end_io_callback::<T>) } else { None },
             io_hints: if T::HAS_IO_HINTS { Some(io_hints_callback::<T>) } else { None },
+            message: if T::HAS_MESSAGE { Some(message_callback::<T>) } else { None },
             ..Default::default()
         };
         let tt = KBox::pin(Opaque::new(tt), GFP_KERNEL)?;
@@ -484,6 +496,38 @@ unsafe extern "C" fn status_callback<T: TargetOps>(
     // SAFETY: `ti` is valid for the call.
     let target = unsafe { Target::from_raw(ti) };
     this.status(target, kind, flags, &mut out);
+}
+
+/// # Safety
+///
+/// Called by dm core with a constructed target, `argc` valid argument
+/// strings and a `maxlen`-byte result buffer.
+unsafe extern "C" fn message_callback<T: TargetOps>(
+    ti: *mut dmb::dm_target,
+    argc: c_uint,
+    argv: *mut *mut c_char,
+    result: *mut c_char,
+    maxlen: c_uint,
+) -> c_int {
+    // SAFETY: `ti` is a constructed target of type `T`, valid for the call.
+    let (this, target) = unsafe { (private::<T>(ti), Target::from_raw(ti)) };
+    // SAFETY: dm core passes `argc` valid strings (split from the message)
+    // that outlive this call.
+    let mut args = unsafe { Args::from_raw(argc, argv) };
+    let buf: &mut [u8] = if result.is_null() {
+        &mut []
+    } else {
+        // SAFETY: dm core passes a buffer of `maxlen` writable bytes, ours
+        // for the call.
+        unsafe { core::slice::from_raw_parts_mut(result.cast::<u8>(), maxlen as usize) }
+    };
+    let mut out = StatusWriter::new(buf);
+    match this.message(target, &mut args, &mut out) {
+        // 1: dm core returns the result text (and flags a full buffer).
+        Ok(()) if out.len() > 0 || out.truncated() => 1,
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
 }
 
 /// # Safety

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The `src/dm` wrappers that need no device: the status writer against
-//! `DMEMIT`'s truncation, map results and bio flags against the kernel's
+//! `DMEMIT`'s truncation (and its flag, for message results), map results and bio flags against the kernel's
 //! values, a bio view over a test bio, argument parsing against
 //! `kstrtoull`, and the IMA line against upstream's format.
 
@@ -23,6 +23,7 @@ fn status_writer_truncates_like_dmemit() {
     // 7 bytes of text and the NUL, as scnprintf into an 8-byte buffer.
     kassert_eq!(w.len(), 7);
     kassert!(w.as_bytes() == b"24/200 ");
+    kassert!(w.truncated());
     let _ = write!(w, "more");
     kassert_eq!(w.len(), 7);
     kassert_eq!(buf.get(7), Some(&0));
@@ -33,6 +34,8 @@ fn status_writer_fits_exactly() {
     let mut w = StatusWriter::new(&mut buf);
     let _ = write!(w, "254:1");
     kassert!(w.as_bytes() == b"254:1");
+    // Full, but nothing was dropped (the message callback returns 1).
+    kassert!(!w.truncated());
     kassert_eq!(buf.get(5), Some(&0));
 }
 
@@ -41,6 +44,7 @@ fn status_writer_empty_buffer() {
     let mut w = StatusWriter::new(&mut buf);
     let _ = write!(w, "x");
     kassert_eq!(w.len(), 0);
+    kassert!(w.truncated());
     let mut one = [0xffu8; 1];
     let mut w = StatusWriter::new(&mut one);
     let _ = write!(w, "Invalid");

@@ -196,6 +196,22 @@ impl PersistentState {
         }
     }
 
+    /// Data chunks allocated so far (`next_free` minus the header and the
+    /// metadata chunks before it): the exceptions the store holds,
+    /// committed or not, as the status line's used count sees them.
+    pub const fn data_chunks(&self) -> u64 {
+        let past_header = self.next_free.saturating_sub(NUM_SNAPSHOT_HDR_CHUNKS);
+        // Metadata chunks below `next_free`: one per started stride.
+        let metadata = match past_header.checked_add(self.geom.stride().saturating_sub(1)) {
+            Some(n) => match n.checked_div(self.geom.stride()) {
+                Some(m) => m,
+                None => 0,
+            },
+            None => 0,
+        };
+        past_header.saturating_sub(metadata)
+    }
+
     /// Whether the current area holds `epa` entries.
     pub const fn area_is_full(&self) -> bool {
         self.current_committed >= self.geom.exceptions_per_area()
@@ -590,6 +606,11 @@ impl TransientState {
         let chunk = self.chunk.sector_to_chunk(self.next_free);
         self.next_free = end;
         Ok(chunk)
+    }
+
+    /// Chunks allocated so far (the transient store has no metadata).
+    pub const fn data_chunks(&self) -> u64 {
+        self.chunk.sector_to_chunk(self.next_free)
     }
 
     /// `transient_usage()`: `next_free` / COW size / 0.

@@ -17,6 +17,7 @@
 //! - [`merge`]: choosing the next linear run(s) to merge.
 //! - [`gather`]: joining the pieces of gathered copies into large requests.
 //! - [`status`]: the INFO status values.
+//! - [`stats`]: the `stats` message lines, merge rate and ETA.
 
 // The module must not panic (see above): no unchecked arithmetic, no
 // indexing, no unwrap/expect/panic, in the kernel and the host build.
@@ -35,4 +36,5 @@ pub mod gather;
 pub mod merge;
 pub mod run_bucket;
 pub mod runs;
+pub mod stats;
 pub mod status;

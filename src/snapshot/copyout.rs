@@ -8,6 +8,7 @@ use kernel::sync::Arc;
 use crate::dm::kcopyd::{CopyCallback, HeldRegion};
 use crate::dm::sync::NoIoScope;
 use crate::pure::chunk::{Chunk, ChunkSize};
+use crate::pure::stats::InvalidReason;
 
 use super::snap::SnapCore;
 
@@ -34,8 +35,14 @@ impl CopyCallback for CopyJob {
         for (i, member) in this.members.iter().enumerate() {
             if let Some((snap, chunk, count)) = member {
                 // Destination `i` is member `i` (see `CopyGroup::start`).
-                let ok = !read_err && write_err & (1u64 << i) == 0;
-                snap.copies_done(*chunk, *count, ok);
+                let result = if read_err {
+                    Err(InvalidReason::CowReadError)
+                } else if write_err & (1u64 << i) != 0 {
+                    Err(InvalidReason::CowWriteError)
+                } else {
+                    Ok(())
+                };
+                snap.copies_done(*chunk, *count, result);
             }
         }
     }
@@ -144,7 +151,7 @@ impl CopyGroup {
             self.len = self.len.saturating_add(1);
         } else {
             // Cannot happen: a full group was started above.
-            snap.copies_done(run.chunk, run.count, false);
+            snap.copies_done(run.chunk, run.count, Err(InvalidReason::MetadataError));
         }
     }
 
@@ -158,9 +165,9 @@ impl CopyGroup {
         let mut members: [Option<(Arc<SnapCore>, NewRun)>; MAX_COPY_DESTS] = Default::default();
         core::mem::swap(&mut members, &mut self.members);
         self.len = 0;
-        let fail_all = |members: &[Option<(Arc<SnapCore>, NewRun)>], ok: bool| {
+        let fail_all = |members: &[Option<(Arc<SnapCore>, NewRun)>], result: Result<(), InvalidReason>| {
             for (snap, run) in members.iter().flatten() {
-                snap.copies_done(run.chunk, run.count, ok);
+                snap.copies_done(run.chunk, run.count, result);
             }
         };
         let Some(Some((first, run))) = members.first() else {
@@ -170,7 +177,7 @@ impl CopyGroup {
         let Some((src, sectors)) = first.chunk_size().clip_extent(run.chunk, u64::from(run.count), first.origin_sectors())
         else {
             // Nothing of the origin lies in these chunks: nothing to copy.
-            fail_all(&members, true);
+            fail_all(&members, Ok(()));
             return;
         };
         let mut dests = [first.cow().region(0, 0); MAX_COPY_DESTS];
@@ -183,14 +190,15 @@ impl CopyGroup {
                     *slot = Some((snap.clone(), run.chunk, run.count));
                     n = n.saturating_add(1);
                 }
-                _ => snap.copies_done(run.chunk, run.count, false),
+                // A COW chunk past what a sector number can address.
+                _ => snap.copies_done(run.chunk, run.count, Err(InvalidReason::MetadataError)),
             }
         }
         if n == 0 {
             return;
         }
         let Ok(job) = Arc::new(job, GFP_KERNEL) else {
-            fail_all(&members, false);
+            fail_all(&members, Err(InvalidReason::NoMemory));
             return;
         };
         let copy = OriginCopy { src: first.origin().region(src, sectors), dests, ndests: n, job, first };
@@ -226,7 +234,10 @@ impl OriginCopy {
     pub(crate) fn start_kcopyd(self) {
         let started = self.first.kcopyd_copy(&self.src, self.dests(), self.job.clone());
         if started.is_err() {
-            CopyJob::copy_done(self.job, true, 0);
+            // Not started (no memory, or the client is gone): no I/O failed.
+            for (snap, chunk, count) in self.job.members.iter().flatten() {
+                snap.copies_done(*chunk, *count, Err(InvalidReason::NoMemory));
+            }
         }
     }
 

@@ -18,7 +18,7 @@ use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, HeldDev, MapResult, O
 use crate::pure::chunk::ChunkSize;
 
 use super::registry::{Claimed, EntryRef, MergeTable};
-use super::snap::{CoreParts, HandoverRefusal, Resume, SnapCore, StateFlags, TargetId};
+use super::snap::{CoreParts, HandoverRefusal, Resume, SnapCore, StateFlags, StatsBase, TargetId};
 use super::store::{self, StoreKind};
 
 /// Optional features of the table line.
@@ -83,6 +83,8 @@ pub(crate) struct Snapshot {
     features: Features,
     origin: DmDev,
     cow: DmDev,
+    /// The core's totals when this table was constructed (`stats`).
+    stats_base: StatsBase,
 }
 
 impl Drop for Snapshot {
@@ -203,7 +205,9 @@ impl Snapshot {
             // take its store over when it resumes (a reload, or the start
             // of a merge). The store is not read again.
             let chunk = live.chunk_size();
+            let stats_base = live.stats_base();
             let this = Snapshot {
+                stats_base,
                 core: live.clone(),
                 id,
                 merge,
@@ -281,7 +285,19 @@ impl Snapshot {
             .map_err(|e| CtrError::new(e, c"Failed to read snapshot metadata"))?;
 
         let merge_table = merge.then(|| MergeTable::new(entry.entry().clone()));
-        let this = Snapshot { core: core.clone(), id, merge, kind, _merge_table: merge_table, entry, features, origin, cow };
+        let stats_base = core.stats_base();
+        let this = Snapshot {
+            core: core.clone(),
+            id,
+            merge,
+            kind,
+            _merge_table: merge_table,
+            entry,
+            features,
+            origin,
+            cow,
+            stats_base,
+        };
         let this = KBox::pin(this, GFP_KERNEL)
             .map_err(|_| CtrError::new(ENOMEM, c"Cannot allocate private snapshot structure"))?;
         // Registered last: from here on origin writes may copy into it
@@ -342,6 +358,29 @@ impl Snapshot {
         }
     }
 
+    /// `dmsetup message <dev> 0 stats`: one line of counters
+    /// (Documentation/stats.md); anything else is refused with `-EINVAL`.
+    fn message_common(&self, args: &mut Args<'_>, out: &mut StatusWriter<'_>) -> Result {
+        let Some(command) = args.next_cstr() else {
+            return Err(EINVAL);
+        };
+        let text = command.to_str().unwrap_or("<not UTF-8>");
+        if !command.to_bytes().eq_ignore_ascii_case(b"stats") {
+            dm_warn!("Unrecognised message received: {}", text);
+            return Err(EINVAL);
+        }
+        if args.remaining() != 0 {
+            dm_warn!("Incorrect number of arguments for '{}' message: {}", text, args.remaining());
+            return Err(EINVAL);
+        }
+        let _ = if self.merge {
+            write!(out, "{}", self.core.merge_stats(self.id, self.stats_base))
+        } else {
+            write!(out, "{}", self.core.snapshot_stats(self.stats_base))
+        };
+        Ok(())
+    }
+
     fn iterate_devices_common(&self, ti: &Target, visitor: &mut DeviceVisitor) -> c_int {
         let r = visitor.visit(&self.origin, 0, ti.len());
         if r != 0 {
@@ -382,6 +421,10 @@ impl TargetOps for Snapshot {
 
     fn status(&self, _ti: &Target, kind: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
         self.status_common(Self::NAME, Self::VERSION, kind, out);
+    }
+
+    fn message(&self, _ti: &Target, args: &mut Args<'_>, out: &mut StatusWriter<'_>) -> Result {
+        self.message_common(args, out)
     }
 
     fn iterate_devices(&self, ti: &Target, visitor: &mut DeviceVisitor) -> c_int {
@@ -439,6 +482,10 @@ impl TargetOps for SnapshotMerge {
 
     fn status(&self, _ti: &Target, kind: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
         self.0.status_common(Self::NAME, Self::VERSION, kind, out);
+    }
+
+    fn message(&self, _ti: &Target, args: &mut Args<'_>, out: &mut StatusWriter<'_>) -> Result {
+        self.0.message_common(args, out)
     }
 
     fn iterate_devices(&self, ti: &Target, visitor: &mut DeviceVisitor) -> c_int {

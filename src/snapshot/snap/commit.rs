@@ -10,8 +10,10 @@ use crate::dm::log::dm_err;
 use crate::dm::params::test_hooks;
 use crate::dm::sync::NoIoScope;
 use crate::pure::chunk::Chunk;
+use crate::pure::stats::InvalidReason;
 use crate::snapshot::store::{AreaBatch, BatchWritten, SlotReservation};
 
+use super::pending::{reason_of, CopyResult};
 use super::{SnapCore, SnapState};
 
 /// One exception of a commit batch.
@@ -20,8 +22,9 @@ struct CommitEntry {
     chunk: Chunk,
     /// COW chunk.
     new: Chunk,
-    /// Its copy succeeded, the store was valid and its slot is reserved.
-    ok: bool,
+    /// Its copy succeeded, the store was valid and its slot is reserved;
+    /// or why not.
+    result: CopyResult,
 }
 
 impl SnapState {
@@ -92,25 +95,26 @@ impl SnapCore {
                     let new = pe.new;
                     st.pending.order.remove(&seq);
                     st.pending.ordered = st.pending.ordered.saturating_sub(1);
-                    if batch.push(CommitEntry { chunk, new, ok: false }, GFP_KERNEL).is_err() {
+                    if batch.push(CommitEntry { chunk, new, result: Err(InvalidReason::NoMemory) }, GFP_KERNEL).is_err() {
                         // Could not record it: fail it rather than lose it.
                         drop(st);
-                        self.complete(chunk, new, false);
+                        self.complete(chunk, new, Err(InvalidReason::NoMemory));
                         st = self.state.lock();
                         continue;
                     }
                     let mut full = false;
-                    let mut ok = copied && st.valid;
-                    if ok {
+                    // An invalid store fails it too (`complete` sees that).
+                    let mut result = copied;
+                    if result.is_ok() && st.valid {
                         match st.cursor.reserve_slot(&mut area, chunk, new) {
                             Ok(reserved) => full = reserved == SlotReservation::FillsArea,
                             // Nothing reserved: fail the exception rather
                             // than pretend it is durable.
-                            Err(_) => ok = false,
+                            Err(e) => result = Err(reason_of(e)),
                         }
                     }
                     if let Some(last) = batch.last_mut() {
-                        last.ok = ok;
+                        last.result = result;
                     }
                     if full {
                         break;
@@ -144,7 +148,7 @@ impl SnapCore {
                 drop(meta);
                 if !durable {
                     let mut st = self.state.lock();
-                    self.invalidate(&mut st, "Error reading/writing");
+                    self.invalidate(&mut st, InvalidReason::CowWriteError);
                 }
             }
 
@@ -211,7 +215,7 @@ impl SnapCore {
         drop(meta);
         if flushed.is_err() {
             let mut st = self.state.lock();
-            self.invalidate(&mut st, "Error reading/writing");
+            self.invalidate(&mut st, InvalidReason::CowWriteError);
         }
         flushed
     }
@@ -219,7 +223,8 @@ impl SnapCore {
     /// Completes a committed batch; `durable`: its area write is durable.
     fn complete_batch(self: &Arc<Self>, batch: KVec<CommitEntry>, durable: bool) {
         for e in batch.into_iter() {
-            self.complete(e.chunk, e.new, e.ok && durable);
+            let result = if durable { e.result } else { e.result.and(Err(InvalidReason::CowWriteError)) };
+            self.complete(e.chunk, e.new, result);
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::dm::params;
 use crate::dm::sync::{Exclusive, NoIoScope};
 use crate::dm::{Bio, BioOp, MapResult, OwnedBio};
 use crate::pure::chunk::Chunk;
+use crate::pure::stats::InvalidReason;
 use crate::snapshot::copyout::CopyJob;
 
 use super::SnapCore;
@@ -111,8 +112,9 @@ impl SnapCore {
         let Some(cow_sector) = self.cow_sector(new, sector) else {
             drop(st);
             if start {
-                // Fails the exception (and invalidates the snapshot).
-                self.copy_done(chunk, false);
+                // Fails the exception (and invalidates the snapshot): the
+                // COW chunk lies outside the COW.
+                self.copy_done(chunk, Err(InvalidReason::MetadataError));
             }
             return MapResult::Kill;
         };
@@ -158,7 +160,7 @@ impl SnapCore {
                 if let Some(pe) = self.state.lock().pending.map.get_mut(&chunk) {
                     pe.snapshot_bios.push(owned);
                 }
-                self.copy_done(chunk, false);
+                self.copy_done(chunk, Err(InvalidReason::NoMemory));
                 return;
             }
         };

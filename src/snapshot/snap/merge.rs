@@ -9,12 +9,13 @@ use kernel::sync::Arc;
 
 use crate::dm::{TargetBio, TargetBioList};
 use crate::dm::bounce::BounceCopier;
-use crate::dm::clock::Instant;
+use crate::dm::clock::{self, Instant};
 use crate::dm::log::dm_err;
 use crate::dm::params::{self, test_hooks};
 use crate::dm::sync::{self as dmsync, NoIoScope};
 use crate::dm::{Bio, BioOp, MapResult};
 use crate::pure::merge::{runs_contain, throttle_idle_us, MergeRun};
+use crate::pure::stats::RateWindow;
 use crate::snapshot::registry::{OriginBio, OriginOutcome};
 use crate::snapshot::store::{MergePlanError, MergePlanner};
 
@@ -65,6 +66,9 @@ pub(super) struct MergeState {
     /// I/Os the merging target has mapped (wrapping): while it changes,
     /// the merge shares the disks with that I/O (`MergeLoad::Active`).
     pub(super) io: u64,
+    /// Chunks merged (committed) since the core was built, and their
+    /// recent rate (the `stats` message).
+    pub(super) progress: RateWindow,
 }
 
 /// Why a merge stopped with `Merge failed` (upstream's messages).
@@ -111,6 +115,7 @@ impl MergeState {
             unsettled_lost: false,
             queue: TargetBioList::new(),
             io: 0,
+            progress: RateWindow::new(),
         }
     }
 }
@@ -243,6 +248,8 @@ impl SnapCore {
         st.merge.failed = false;
         st.merge.running = true;
         st.merge.stop = false;
+        // The rate counts from this start.
+        st.merge.progress.restart(clock::monotonic_ms());
         drop(st);
         if let Err(this) = dmsync::merge_queue().enqueue::<Arc<Self>, 1>(self.clone()) {
             // Cannot be queued already (merge_running was clear); be safe.

@@ -6,6 +6,7 @@ use kernel::prelude::*;
 
 use crate::dm::{BioList, TargetBio, TargetBioList};
 use crate::dm::bounce::{BOUNCE_MIN_SECTORS, BounceCopier};
+use crate::dm::clock;
 use crate::dm::dm_io::{DmIoClient, FlushInFlight};
 use crate::dm::log::dm_err;
 use crate::dm::params::test_hooks;
@@ -158,12 +159,17 @@ impl SnapCore {
             self.fail_merge_unsettled(MergeFailure::StoreWrite, &batch.runs);
             return Err(EIO);
         }
+        let merged = batch.runs.iter().map(|r| u64::from(r.count())).fold(0u64, u64::saturating_add);
+        let now_ms = clock::monotonic_ms();
         let mut st = self.state.lock();
         let io = st.merge.io;
         let committed = st.cursor.commit_merge(&batch).is_ok();
         let mut removed = true;
         for run in batch.runs.iter() {
             removed &= st.table.remove_range(run.first_old(), u64::from(run.count())).is_ok();
+        }
+        if committed && removed {
+            st.merge.progress.add(now_ms, merged);
         }
         if !committed || !removed {
             // Before the lock drops: no write may reach a COW copy only.
@@ -201,7 +207,6 @@ impl SnapCore {
             }
             self.fail_merge(MergeFailure::Corrupt);
         }
-        let merged = batch.runs.iter().map(|r| u64::from(r.count())).sum();
         budget.adapt(merged, open.writes_waited || !released.is_empty(), io);
         // These writes target merged chunks: the origin holds them now, and
         // the other snapshots already have their copies.

@@ -49,6 +49,7 @@ use kernel::sync::{Arc, CondVar, Mutex};
 use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_work};
 
+use crate::dm::clock;
 use crate::dm::HeldDev;
 use crate::dm::kcopyd::{HeldRegion, KcopydClient};
 use crate::dm::log::dm_err;
@@ -56,6 +57,7 @@ use crate::dm::sync as dmsync;
 use crate::dm::wait::WaitCounter;
 use crate::dm::{BioList, TargetHandle};
 use crate::pure::chunk::ChunkSize;
+use crate::pure::stats::{InvalidReason, Invalidity, MergeStateName, MergeStats, SnapshotStats};
 use crate::pure::status::{InfoStatus, Usage};
 use crate::snapshot::copyout::CopyJob;
 use crate::snapshot::registry::OriginEntry;
@@ -73,6 +75,8 @@ pub(crate) struct SnapState {
     ownership: Ownership,
     /// Not invalidated (overflow, I/O error, metadata error).
     valid: bool,
+    /// Why and when `valid` went false (the `stats` message).
+    invalidity: Invalidity,
     /// Resumed by its owner: origin writes copy into it from now on.
     active: bool,
     /// Full, with `PO` (overflow) semantics: writes to the snapshot fail,
@@ -188,6 +192,17 @@ pub(crate) struct SnapCore {
     /// lock): upstream's `in_progress`, which `snapshot_cow_threshold`
     /// bounds.
     copies_in_progress: AtomicU64,
+    /// Chunks copied out of the origin since the core was built (the
+    /// `stats` message; full-chunk snapshot writes are no copies).
+    copied_chunks: AtomicU64,
+}
+
+/// The running totals a table's `stats` counts from: their values when
+/// the table was constructed.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct StatsBase {
+    copied: u64,
+    merged: u64,
 }
 
 impl_has_work! {
@@ -223,9 +238,16 @@ impl SnapCore {
     /// calls [`SnapCore::release`] in its destructor (type invariant).
     pub(crate) unsafe fn new(parts: CoreParts) -> Result<Arc<Self>> {
         let owner = Owner { id: parts.owner, ti: parts.ti, len: parts.len, kind: parts.kind };
+        // Invalid on disk: invalidated in an earlier activation.
+        let invalidity = if parts.valid {
+            Invalidity::default()
+        } else {
+            Invalidity { reason: Some(InvalidReason::OnDisk), at: None }
+        };
         let state = SnapState {
             ownership: Ownership::Owned(owner),
             valid: parts.valid,
+            invalidity,
             active: false,
             overflowed: false,
             invalidation: Invalidation { header_pending: false, waiters: BioList::new() },
@@ -252,6 +274,7 @@ impl SnapCore {
                 read_epoch: core::array::from_fn(|_| AtomicU32::new(0)),
                 in_flight: AtomicU64::new(0),
                 copies_in_progress: AtomicU64::new(0),
+                copied_chunks: AtomicU64::new(0),
             }),
             GFP_KERNEL,
         )
@@ -295,13 +318,20 @@ impl SnapCore {
     }
 
     /// Marks the snapshot invalid (`__invalidate_snapshot()`); the worker
-    /// rewrites the header and raises the table event.
-    fn invalidate(self: &Arc<Self>, st: &mut SnapState, why: &str) {
+    /// rewrites the header and raises the table event. The first reason
+    /// is the one kept.
+    fn invalidate(self: &Arc<Self>, st: &mut SnapState, why: InvalidReason) {
         if !st.valid {
             return;
         }
-        dm_err!("Invalidating snapshot: {}.", why);
+        // Upstream's two messages.
+        let message = match why {
+            InvalidReason::Overflow | InvalidReason::NoMemory => "Unable to allocate exception",
+            _ => "Error reading/writing",
+        };
+        dm_err!("Invalidating snapshot: {}.", message);
         st.valid = false;
+        st.invalidity = Invalidity { reason: Some(why), at: Some(clock::real_seconds()) };
         st.invalidation.header_pending = true;
         self.kick();
     }
@@ -336,6 +366,47 @@ impl SnapCore {
         let usage: Usage = st.cursor.usage(self.cow_sectors());
         let merge_failed = st.merge.failed || st.merge.failed_before;
         InfoStatus::select(st.valid && st.ownership.is(me), merge_failed, st.overflowed, usage)
+    }
+
+    /// The totals a new table's `stats` count from.
+    pub(crate) fn stats_base(&self) -> StatsBase {
+        let merged = self.state.lock().merge.progress.total();
+        StatsBase { copied: self.copied_chunks.load(Ordering::Relaxed), merged }
+    }
+
+    /// The `snapshot` target's `stats` (the state lock is held briefly).
+    pub(crate) fn snapshot_stats(&self, base: StatsBase) -> SnapshotStats {
+        let st = self.state.lock();
+        let allocated_exceptions = st.cursor.data_chunks();
+        let invalid = st.invalidity;
+        drop(st);
+        SnapshotStats {
+            allocated_exceptions,
+            copies_in_flight: self.in_flight.load(Ordering::Acquire),
+            copied_chunks: self.copied_chunks.load(Ordering::Relaxed).saturating_sub(base.copied),
+            chunk_sectors: self.chunk.sectors(),
+            invalid,
+        }
+    }
+
+    /// The `snapshot-merge` target's `stats` as target `me` sees them.
+    pub(crate) fn merge_stats(&self, me: TargetId, base: StatsBase) -> MergeStats {
+        let now_ms = clock::monotonic_ms();
+        let st = self.state.lock();
+        let remaining_chunks = st.cursor.data_chunks();
+        let state = MergeStateName::select(
+            st.valid && st.ownership.is(me),
+            st.merge.failed,
+            remaining_chunks,
+            st.merge.running,
+        );
+        MergeStats {
+            merged_chunks: st.merge.progress.total().saturating_sub(base.merged),
+            remaining_chunks,
+            rate_chunks_per_sec: st.merge.progress.rate_per_sec(now_ms),
+            chunk_sectors: self.chunk.sectors(),
+            state,
+        }
     }
 
     /// Whether this snapshot is being merged.

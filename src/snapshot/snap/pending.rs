@@ -12,6 +12,7 @@ use crate::dm::BioList;
 use crate::dm::bio::FullWrite;
 use crate::dm::log::dm_err;
 use crate::pure::chunk::{Chunk, ChunkSize};
+use crate::pure::stats::InvalidReason;
 use crate::snapshot::copyout::{CopyGroup, NewRun};
 use crate::snapshot::store::StoreKind;
 
@@ -20,8 +21,8 @@ use super::{SnapCore, SnapState};
 /// An exception whose copy is in flight or not yet committed.
 pub(super) struct Pending {
     pub(super) new: Chunk,
-    /// `None` while copying; then whether the copy succeeded.
-    pub(super) copied: Option<bool>,
+    /// `None` while copying; then whether the copy succeeded, or why not.
+    pub(super) copied: Option<CopyResult>,
     /// Snapshot writes to this chunk, already remapped to the COW chunk.
     pub(super) snapshot_bios: BioList,
     /// Origin writes waiting for this copy.
@@ -29,6 +30,18 @@ pub(super) struct Pending {
     /// A full-chunk snapshot write that replaced the copy; ended when the
     /// exception is committed.
     pub(super) full_write: Option<FullWrite>,
+}
+
+/// How a copy (or the write that replaced it) ended.
+pub(crate) type CopyResult = Result<(), InvalidReason>;
+
+/// What an allocation failure of the exception table means.
+pub(super) fn reason_of(e: Error) -> InvalidReason {
+    if e == ENOMEM {
+        InvalidReason::NoMemory
+    } else {
+        InvalidReason::MetadataError
+    }
 }
 
 /// The pending exceptions of a snapshot, in `SnapState::pending`.
@@ -65,7 +78,7 @@ impl SnapCore {
                     }
                     st.overflowed = true;
                 } else {
-                    self.invalidate(st, "Unable to allocate exception");
+                    self.invalidate(st, InvalidReason::Overflow);
                 }
                 return None;
             }
@@ -79,13 +92,13 @@ impl SnapCore {
         };
         let seq = st.pending.next_seq;
         if st.pending.map.try_create_and_insert(chunk, pe, GFP_KERNEL).is_err() {
-            self.invalidate(st, "Unable to allocate exception");
+            self.invalidate(st, InvalidReason::NoMemory);
             return None;
         }
         if st.pending.order.try_create_and_insert(seq, chunk, GFP_KERNEL).is_err() {
             // Undo: the exception was never started.
             st.pending.map.remove(&chunk);
-            self.invalidate(st, "Unable to allocate exception");
+            self.invalidate(st, InvalidReason::NoMemory);
             return None;
         }
         st.pending.next_seq = st.pending.next_seq.wrapping_add(1);
@@ -128,17 +141,22 @@ impl SnapCore {
     }
 
     /// A copy finished: mark it and let the worker commit it in order.
-    pub(super) fn copy_done(self: &Arc<Self>, chunk: Chunk, ok: bool) {
-        self.copies_done(chunk, 1, ok);
+    pub(super) fn copy_done(self: &Arc<Self>, chunk: Chunk, result: CopyResult) {
+        self.copies_done(chunk, 1, result);
     }
 
     /// The copy of origin chunks `chunk .. chunk + count` finished.
-    pub(crate) fn copies_done(self: &Arc<Self>, chunk: Chunk, count: u32, ok: bool) {
+    pub(crate) fn copies_done(self: &Arc<Self>, chunk: Chunk, count: u32, result: CopyResult) {
         let mut st = self.state.lock();
+        let mut copied: u64 = 0;
         for c in chunk..chunk.saturating_add(u64::from(count)) {
             let mut first = false;
             if let Some(pe) = st.pending.map.get_mut(&c) {
-                first = pe.copied.replace(ok).is_none();
+                first = pe.copied.replace(result).is_none();
+                // A full-chunk snapshot write stands in for the copy.
+                if first && result.is_ok() && pe.full_write.is_none() {
+                    copied = copied.saturating_add(1);
+                }
             }
             if first {
                 st.pending.copying = st.pending.copying.saturating_sub(1);
@@ -148,6 +166,7 @@ impl SnapCore {
             }
         }
         drop(st);
+        self.copied_chunks.fetch_add(copied, Ordering::Relaxed);
         self.notify_state_change();
         self.kick();
     }
@@ -161,16 +180,19 @@ impl SnapCore {
     /// it (`origin_cow_range` looks for it first), so none can overtake
     /// such a read, whatever made the exception (an origin write, a
     /// snapshot write, the merge's copy-out).
-    pub(super) fn complete(self: &Arc<Self>, chunk: Chunk, new: Chunk, ok: bool) {
+    pub(super) fn complete(self: &Arc<Self>, chunk: Chunk, new: Chunk, result: CopyResult) {
         let mut st = self.state.lock();
-        let mut ok = ok && st.valid;
-        if ok && st.table.insert(chunk, new).is_err() {
-            self.invalidate(&mut st, "Unable to allocate exception");
-            ok = false;
+        let mut failure = result.err();
+        if failure.is_none() && st.valid {
+            if let Err(e) = st.table.insert(chunk, new) {
+                failure = Some(reason_of(e));
+            }
         }
-        if !ok {
-            self.invalidate(&mut st, "Error reading/writing");
+        if let Some(why) = failure {
+            self.invalidate(&mut st, why);
         }
+        // An already invalid snapshot fails it too.
+        let ok = failure.is_none() && st.valid;
         if st.pending.map.get(&chunk).is_none() {
             return;
         }

@@ -186,6 +186,15 @@ impl Cursor {
         }
     }
 
+    /// The exceptions the store holds (allocated data chunks), committed
+    /// or not: the status line's used count without the metadata.
+    pub(crate) fn data_chunks(&self) -> u64 {
+        match self {
+            Self::Persistent(p) => p.data_chunks(),
+            Self::Transient(t) => t.data_chunks(),
+        }
+    }
+
     /// `usage`: the figures for the status line.
     pub(crate) fn usage(&self, cow_sectors: Sector) -> Usage {
         match self {
