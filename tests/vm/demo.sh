@@ -48,7 +48,7 @@ echo "    $(diff /tmp/before /tmp/after | grep -c '^[-+][^-+]') entries of the f
 lvmc lvs -o lv_name,origin,data_percent vg | sed 's/^/    /'
 umount /mnt/root
 
-step "Inspecting the snapshot's COW store offline-style with dmsnap (read-only)"
+step "Inspecting the snapshot's COW store with dmsnap (read-only, while it is active)"
 cow=/dev/mapper/vg-pre--upgrade-cow
 dmsnap check "$cow" --origin /dev/mapper/vg-root-real | sed 's/^/    /' || fail "dmsnap check: the COW is not clean"
 dmsnap changed --format json "$cow" > /tmp/changed.json || fail "dmsnap changed"
@@ -85,11 +85,16 @@ while :; do
   stats=$(dmsetup message vg-root 0 stats 2>/dev/null) || stats=""
   [ -z "$stats" ] || last_stats=$stats
   [ "$used" = "$meta" ] && break
-  done_pct=$(( (first - used) * 100 / (first - meta + 1) ))
-  bar=$(printf '%*s' $(( done_pct / 4 )) '' | tr ' ' '#')
   rate=$(echo "$stats" | sed -n 's/.*rate_chunks_per_sec=\([0-9]*\).*/\1/p')
   eta=$(echo "$stats" | sed -n 's/.*eta_sec=\([0-9-]*\).*/\1/p')
   left=$(echo "$stats" | sed -n 's/.*remaining_chunks=\([0-9]*\).*/\1/p')
+  merged=$(echo "$stats" | sed -n 's/.*merged_chunks=\([0-9]*\).*/\1/p')
+  if [ -n "$left" ] && [ -n "$merged" ]; then
+    done_pct=$(( merged * 100 / (merged + left + 1) ))
+  else
+    done_pct=$(( (first - used) * 100 / (first - meta + 1) ))
+  fi
+  bar=$(printf '%*s' $(( done_pct / 4 )) '' | tr ' ' '#')
   printf '    merging [%-25s] %3d%%  %s chunks left, %s chunks/s, ETA %ss\n' "$bar" "$done_pct" "${left:-?}" "${rate:-?}" "${eta:-?}"
   sleep 0.2
 done
