@@ -50,9 +50,9 @@ step "setup"
 bash scripts/setup.sh || abort "setup failed"
 
 # The 6.12 LTS smoke set: one of each kind (snapshot I/O, merge, LVM,
-# reactivation, a dm-delay race case). The full race suite runs on 7.3;
+# reactivation, a dm-delay race case, the stats message). The full race suite runs on 7.3;
 # SMOKE_6_12="... race-snap race-merge" adds the rest (about 8 minutes).
-SMOKE_6_12=${SMOKE_6_12:-snap-smoke snap-basic-rw snap-fio-verify merge-basic lvm-merge snap-reactivate race-review}
+SMOKE_6_12=${SMOKE_6_12:-snap-smoke snap-basic-rw snap-fio-verify merge-basic lvm-merge snap-reactivate race-review snap-stats}
 # On Debian's stock kernel (no KUnit there): snapshot, merge, LVM.
 STOCK_SCENARIOS=${STOCK_SCENARIOS:-stock-smoke snap-smoke snap-basic-rw snap-fio-verify merge-basic lvm-snapshot lvm-merge}
 
