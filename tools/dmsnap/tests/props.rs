@@ -233,8 +233,10 @@ impl StatusText for dmsnap_core::pure::status::Usage {
 
 /// Every cut point of one offline merge, exhaustively: a COW of three
 /// areas with runs of several lengths, cut after each of its writes and
-/// flushes, once keeping every unflushed write (SIGKILL) and once losing
-/// them all (power cut); after each, half the time the tool resumes and
+/// flushes, keeping every unflushed write (SIGKILL), losing them all
+/// (power cut), or keeping them on one device only (a power cut where one
+/// disk wrote its cache back and the other did not); after each, half the
+/// time the tool resumes and
 /// half the time the kernel's loader must accept the COW and the tool
 /// finishes. Always the model's origin.
 #[test]
@@ -258,18 +260,19 @@ fn merge_every_cut_point() {
     assert!(ops > 40, "only {ops} operations: the case does not span enough runs");
     let mut cuts = 0;
     for budget in 0..=ops {
-        for keep in [u64::MAX, 0] {
+        for (keep_cow, keep_origin) in [(u64::MAX, u64::MAX), (0, 0), (u64::MAX, 0), (0, u64::MAX)] {
+            let keep = format!("cow {}, origin {}", keep_cow != 0, keep_origin != 0);
             let shared = Rc::new(Cell::new(budget));
             let (mut c, mut o) = (CrashDev::new(img.clone(), shared.clone()), CrashDev::new(origin.clone(), shared));
             let _ = merge::merge(&Cow::read(&img, info).unwrap(), &mut c, &mut o, opts, |_| {});
-            let (mut c, mut o) = (c.after_crash(keep), o.after_crash(keep));
+            let (mut c, mut o) = (c.after_crash(keep_cow), o.after_crash(keep_origin));
             let mid = Cow::read(&c, info).unwrap();
-            assert!(mid.is_clean(), "cut {budget}/{keep:x}: {:?}", mid.problems);
+            assert!(mid.is_clean(), "cut {budget} ({keep}): {:?}", mid.problems);
             if budget % 2 == 1 {
                 kernel_load(&c, cs);
             }
             merge::merge(&mid, &mut c, &mut o, opts, |_| {}).unwrap();
-            assert!(o.data == want, "cut after {budget} operations (keep {keep:x}): origin differs from the model");
+            assert!(o.data == want, "cut after {budget} operations (unflushed writes kept: {keep}): origin differs from the model");
             assert_eq!(Cow::read(&c, info).unwrap().exception_count(), 0);
             cuts += 1;
         }
