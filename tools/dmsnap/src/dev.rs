@@ -6,7 +6,8 @@
 //! the cache (say, when it is killed) could otherwise be written back over
 //! the kernel's own metadata later. Writers also open block devices with
 //! `O_EXCL`, which fails while the device is mounted or held by
-//! device-mapper.
+//! device-mapper; image files opened for writing are refused while a loop
+//! device is backed by them (a table on that loop device would race us).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -166,6 +167,14 @@ impl Device {
                 format!("{}: not a block device or regular file", path.display()),
             ));
         }
+        if access != Access::Read && !is_block {
+            if let Some(loop_dev) = loop_device_backed_by(&meta) {
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!("{}: device is in use (the backing file of {loop_dev})", path.display()),
+                ));
+            }
+        }
         if let Access::CreateFile(min) = access {
             if !is_block && meta.len() < min {
                 file.set_len(min)?;
@@ -187,6 +196,24 @@ impl Device {
         let m = self.file.metadata()?;
         Ok(if m.file_type().is_block_device() { (0, m.rdev()) } else { (m.dev(), m.ino()) })
     }
+}
+
+/// The loop device (`/dev/loopN`) whose backing file is `file`, if any.
+fn loop_device_backed_by(file: &std::fs::Metadata) -> Option<String> {
+    for entry in std::fs::read_dir("/sys/block").ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
+        let backing = backing.trim_end().trim_end_matches(" (deleted)");
+        if let Ok(m) = std::fs::metadata(backing) {
+            if m.dev() == file.dev() && m.ino() == file.ino() {
+                return Some(format!("/dev/{name}"));
+            }
+        }
+    }
+    None
 }
 
 fn block_device_size(file: &File) -> io::Result<u64> {

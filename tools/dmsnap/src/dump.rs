@@ -12,8 +12,11 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use dmsnap_core::pure::chunk::{ChunkSize, Sector, SECTOR_SHIFT};
+use std::collections::HashSet;
+
 use dmsnap_core::pure::disk::{
-    write_entry, DiskException, DiskHeader, Geometry, SNAPSHOT_DISK_VERSION,
+    check_exception, decode_header, write_entry, DiskException, DiskHeader, Geometry, HeaderState,
+    SNAPSHOT_DISK_VERSION,
 };
 
 use crate::dev::BlockIo;
@@ -149,6 +152,8 @@ impl Dump {
         if self.areas.is_empty() {
             return Err("a dump needs at least area 0".into());
         }
+        let cow_chunks = self.cow_sectors >> chunk.shift();
+        let (mut olds, mut news) = (HashSet::new(), HashSet::new());
         let mut total = 0u64;
         let mut areas = Vec::new();
         let last = self.areas.len() - 1;
@@ -176,6 +181,17 @@ impl Dump {
                     }
                     if slot >= epa {
                         return Err(format!("area {}: more than {epa} entries", a.index));
+                    }
+                    // The checks of `dmsnap check`: a dump that would make a
+                    // corrupt COW is refused.
+                    check_exception(geom, ex, cow_chunks).map_err(|c| {
+                        format!("area {} slot {slot}: exception {} -> {}: {}", a.index, ex.old, ex.new, c.message())
+                    })?;
+                    if !olds.insert(ex.old) || !news.insert(ex.new) {
+                        return Err(format!(
+                            "area {} slot {slot}: exception {} -> {}: a second exception for that origin or COW chunk",
+                            a.index, ex.old, ex.new
+                        ));
                     }
                     write_entry(geom, &mut buf, slot as u32, ex).map_err(|e| format!("{e:?}"))?;
                     slot += 1;
@@ -212,10 +228,21 @@ pub struct Encoded {
 }
 
 /// Write a dump onto a COW: the header chunk and every area chunk, then a
-/// flush. Fails before writing anything if the dump is inconsistent or the
-/// COW is too small.
-pub fn restore(dump: &Dump, cow: &mut dyn BlockIo) -> Result<(), String> {
+/// flush. Fails before writing anything if the dump is inconsistent, the
+/// COW is too small, or (unless `force`) the COW already holds a store:
+/// metadata from another time or another COW would map its data chunks
+/// wrongly, silently.
+pub fn restore(dump: &Dump, cow: &mut dyn BlockIo, force: bool) -> Result<(), String> {
     let enc = dump.encode()?;
+    if !force && cow.len_bytes() >= 512 {
+        let mut first = vec![0u8; cow.logical_block_size().max(512) as usize];
+        if cow.read_exact_at(&mut first, 0).is_ok() && matches!(decode_header(&first), Ok(HeaderState::Existing(_))) {
+            return Err("the output already holds a COW store (a \"SnAp\" header); restoring another list over it \
+                        maps its data chunks wrongly unless the dump was taken from this very COW after its last change: \
+                        use --force to overwrite its header and areas"
+                .into());
+        }
+    }
     if enc.last_area_full {
         return Err("the last area of the dump is full, so the list continues past the dump (a dump of a cut-off COW)".into());
     }

@@ -69,6 +69,9 @@ enum Cmd {
         /// The COW device or image to write; an image file is created if missing.
         #[arg(short, long)]
         output: PathBuf,
+        /// Overwrite the header and areas of an existing COW store.
+        #[arg(long)]
+        force: bool,
     },
     /// List the origin extents that have an exception (read-only).
     Changed {
@@ -230,7 +233,7 @@ fn run(cmd: Cmd) -> Outcome {
             }
             Ok(exit::OK)
         }
-        Cmd::Restore { input, output } => {
+        Cmd::Restore { input, output, force } => {
             let text = if input.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())
             } else {
@@ -241,7 +244,7 @@ fn run(cmd: Cmd) -> Outcome {
             // Everything is checked before the output is opened for writing.
             d.encode().map_err(|e| Failure(exit::CORRUPT, format!("{}: {e}", input.display())))?;
             let mut dev = open(&output, Access::CreateFile(d.cow_sectors << 9))?;
-            dump::restore(&d, &mut dev).map_err(|e| Failure(exit::CORRUPT, format!("{}: {e}", output.display())))?;
+            dump::restore(&d, &mut dev, force).map_err(|e| Failure(exit::CORRUPT, format!("{}: {e}", output.display())))?;
             eprintln!("restore: wrote the header and {} area(s) ({} exceptions) to {}", d.areas.len(), d.exceptions, output.display());
             Ok(exit::OK)
         }
@@ -333,6 +336,9 @@ fn run(cmd: Cmd) -> Outcome {
         Cmd::Merge { origin, cow, max_run_chunks, quiet } => {
             let mut cow_dev = open(&cow, Access::Write)?;
             let mut origin_dev = open(&origin, Access::Write)?;
+            if cow_dev.identity().ok().zip(origin_dev.identity().ok()).is_some_and(|(a, b)| a == b) {
+                return Err(Failure(exit::CORRUPT, "the origin and the COW are the same device".into()));
+            }
             let info = OriginInfo { sectors: origin_dev.len_bytes() >> 9, logical_block_size: origin_dev.logical_block_size() };
             let c = read_cow(&cow_dev, Some(info))?;
             let total = c.exception_count();

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use dmsnap_core::pure::alloc::{LoadProgress, Loader, MergeStep, PersistentState};
 use dmsnap_core::pure::chunk::{Sector, SECTOR_SHIFT};
-use dmsnap_core::pure::disk::DiskException;
+use dmsnap_core::pure::disk::{DiskException, DISK_EXCEPTION_SIZE};
 
 use crate::dev::BlockIo;
 use crate::scan::Cow;
@@ -106,6 +106,9 @@ pub fn merge(
     let geom = cow.geometry();
     let chunk = cow.chunk;
     let chunk_bytes = chunk.bytes() as u64;
+    // A run's buffer stays within 64 MiB.
+    let cap = u32::try_from((64u64 << 20) / chunk_bytes).unwrap_or(u32::MAX).max(1);
+    let opts = MergeOptions { max_run_chunks: opts.max_run_chunks.min(NonZeroU32::new(cap).unwrap_or(NonZeroU32::MIN)) };
     if u64::from(origin.logical_block_size()) > chunk_bytes {
         return Err(MergeError::Refused("the origin's logical block size exceeds the chunk size".into()));
     }
@@ -142,14 +145,27 @@ pub fn merge(
                 };
                 // 1. Copy (clipped to the origin's end, as the kernel does).
                 if let Some(plan) = run.copy_plan(chunk, origin_sectors) {
-                    let mut data = vec![0u8; (plan.sectors << SECTOR_SHIFT) as usize];
+                    // Whole chunks from the COW (its block size divides the
+                    // chunk), the clipped length to the origin (which ends
+                    // on one of its own blocks).
+                    let mut data = vec![0u8; u64::from(run.count()) as usize * chunk.bytes()];
                     cow_dev.read_exact_at(&mut data, plan.src << SECTOR_SHIFT).map_err(|e| io_err("reading the COW", e))?;
-                    origin.write_all_at(&data, plan.dest << SECTOR_SHIFT).map_err(|e| io_err("writing the origin", e))?;
+                    let len = ((plan.sectors << SECTOR_SHIFT) as usize).min(data.len());
+                    origin
+                        .write_all_at(&data[..len], plan.dest << SECTOR_SHIFT)
+                        .map_err(|e| io_err("writing the origin", e))?;
                 }
                 // 2. The origin holds the data durably before it leaves the list.
                 origin.flush().map_err(|e| io_err("flushing the origin", e))?;
                 // 3. Shorten the list.
                 state.clear_merged(&mut area, run.count()).map_err(|e| MergeError::Io(format!("{e:?}")))?;
+                // Everything after the new end of the list is zeroed too: a
+                // torn earlier write may have left live-looking entries
+                // there, which a later plain activation would revive.
+                let end = (state.current_committed() - run.count()) as usize * DISK_EXCEPTION_SIZE;
+                if let Some(tail) = area.get_mut(end..) {
+                    tail.fill(0);
+                }
                 let loc = state.current_area_location().ok_or_else(|| MergeError::Io("area out of range".into()))?;
                 cow_dev.write_all_at(&area, loc * chunk_bytes).map_err(|e| io_err("writing the area", e))?;
                 // 4. Durable before the next run.

@@ -173,7 +173,9 @@ pub fn read_header(cow: &dyn BlockIo, origin_lbs: u32) -> Result<(DiskHeader, Ch
             "{len} bytes is smaller than one sector, so it holds no header"
         )));
     }
-    let mut buf = vec![0u8; 512];
+    // One logical block: O_DIRECT reads must be whole blocks.
+    let block = u64::from(cow.logical_block_size().max(512)).min(len);
+    let mut buf = vec![0u8; block as usize];
     cow.read_exact_at(&mut buf, 0)?;
     let state = decode_header(&buf[..DISK_HEADER_SIZE]).map_err(|e| match e {
         HeaderError::BadMagic(m) => ScanError::NotCow(format!(

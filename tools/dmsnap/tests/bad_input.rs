@@ -19,7 +19,7 @@ fn sample() -> (MemDev, Dump) {
 /// `want`, and the copy is unchanged.
 fn restore_refused(img: &MemDev, d: &Dump, want: &str) {
     let mut out = img.clone();
-    let err = dump::restore(d, &mut out).unwrap_err();
+    let err = dump::restore(d, &mut out, true).unwrap_err();
     assert!(err.contains(want), "error '{err}' lacks '{want}'");
     assert_eq!(out, *img, "a refused restore wrote");
 }
@@ -61,7 +61,7 @@ fn inconsistent_dumps_are_refused_before_writing() {
     // Too small an output.
     let small = MemDev::new(vec![0u8; 512 * 10]);
     let mut out = small.clone();
-    let err = dump::restore(&d, &mut out).unwrap_err();
+    let err = dump::restore(&d, &mut out, true).unwrap_err();
     assert!(err.contains("the output holds"), "{err}");
     assert_eq!(out, small);
 }
@@ -135,4 +135,51 @@ fn merge_refusals_write_nothing() {
         other => panic!("{other:?}"),
     }
     assert_eq!((c, o), (inv, origin));
+}
+
+#[test]
+fn restore_over_an_existing_store_needs_force() {
+    let (img, d) = sample();
+    // The store changes after the dump: restoring the old dump would drop
+    // the new exceptions silently.
+    let olds: Vec<u64> = (0..45).map(|i| (i * 7) % 97).collect();
+    let (newer, _) = image::build(1, 200, &olds, true).unwrap();
+    let mut out = newer.clone();
+    let err = dump::restore(&d, &mut out, false).unwrap_err();
+    assert!(err.contains("already holds a COW store"), "{err}");
+    assert_eq!(out, newer);
+    dump::restore(&d, &mut out, true).unwrap();
+    assert_eq!(Dump::of(&Cow::read(&out, None).unwrap()), d);
+    let _ = img;
+}
+
+#[test]
+fn restore_refuses_entries_check_would_flag() {
+    let (img, d) = sample();
+    let mut blank = img.clone();
+    blank.data[..512].fill(0);
+    // An entry on area 1's chunk (1 + 33 with 1-sector chunks).
+    let mut x = d.clone();
+    x.areas[1].runs[0].cow = 34;
+    x.areas[1].runs[0].length = 1;
+    let rest: u64 = x.areas[1].runs.iter().map(|r| r.length).sum();
+    x.areas[1].entries = rest;
+    x.exceptions = x.areas.iter().map(|a| a.entries).sum();
+    restore_refused_blank(&blank, &x, "points into snapshot metadata");
+    // Past the end of the COW.
+    let mut x = d.clone();
+    x.areas[0].runs[0].cow = (1 << 40) + 5;
+    restore_refused_blank(&blank, &x, "past the end of the COW");
+    // Two entries for one origin chunk.
+    let mut x = d.clone();
+    let first = x.areas[0].runs[0];
+    x.areas[1].runs[0].origin = first.origin;
+    restore_refused_blank(&blank, &x, "a second exception");
+}
+
+fn restore_refused_blank(blank: &MemDev, d: &Dump, want: &str) {
+    let mut out = blank.clone();
+    let err = dump::restore(d, &mut out, false).unwrap_err();
+    assert!(err.contains(want), "error '{err}' lacks '{want}'");
+    assert_eq!(out, *blank, "a refused restore wrote");
 }

@@ -35,6 +35,22 @@ impl CrashDev {
         self.durable
     }
 
+    /// A power cut that tears writes: every 512-byte sector of every
+    /// pending write survives or not by the bits of `seed`.
+    pub fn after_torn_crash(mut self, mut seed: u64) -> MemDev {
+        for (off, data) in self.pending.drain(..) {
+            for (i, sector) in data.chunks(512).enumerate() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                if seed & 1 == 1 {
+                    let _ = self.durable.write_all_at(sector, off + 512 * i as u64);
+                }
+            }
+        }
+        self.durable
+    }
+
     fn spend(&self) -> io::Result<()> {
         let b = self.budget.get();
         if b == 0 {
@@ -104,4 +120,41 @@ pub fn merged_origin(origin: &MemDev, cow: &MemDev, list: &[DiskException], chun
         out[o..o + len].copy_from_slice(&cow.data[n..n + len]);
     }
     out
+}
+
+/// A memory device that, like O_DIRECT, refuses I/O not aligned to its
+/// logical block size.
+pub struct AlignedDev {
+    pub dev: MemDev,
+    pub lbs: u32,
+}
+
+impl AlignedDev {
+    fn check(&self, len: usize, offset: u64) -> io::Result<()> {
+        let lbs = u64::from(self.lbs);
+        if offset % lbs != 0 || len as u64 % lbs != 0 {
+            return Err(io::Error::from_raw_os_error(22));
+        }
+        Ok(())
+    }
+}
+
+impl BlockIo for AlignedDev {
+    fn len_bytes(&self) -> u64 {
+        self.dev.len_bytes()
+    }
+    fn logical_block_size(&self) -> u32 {
+        self.lbs
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.check(buf.len(), offset)?;
+        self.dev.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check(buf.len(), offset)?;
+        self.dev.write_all_at(buf, offset)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.dev.flush()
+    }
 }
