@@ -128,6 +128,19 @@ pub fn merge(
         }
     }
     let mut state = state.ok_or_else(|| MergeError::Refused("the exception list does not end".into()))?;
+    // Scrub the current area past the end of the list first: a torn area
+    // write (of this tool or of a kernel merge) can leave live-looking
+    // entries there, which commits after a later plain activation would
+    // make part of the list again, pointing at reused chunks.
+    let end = state.current_committed() as usize * DISK_EXCEPTION_SIZE;
+    if area.get(end..).is_some_and(|tail| tail.iter().any(|b| *b != 0)) {
+        if let Some(tail) = area.get_mut(end..) {
+            tail.fill(0);
+        }
+        let loc = state.current_area_location().ok_or_else(|| MergeError::Io("area out of range".into()))?;
+        cow_dev.write_all_at(&area, loc * chunk_bytes).map_err(|e| io_err("writing the area", e))?;
+        cow_dev.flush().map_err(|e| io_err("flushing the COW", e))?;
+    }
     let mut done = Progress { merged: 0, remaining: cow.exception_count() };
     loop {
         match state.merge_step() {

@@ -197,7 +197,13 @@ proptest! {
     /// all zeros (no stale entry left behind a terminator for a later plain
     /// activation to revive).
     #[test]
-    fn merge_resumes_after_torn_cut(cs in prop_oneof![Just(2u32), Just(8)], olds in prop::collection::vec(0u64..300, 1..200), budget in 0u64..150, seed in 1u64..u64::MAX) {
+    fn merge_resumes_after_torn_cut(cs in prop_oneof![Just(2u32), Just(8)], spans in prop::collection::vec((0u64..250, 1u64..50), 1..8), run_no in 0u64..15, phase in prop_oneof![3 => Just(3u64), 1 => 0u64..4], seed in 1u64..u64::MAX) {
+        // Each run does four counted operations (origin write and flush,
+        // area write, COW flush); phase 3 cuts between the area write and
+        // the COW flush, where a torn area is possible.
+        let budget = run_no * 4 + phase;
+        // Long runs, so that one area write spans several sectors.
+        let olds: Vec<u64> = spans.iter().flat_map(|&(s, l)| s..s + l).collect();
         let (img, list, cb) = build(cs, &olds, 2);
         let origin = origin_image(cb, 300);
         let want = merged_origin(&origin, &img, &list, cb);
@@ -205,7 +211,7 @@ proptest! {
         let cow = Cow::read(&img, info).unwrap();
         let shared = Rc::new(Cell::new(budget));
         let (mut cd, mut od) = (CrashDev::new(img, shared.clone()), CrashDev::new(origin, shared));
-        let opts = MergeOptions { max_run_chunks: std::num::NonZeroU32::new(3).unwrap() };
+        let opts = MergeOptions { max_run_chunks: std::num::NonZeroU32::new(48).unwrap() };
         let _ = merge::merge(&cow, &mut cd, &mut od, opts, |_| {});
         let (mut img, mut origin) = (cd.after_torn_crash(seed), od.after_torn_crash(seed.rotate_left(17)));
         let mid = Cow::read(&img, info).unwrap();
