@@ -84,4 +84,35 @@ must_load "one entry" "5:2" 5 2 1 "0 65536 snapshot 24/2048 16"
 # A run: origin chunks 254..258 (crossing a 256-chunk group) -> COW 3..7.
 must_load "a run" "254:3 255:4 256:5 257:6 258:7" 254 3 5 "0 65536 snapshot 64/2048 16"
 dmsetup remove cow; dmsetup remove real
-unload_modules
+
+# A stale entry behind the terminator (left by a torn area write): 5:2,
+# end, 9:3. The next exception takes COW chunk 3 and slot 1, so the commit
+# makes slot 2 the end of the list only if the area was zeroed past it.
+# Upstream keeps the stale bytes: after a reload it maps origin chunk 9 to
+# COW chunk 3, which holds origin chunk 20's old data. Here chunk 9 must
+# read the origin's data.
+stale_case() {
+  load_module "$1"
+  dmsetup create real --table "0 65536 linear /dev/vda 0"
+  dmsetup create cow --table "0 2048 linear /dev/vdc 0"
+  pattern stale9 4096 > /tmp/w9; write_at /dev/mapper/real $((9 * 4096)) /tmp/w9
+  pattern old20 4096 > /tmp/w20; write_at /dev/mapper/real $((20 * 4096)) /tmp/w20
+  write_cow 8 "5:2 0:0 9:3"
+  dmsetup create snap --table "0 65536 snapshot /dev/mapper/real /dev/mapper/cow P 8"
+  dmsetup create orig --table "0 65536 snapshot-origin /dev/mapper/real"
+  pattern new20 4096 > /tmp/n20
+  write_at /dev/mapper/orig $((20 * 4096)) /tmp/n20
+  dmsetup remove orig; dmsetup remove snap
+  dmsetup create snap --table "0 65536 snapshot /dev/mapper/real /dev/mapper/cow P 8"
+  got=$(sum_at /dev/mapper/snap $((9 * 4096)) 4096)
+  want=$(sum_file /tmp/w9)
+  expect_eq "$1: origin chunk 20 copied out" "$(sum_at /dev/mapper/snap $((20 * 4096)) 4096)" "$(sum_file /tmp/w20)"
+  st=$(dmsetup status snap)
+  dmsetup remove snap; dmsetup remove cow; dmsetup remove real
+  unload_modules
+}
+stale_case upstream
+[ "$got" = "$want" ] && info "upstream: the stale entry stayed dead" || info "upstream: the stale entry came back after the next commit ($st): chunk 9 reads COW data"
+stale_case rs
+expect_eq "a stale entry behind the terminator stays dead after the next commit ($st)" "$got" "$want"
+expect_eq "rs: two exceptions after the reload" "$st" "0 65536 snapshot 32/2048 16"

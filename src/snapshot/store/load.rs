@@ -12,7 +12,7 @@ use crate::dm::log::{dm_err, dm_warn};
 use crate::dm::{CtrError, DmDev, HeldDev};
 use crate::pure::alloc::{LoadError, LoadProgress, Loader, PersistentState};
 use crate::pure::chunk::{Chunk, ChunkSize};
-use crate::pure::disk::{self, decode_header, Geometry, HeaderError, HeaderState};
+use crate::pure::disk::{self, decode_header, Geometry, HeaderError, HeaderState, DISK_EXCEPTION_SIZE};
 use crate::snapshot::table::{BuildError, TableBuilder};
 
 use super::persistent::MetadataIo;
@@ -159,10 +159,18 @@ pub(super) fn load_persistent(
                     }
                     builder.add_run(old, new, len).map_err(LoadFailure::from)
                 });
-                // Keep the last area: commits append to it.
-                if let Ok(LoadProgress::Done(_)) = progress {
+                // Keep the last area: commits append to it. Past the end
+                // of the list it is zeroed: a torn area write can leave
+                // live-looking entries there, and upstream, which keeps
+                // them, makes them part of the list again with the commit
+                // that reaches their slot, pointing at reused chunks.
+                if let Ok(LoadProgress::Done(state)) = progress {
                     if let Some(dst) = meta.area.as_mut_slice().get_mut(..bytes.len()) {
                         dst.copy_from_slice(bytes);
+                    }
+                    let end = (state.current_committed() as usize).saturating_mul(DISK_EXCEPTION_SIZE);
+                    if let Some(tail) = meta.area.as_mut_slice().get_mut(end..) {
+                        tail.fill(0);
                     }
                 }
                 progress
