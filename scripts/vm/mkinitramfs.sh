@@ -48,8 +48,11 @@ add_bin /usr/bin/cmp /usr/bin/diffutils-cmp
 # busybox sh runs its applets ahead of PATH.
 add_bin /bin/dd /usr/bin/coreutils-dd
 cargo build --release --quiet --manifest-path "$here/tools/log-writes-replay/Cargo.toml" && add_bin "$here/tools/log-writes-replay/target/release/log-writes-replay" /usr/bin/log-writes-replay
-# The offline COW tool (tests/vm/dmsnap-*.sh, the demo).
-cargo build --release --quiet --locked --manifest-path "$here/Cargo.toml" -p dmsnap && add_bin "$here/target/release/dmsnap" /usr/bin/dmsnap
+# The offline COW tool (tests/vm/dmsnap-*.sh, the demo). The crash test's
+# scenario tree has no workspace and needs no dmsnap.
+if [ -f "$here/Cargo.toml" ]; then
+  cargo build --release --quiet --locked --manifest-path "$here/Cargo.toml" -p dmsnap && add_bin "$here/target/release/dmsnap" /usr/bin/dmsnap
+fi
 # fio and lvm dlopen a few libraries ldd does not list.
 for lib in /lib/x86_64-linux-gnu/libgcc_s.so.1 /lib/x86_64-linux-gnu/libaio.so.1t64 /lib/x86_64-linux-gnu/libaio.so.1; do
   [ -e "$lib" ] && { mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"; }

@@ -48,10 +48,16 @@ if [ -z "${VM_QUIET:-}" ]; then
   tailpid=$!
 fi
 set +e
+# RDRAND (emulated by TCG) with random.trust_cpu=on seeds the kernel's
+# CRNG during early boot, before the second CPU and any user process run.
+# Otherwise "crng init done" comes seconds into the scenarios, and its
+# static-key flip (int3 text patching) has oopsed a process reading
+# /dev/urandom at that moment under multi-threaded TCG (stock kernel,
+# crash-ovf-a: "Oops: int3" in urandom_read_iter).
 timeout -s KILL "$budget" qemu-system-x86_64 \
-  -accel tcg,thread=multi -smp "${VM_CPUS:-2}" -m "${VM_MEM:-1536}" \
+  -accel tcg,thread=multi -smp "${VM_CPUS:-2}" -m "${VM_MEM:-1536}" -cpu "${VM_CPU:-qemu64,+rdrand}" \
   -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.cpio.gz" \
-  -append "console=ttyS0,115200 panic=-1 rdinit=/init dmsnap.tests=$tests dmsnap.timeout=$per ${VM_APPEND:-}" \
+  -append "console=ttyS0,115200 panic=-1 rdinit=/init random.trust_cpu=on dmsnap.tests=$tests dmsnap.timeout=$per ${VM_APPEND:-}" \
   "${drives[@]}" \
   -display none -monitor none -no-reboot \
   -serial "file:$out/console.log" -serial "file:$out/results.log" </dev/null
