@@ -5,7 +5,8 @@
 #   2. main test kernel, 7.3 (cached)             scripts/kernel.sh
 #   3. module build: no rustc/clippy/gcc warning  scripts/build-module.sh
 #   4. host workspace: cargo test + cargo clippy (the pure core and the
-#      dmsnap tool, whose fuzz target runs for DMSNAP_FUZZ_SECS, default 30)
+#      dmsnap tool, whose fuzz target runs for DMSNAP_FUZZ_SECS, default 30),
+#      cargo install of dmsnap
 #   5. harness: unit tests of the VM verdict logic (tests/harness)
 #   6. one VM run: KUnit suites and every scenario in tests/vm/
 #   7. a VM run with kmemleak=on (tests/leak/)
@@ -113,6 +114,15 @@ if cargo clippy --locked --workspace --all-targets -- -D warnings 2>&1 | tee "$o
   record clippy 1 0
 else
   record clippy 0 1
+fi
+
+# `cargo install` of the tool, as the README says (sharing target/, so the
+# initramfs build below reuses it), and the installed binary runs.
+if cargo install --quiet --locked --path tools/dmsnap --target-dir target --root "$out/dmsnap-install" --force 2>&1 | tail -3 &&
+   "$out/dmsnap-install/bin/dmsnap" --version; then
+  record install 1 0
+else
+  record install 0 1
 fi
 
 step "harness (the VM verdict logic itself)"
