@@ -125,6 +125,11 @@ fn open(path: &Path, access: Access) -> Result<Device, Failure> {
     Device::open(path, access).map_err(|e| Failure(exit::IO_ERROR, e.to_string()))
 }
 
+/// Whether two opened paths are the same file or block device.
+fn same_device(a: &Device, b: &Device) -> bool {
+    a.identity().ok().zip(b.identity().ok()).is_some_and(|(x, y)| x == y)
+}
+
 fn origin_info(path: Option<&Path>) -> Result<Option<OriginInfo>, Failure> {
     path.map(|p| {
         let d = open(p, Access::Read)?;
@@ -313,8 +318,7 @@ fn run(cmd: Cmd) -> Outcome {
             let old_dev = open(&cow, Access::Read)?;
             let c = read_cow(&old_dev, o)?;
             let mut new_dev = open(&output, Access::CreateFile(old_dev.len_bytes()))?;
-            let same = old_dev.identity().ok().zip(new_dev.identity().ok()).is_some_and(|(a, b)| a == b);
-            if same {
+            if same_device(&old_dev, &new_dev) {
                 return Err(Failure(exit::CORRUPT, "repair never writes in place: give a different --output".into()));
             }
             let new_chunks = new_dev.len_bytes() >> (c.chunk.shift() + 9);
@@ -336,7 +340,7 @@ fn run(cmd: Cmd) -> Outcome {
         Cmd::Merge { origin, cow, max_run_chunks, quiet } => {
             let mut cow_dev = open(&cow, Access::Write)?;
             let mut origin_dev = open(&origin, Access::Write)?;
-            if cow_dev.identity().ok().zip(origin_dev.identity().ok()).is_some_and(|(a, b)| a == b) {
+            if same_device(&cow_dev, &origin_dev) {
                 return Err(Failure(exit::CORRUPT, "the origin and the COW are the same device".into()));
             }
             let info = OriginInfo { sectors: origin_dev.len_bytes() >> 9, logical_block_size: origin_dev.logical_block_size() };

@@ -18,7 +18,7 @@ use std::io;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use dmsnap_core::pure::alloc::{LoadProgress, Loader, MergeStep, PersistentState};
+use dmsnap_core::pure::alloc::{MergeStep, PersistentState};
 use dmsnap_core::pure::chunk::{Sector, SECTOR_SHIFT};
 use dmsnap_core::pure::disk::{DiskException, DISK_EXCEPTION_SIZE};
 
@@ -112,34 +112,17 @@ pub fn merge(
     if u64::from(origin.logical_block_size()) > chunk_bytes {
         return Err(MergeError::Refused("the origin's logical block size exceeds the chunk size".into()));
     }
-    // Load exactly as the kernel does, to get its cursor.
-    let mut loader = Loader::new(geom);
+    // The kernel's cursor after loading this list, and its current area.
+    let mut state = cow.cursor().ok_or_else(|| MergeError::Refused("the exception list does not end".into()))?;
     let mut area = vec![0u8; geom.area_bytes()];
-    let mut state: Option<PersistentState> = None;
-    for a in &cow.areas {
-        cow_dev.read_exact_at(&mut area, a.location * chunk_bytes).map_err(|e| io_err("reading an area", e))?;
-        match loader.feed(&area, |_, _| Ok::<(), ()>(())) {
-            Ok(LoadProgress::Done(s)) => {
-                state = Some(s);
-                break;
-            }
-            Ok(LoadProgress::NeedArea { .. }) => {}
-            Err(e) => return Err(MergeError::Refused(format!("loading the exceptions: {e:?}"))),
-        }
-    }
-    let mut state = state.ok_or_else(|| MergeError::Refused("the exception list does not end".into()))?;
+    let current = state.current_area_location().ok_or_else(|| MergeError::Io("area out of range".into()))?;
+    cow_dev.read_exact_at(&mut area, current * chunk_bytes).map_err(|e| io_err("reading an area", e))?;
     // Scrub the current area past the end of the list first: a torn area
     // write (of this tool or of a kernel merge) can leave live-looking
     // entries there, which commits after a later plain activation would
     // make part of the list again, pointing at reused chunks.
-    let end = state.current_committed() as usize * DISK_EXCEPTION_SIZE;
-    if area.get(end..).is_some_and(|tail| tail.iter().any(|b| *b != 0)) {
-        if let Some(tail) = area.get_mut(end..) {
-            tail.fill(0);
-        }
-        let loc = state.current_area_location().ok_or_else(|| MergeError::Io("area out of range".into()))?;
-        cow_dev.write_all_at(&area, loc * chunk_bytes).map_err(|e| io_err("writing the area", e))?;
-        cow_dev.flush().map_err(|e| io_err("flushing the COW", e))?;
+    if zero_past_list(&mut area, state.current_committed()) {
+        write_area(cow_dev, &state, &area, chunk_bytes)?;
     }
     let mut done = Progress { merged: 0, remaining: cow.exception_count() };
     loop {
@@ -170,19 +153,13 @@ pub fn merge(
                 }
                 // 2. The origin holds the data durably before it leaves the list.
                 origin.flush().map_err(|e| io_err("flushing the origin", e))?;
-                // 3. Shorten the list.
+                // 3. Shorten the list in the area buffer.
                 state.clear_merged(&mut area, run.count()).map_err(|e| MergeError::Io(format!("{e:?}")))?;
-                // Everything after the new end of the list is zeroed too: a
-                // torn earlier write may have left live-looking entries
-                // there, which a later plain activation would revive.
-                let end = (state.current_committed() - run.count()) as usize * DISK_EXCEPTION_SIZE;
-                if let Some(tail) = area.get_mut(end..) {
-                    tail.fill(0);
-                }
-                let loc = state.current_area_location().ok_or_else(|| MergeError::Io("area out of range".into()))?;
-                cow_dev.write_all_at(&area, loc * chunk_bytes).map_err(|e| io_err("writing the area", e))?;
-                // 4. Durable before the next run.
-                cow_dev.flush().map_err(|e| io_err("flushing the COW", e))?;
+                // Everything after the new end of the list is zeroed too
+                // (see the scrub above).
+                zero_past_list(&mut area, state.current_committed() - run.count());
+                // 3, 4. Write the area, flush the COW: durable before the next run.
+                write_area(cow_dev, &state, &area, chunk_bytes)?;
                 state.commit_merge(run.count()).map_err(|e| MergeError::Io(format!("{e:?}")))?;
                 done.merged += u64::from(run.count());
                 done.remaining = done.remaining.saturating_sub(u64::from(run.count()));
@@ -191,6 +168,22 @@ pub fn merge(
         }
     }
     Ok(done)
+}
+
+/// Zero the slots of `area` from `committed` on; whether any byte there
+/// was not zero.
+fn zero_past_list(area: &mut [u8], committed: u32) -> bool {
+    let tail = area.get_mut(committed as usize * DISK_EXCEPTION_SIZE..).unwrap_or_default();
+    let dirty = tail.iter().any(|b| *b != 0);
+    tail.fill(0);
+    dirty
+}
+
+/// Write `area` as the cursor's current area and flush the COW.
+fn write_area(cow_dev: &mut dyn BlockIo, state: &PersistentState, area: &[u8], chunk_bytes: u64) -> Result<(), MergeError> {
+    let loc = state.current_area_location().ok_or_else(|| MergeError::Io("area out of range".into()))?;
+    cow_dev.write_all_at(area, loc * chunk_bytes).map_err(|e| io_err("writing the area", e))?;
+    cow_dev.flush().map_err(|e| io_err("flushing the COW", e))
 }
 
 /// Prints progress lines to stderr at most once a second.

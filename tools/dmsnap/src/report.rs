@@ -3,7 +3,6 @@
 
 use serde::Serialize;
 
-use dmsnap_core::pure::alloc::PersistentState;
 use dmsnap_core::pure::chunk::{Chunk, Sector};
 use dmsnap_core::pure::status::InfoStatus;
 
@@ -111,17 +110,7 @@ pub struct Usage {
 
 /// `usage` for a COW read without problems. `None` if its list is cut off.
 pub fn usage(cow: &Cow) -> Option<Usage> {
-    let geom = cow.geometry();
-    let last = cow.areas.last()?;
-    if !cow.complete() {
-        return None;
-    }
-    let next_free = cow
-        .entries()
-        .map(|(_, _, e)| e.new.saturating_add(1))
-        .max()
-        .unwrap_or(0);
-    let state = PersistentState::from_parts(geom, next_free.max(2), last.index, last.entries.len() as u32)?;
+    let state = cow.cursor()?;
     let u = state.usage(cow.cow_sectors());
     let status = InfoStatus::select(cow.header.valid, false, false, u).to_string();
     let exceptions = cow.exception_count();

@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 
+use dmsnap_core::pure::alloc::PersistentState;
 use dmsnap_core::pure::chunk::{Chunk, ChunkSize, Sector, SECTOR_SHIFT};
 use dmsnap_core::pure::disk::{
     check_exception, decode_header, AreaEntries, Corruption, DiskException, DiskHeader, Geometry,
-    HeaderError, HeaderState, DISK_HEADER_SIZE,
+    HeaderError, HeaderState, DISK_HEADER_SIZE, NUM_SNAPSHOT_HDR_CHUNKS,
 };
 
 use crate::dev::BlockIo;
@@ -229,6 +230,23 @@ impl Cow {
     /// Whether the walk reached a terminator (nothing cut off).
     pub fn complete(&self) -> bool {
         !self.problems.iter().any(Problem::is_torn_area)
+    }
+
+    /// The store's cursor as the kernel's loader leaves it (`next_free`
+    /// past the highest COW chunk used, skipping metadata; the last area
+    /// current). `None` if the list is cut off.
+    pub fn cursor(&self) -> Option<PersistentState> {
+        if !self.complete() {
+            return None;
+        }
+        let last = self.areas.last()?;
+        let next_free = self.entries().map(|(_, _, e)| e.new.saturating_add(1)).max().unwrap_or(0);
+        PersistentState::from_parts(
+            self.geometry(),
+            next_free.max(NUM_SNAPSHOT_HDR_CHUNKS + 1),
+            last.index,
+            u32::try_from(last.entries.len()).ok()?,
+        )
     }
 
     /// Whether nothing at all is wrong (the valid flag aside).

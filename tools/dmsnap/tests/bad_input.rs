@@ -112,29 +112,27 @@ fn not_a_cow() {
     assert!(matches!(Cow::read(&img, None), Err(ScanError::BadHeader(_))));
 }
 
+/// `merge` of `img` into `origin` is refused with a reason containing
+/// `want`, and neither device changes.
+fn merge_refused(img: &MemDev, origin: &MemDev, want: &str) {
+    let cow = Cow::read(img, None).unwrap();
+    let (mut c, mut o) = (img.clone(), origin.clone());
+    match merge::merge(&cow, &mut c, &mut o, MergeOptions::default(), |_| {}) {
+        Err(MergeError::Refused(why)) => assert!(why.contains(want), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((&c, &o), (img, origin), "a refused merge wrote");
+}
+
 #[test]
 fn merge_refusals_write_nothing() {
     let (img, _) = sample();
-    let cow = Cow::read(&img, None).unwrap();
     // Origin too small for the exceptions (they reach chunk 96).
-    let origin = MemDev::new(vec![7u8; 512 * 50]);
-    let (mut c, mut o) = (img.clone(), origin.clone());
-    match merge::merge(&cow, &mut c, &mut o, MergeOptions::default(), |_| {}) {
-        Err(MergeError::Refused(why)) => assert!(why.contains("wrong origin device"), "{why}"),
-        other => panic!("{other:?}"),
-    }
-    assert_eq!((c, o), (img.clone(), origin));
+    merge_refused(&img, &MemDev::new(vec![7u8; 512 * 50]), "wrong origin device");
     // An invalidated snapshot.
     let olds: Vec<u64> = (0..10).collect();
     let (inv, _) = image::build(1, 200, &olds, false).unwrap();
-    let cow = Cow::read(&inv, None).unwrap();
-    let origin = MemDev::new(vec![7u8; 512 * 100]);
-    let (mut c, mut o) = (inv.clone(), origin.clone());
-    match merge::merge(&cow, &mut c, &mut o, MergeOptions::default(), |_| {}) {
-        Err(MergeError::Refused(why)) => assert!(why.contains("Snapshot is invalid"), "{why}"),
-        other => panic!("{other:?}"),
-    }
-    assert_eq!((c, o), (inv, origin));
+    merge_refused(&inv, &MemDev::new(vec![7u8; 512 * 100]), "Snapshot is invalid");
 }
 
 #[test]

@@ -72,6 +72,7 @@ proptest! {
         let mine: Vec<DiskException> = cow.entries().map(|(_, _, e)| e).collect();
         let (kernel, st) = kernel_load(&img, cs);
         prop_assert_eq!(&mine, &kernel);
+        prop_assert_eq!(cow.cursor(), Some(st), "the tool's cursor differs from the kernel loader's");
         prop_assert_eq!(&mine, &list);
         let u = report::usage(&cow).unwrap();
         prop_assert_eq!(u.status, st.usage(img.data.len() as u64 / 512).to_string_status());
