@@ -102,6 +102,16 @@ kmerge() {
   dmsetup remove "$1"
 }
 
+# kmerge_check LABEL NAME CHUNK SECTORS MODEL: kmerge NAME (SECTORS may be
+# empty); its origin must then read as MODEL (kept in $ksum) and its COW
+# be clean and empty.
+kmerge_check() {
+  kmerge "$2" "$3" "$4"
+  ksum=$(sum_dev "/dev/mapper/$2-o")
+  expect_eq "$1: origin = model" "$ksum" "$5"
+  cow_done "$1" "$2"
+}
+
 origin_is_model() {  # LABEL NAME G
   expect_eq "$1: origin = model" "$(sum_dev "/dev/mapper/$2-o")" "$(cat /tmp/$3.model)"
 }
@@ -172,10 +182,8 @@ part1() {
   restore $g 0; restore $g 1; restore $g 2
   load_module rs
   pair_up k0 0
-  t=$(now_ms); kmerge k0 $CH; t=$(( $(now_ms) - t ))
-  s0=$(sum_dev /dev/mapper/k0-o)
-  expect_eq "$g: snapshot-merge (rs): origin = model" "$s0" "$(cat /tmp/$g.model)"
-  cow_done "$g: snapshot-merge (rs)" k0
+  t=$(now_ms); kmerge_check "$g: snapshot-merge (rs)" k0 $CH "" "$(cat /tmp/$g.model)"; t=$(( $(now_ms) - t ))
+  s0=$ksum
   info "$g: snapshot-merge (rs) merged $(cat /tmp/$g.e0) chunks in $t ms"
   pair_down k0
   pair_up d1 1
@@ -189,10 +197,8 @@ part1() {
   pair_down d1
   load_module upstream
   pair_up k2 2
-  kmerge k2 $CH
-  s2=$(sum_dev /dev/mapper/k2-o)
-  expect_eq "$g: snapshot-merge (upstream): origin = model" "$s2" "$(cat /tmp/$g.model)"
-  cow_done "$g: snapshot-merge (upstream)" k2
+  kmerge_check "$g: snapshot-merge (upstream)" k2 $CH "" "$(cat /tmp/$g.model)"
+  s2=$ksum
   pair_down k2
   unload_modules
   expect_eq "$g: dmsnap merge = snapshot-merge (rs)" "$s1" "$s0"
@@ -409,7 +415,7 @@ part4() {
 # end. Exceptions in it from an origin write and a snapshot write. Merged
 # by dmsnap, by this module and by upstream's: all = model.
 part5() {
-  local ts=8184 s0 s1 s2 snapsum
+  local ts=8184 s0 snapsum
   load_module rs
   $DD if=/dev/zero of=/dev/vdc bs=4096 count=1 seek=$((3 * SLOT / 8)) oflag=direct conv=notrunc 2>/dev/null || fail "wipe COW"
   lin e-f /dev/vda 3 8192
@@ -438,17 +444,11 @@ part5() {
   cow_done "tail: dmsnap merge" t6
   dmsetup remove t6-o; dmsetup remove t6-c
   lin t7-o /dev/vdb 7 $ts; lin t7-c /dev/vdd 7 2048
-  kmerge t7 128 $ts
-  s1=$(sum_dev /dev/mapper/t7-o)
-  expect_eq "tail: snapshot-merge (rs): origin = model" "$s1" "$snapsum"
-  cow_done "tail: snapshot-merge (rs)" t7
+  kmerge_check "tail: snapshot-merge (rs)" t7 128 $ts "$snapsum"
   dmsetup remove t7-o; dmsetup remove t7-c
   load_module upstream
   lin t3-o /dev/vda 3 $ts; lin t3-c /dev/vdc 3 2048
-  kmerge t3 128 $ts
-  s2=$(sum_dev /dev/mapper/t3-o)
-  expect_eq "tail: snapshot-merge (upstream): origin = model" "$s2" "$snapsum"
-  cow_done "tail: snapshot-merge (upstream)" t3
+  kmerge_check "tail: snapshot-merge (upstream)" t3 128 $ts "$snapsum"
   dmsetup remove t3-o; dmsetup remove t3-c
   unload_modules
   echo "dmsnap-merge: chunk 128, origin ending mid-chunk: dmsnap, rs and upstream origins $s0 (model)"
