@@ -34,9 +34,27 @@ mkdir -p "$out"
 passed=0 failed=0
 declare -a summary
 
-record() {  # record LAYER PASSED FAILED
+declare -a failure_logs
+record() {  # record LAYER PASSED FAILED [LOG]: LOG's failure lines are shown at the end
   passed=$((passed + $2)); failed=$((failed + $3))
   summary+=("$(printf '%-10s %4d passed, %d failed' "$1:" "$2" "$3")")
+  if [ "$3" != 0 ] && [ -n "${4:-}" ]; then failure_logs+=("$1:$4"); fi
+}
+# The failure lines of each failed layer's log, just above the summary (the
+# end of a long log is what a CI page shows).
+show_failures() {
+  local e log pat='FAIL|[Ee]rror|stopped at|mismatch|refus|panic|Oops|BUG'
+  [ "${#failure_logs[@]}" != 0 ] || return 0
+  step "failures"
+  for e in "${failure_logs[@]}"; do
+    log=${e#*:}
+    echo "--- ${e%%:*} ($log):"
+    if grep -qE "$pat" "$log" 2>/dev/null; then
+      grep -E "$pat" "$log" | tail -15
+    else
+      echo "(no failure lines; the log's end:)"; tail -15 "$log" 2>/dev/null || true
+    fi
+  done
 }
 step() { echo; echo "=== $*"; }
 abort() {
@@ -71,7 +89,7 @@ count_record() {
   p=$(sed -n "s/^$2: \\([0-9]*\\) passed, \\([0-9]*\\) failed\$/\\1/p" "$3")
   f=$(sed -n "s/^$2: \\([0-9]*\\) passed, \\([0-9]*\\) failed\$/\\2/p" "$3")
   [ -n "$p" ] || { p=0; f=1; }
-  record "$1" "$p" "$f"
+  record "$1" "$p" "$f" "$3"
 }
 
 # vm_record SUFFIX LOG: records the KUnit and scenario counts of a run.sh log.
@@ -86,9 +104,9 @@ crash_record() {
   cl=$(grep -E '^crash-test: [0-9]+ cuts, [0-9]+ mismatches, [0-9]+ phase-B failures' "$2" | tail -1)
   if [ -n "$cl" ]; then
     cuts=$(echo "$cl" | awk '{print $2}'); mis=$(echo "$cl" | awk '{print $4}'); pbf=$(echo "$cl" | awk '{print $6}')
-    record "$1" $(( cuts - mis - pbf )) $(( mis + pbf ))
+    record "$1" $(( cuts - mis - pbf )) $(( mis + pbf )) "$2"
   else
-    record "$1" 0 1
+    record "$1" 0 1 "$2"
   fi
 }
 
@@ -109,11 +127,11 @@ step "host workspace (cargo test, cargo clippy): pure core, dmsnap, log-writes-r
 cp=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$out/cargo-test.log" | awk '{s += $4} END {print s + 0}')
 cf=$(grep -Eo '[0-9]+ failed' "$out/cargo-test.log" | awk '{s += $1} END {print s + 0}')
 if ! grep -q 'test result:' "$out/cargo-test.log"; then cf=$((cf + 1)); fi
-record cargo "$cp" "$cf"
+record cargo "$cp" "$cf" "$out/cargo-test.log"
 if cargo clippy --locked --workspace --all-targets -- -D warnings 2>&1 | tee "$out/cargo-clippy.log" | tail -2; then
   record clippy 1 0
 else
-  record clippy 0 1
+  record clippy 0 1 "$out/cargo-clippy.log"
 fi
 
 # `cargo install` of the tool, as the README says (sharing target/, so the
@@ -179,9 +197,9 @@ if [ -z "${SCENARIOS:-}" ]; then
   bash scripts/stock/test-dkms.sh 2>&1 | tee "$out/dkms.log"
   dl=$(grep -E '^dkms-test: [0-9]+ passed, [0-9]+ failed' "$out/dkms.log" | tail -1)
   if [ -n "$dl" ]; then
-    record dkms "$(echo "$dl" | awk '{print $2}')" "$(echo "$dl" | awk '{print $4}')"
+    record dkms "$(echo "$dl" | awk '{print $2}')" "$(echo "$dl" | awk '{print $4}')" "$out/dkms.log"
   else
-    record dkms 0 1
+    record dkms 0 1 "$out/dkms.log"
   fi
 fi
 
@@ -210,6 +228,8 @@ if [ -z "${SCENARIOS:-}" ]; then
   fi
 fi
 
+echo
+show_failures
 echo
 echo "=== summary"
 printf '%s\n' "${summary[@]}"
