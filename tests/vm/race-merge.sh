@@ -65,6 +65,7 @@ oflush-held  o f hold    flushheld
 dual-write   o f hold    dual
 cflush-held  c f hold    cowflushheld
 handover     o f 1000    handover
+suspend-drain o w hold   suspenddrain
 reactivate   o w 300     reactivate
 fail-all     c w flakey  fail
 fail-part    c w flakey2 fail
@@ -540,6 +541,44 @@ op_handover() {
   chk "tail" $TAIL 65536
   chk "area 0" $A0 65536
   mw $((A1 + CB)) $CB ho.1; chk "area 1 written after the resume" $((A1 + CB)) $CB
+  finish
+}
+
+# suspenddrain: the merging device suspended (lvchange -an, a table
+# reload) while a merge copy's origin write is held: the suspend waits for
+# the copy (upstream: stop_merge waits for the running merge); once it
+# returns nothing more reaches either disk, and the disks are the model.
+op_suspenddrain() {
+  start_merge
+  wait_count o w 1 30
+  rm -f /tmp/done.susp
+  ( dmsetup suspend base && echo ok > /tmp/done.susp || echo err > /tmp/done.susp ) > /dev/null 2>&1 &
+  echo $! >> /tmp/bgpids
+  sleep 1.5
+  # The raw disks are sampled as soon as the suspend has returned: before
+  # the release if it did not wait.
+  early=
+  if [ -f /tmp/done.susp ]; then
+    cmp_line "suspend with a merge copy held: returned while the copy was held"
+    early=1; o1=$(sum_at /dev/vda 0 $OSZ); c1=$(sum_at /dev/vdc 0 $((CSEC * 512)))
+  else
+    cmp_line "suspend with a merge copy held: waits for the copy"
+  fi
+  t=$(now_ms)
+  release o
+  bg_wait 30 susp || fail "$CASE: the suspend did not return after the copy was released"
+  [ "$(cat /tmp/done.susp)" = ok ] || fail "$CASE: dmsetup suspend failed"
+  [ -n "$early" ] || note "suspend returned $(( $(now_ms) - t )) ms after the release"
+  [ -n "$early" ] || { o1=$(sum_at /dev/vda 0 $OSZ); c1=$(sum_at /dev/vdc 0 $((CSEC * 512))); }
+  sleep 1
+  expect_eq "$CASE: raw origin unchanged since the suspend returned" "$(sum_at /dev/vda 0 $OSZ)" "$o1"
+  expect_eq "$CASE: raw COW unchanged since the suspend returned" "$(sum_at /dev/vdc 0 $((CSEC * 512)))" "$c1"
+  disk_check "suspended after the held copy"
+  raw_is $TAIL 65536 /tmp/S.tail && cmp_line "suspended: raw origin at the tail has the copied data" ||
+    cmp_line "suspended: raw origin at the tail does not have the copied data"
+  dmsetup resume base
+  chk "tail after the resume" $TAIL 65536
+  mw $((A2 + 7 * CB)) $CB sd.1; chk "area 2 written after the resume" $((A2 + 7 * CB)) $CB
   finish
 }
 
