@@ -33,6 +33,15 @@ set -euo pipefail
 repo=$(cd "$stock_here/../.." && pwd)
 T0=$(date +%s)
 
+pass=0 nfail=0
+# An unexpected exit (set -e) still ends with the summary line, naming the
+# command that stopped the script, so the suite's log shows why.
+finished='' err_at=''
+trap 'err_at="line $LINENO: $BASH_COMMAND"' ERR
+trap 'rc=$?; if [ -z "$finished" ]; then
+  echo "dkms-test: FAIL: stopped at ${err_at:-an unknown command} (exit $rc)"
+  echo "dkms-test: $pass passed, $((nfail + 1)) failed ($(($(date +%s) - T0))s)"; exit 1; fi' EXIT
+
 # --- the cached layer ------------------------------------------------------
 layer_pkgs=(dkms initramfs-tools lvm2 "linux-image-$kver")
 layer_key=$( (echo "$stock_root"; printf '%s\n' "${layer_pkgs[@]}") | sha256sum | cut -c1-16)
@@ -75,17 +84,9 @@ make_layer() {
 stamp() { echo "dkms-test: [$(($(date +%s) - T0))s] $*"; }
 make_layer
 stamp "layer ready: $layer"
-[ "${1:-}" != --layer ] || exit 0
+[ "${1:-}" != --layer ] || { finished=1; exit 0; }
 
 # --- checks ----------------------------------------------------------------
-pass=0 nfail=0
-# An unexpected exit (set -e) still ends with the summary line, naming the
-# command that stopped the script, so the suite's log shows why.
-finished='' err_at=''
-trap 'err_at="line $LINENO: $BASH_COMMAND"' ERR
-trap 'rc=$?; if [ -z "$finished" ]; then
-  echo "dkms-test: FAIL: stopped at ${err_at:-an unknown command} (exit $rc)"
-  echo "dkms-test: $pass passed, $((nfail + 1)) failed ($(($(date +%s) - T0))s)"; exit 1; fi' EXIT
 ok() { pass=$((pass + 1)); echo "dkms-test: PASS: $*"; }
 bad() { nfail=$((nfail + 1)); echo "dkms-test: FAIL: $*"; }
 # check DESC CMD...: the verdict is CMD's exit status
