@@ -337,7 +337,7 @@ impl Snapshot {
                     "{} {} {} {}",
                     self.origin.name(),
                     self.cow.name(),
-                    self.kind.name(),
+                    self.core.shown_kind(self.kind).name(),
                     self.core.chunk_size().sectors()
                 );
                 let n = self.features.count();

@@ -57,6 +57,34 @@ run_case() {
   pattern new4 65536 > /tmp/d; write_at /dev/mapper/base 6291456 /tmp/d
   expect_eq "$m: copy-on-write continues" "$(sum_at /dev/mapper/snap2 6291456 65536)" "$(pattern orig 1048576 | head -c 65536 | $SUM | cut -d' ' -f1)"
   dmsetup status snap2 >> /tmp/$m.st
+
+  # A reload may name another store type: the store stays what it is, and
+  # the table line shows it as upstream does (its store is swapped in).
+  # N and PO over the persistent store, then P over a transient one.
+  for t in N PO P; do
+    dmsetup reload snap2 --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow $t 16"
+    dmsetup suspend snap2; dmsetup resume snap2
+    echo "reloaded with $t: $(dmsetup table snap2)" >> /tmp/$m.st
+  done
+  expect_eq "$m: snapshot own write after the type reloads" "$(sum_at /dev/mapper/snap2 1048576 8192)" "$(sum_file /tmp/s)"
+  dmsetup create cown --table "0 32768 linear /dev/vdc 65536"
+  dmsetup create snapn --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cown N 8"
+  pattern n1 8192 > /tmp/n; write_at /dev/mapper/snapn 0 /tmp/n
+  for t in P PO N; do
+    dmsetup reload snapn --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cown $t 8"
+    dmsetup suspend snapn; dmsetup resume snapn
+    echo "transient reloaded with $t: $(dmsetup table snapn); $(dmsetup status snapn)" >> /tmp/$m.st
+  done
+  expect_eq "$m: transient snapshot's own write after the type reloads" "$(sum_at /dev/mapper/snapn 0 8192)" "$(sum_file /tmp/n)"
+  dmesg -c > /dev/null
+  if dmsetup create snapm --table "0 65536 snapshot-merge /dev/mapper/base-real /dev/mapper/cown P 8" 2>/dev/null; then
+    echo "merge table over the transient store: accepted" >> /tmp/$m.st
+    dmsetup remove snapm
+  else
+    echo "merge table over the transient store: refused: $(dmesg | grep -E 'device-mapper: (table|snapshots)' | tail -1 | sed 's/^\[[^]]*\] //; s/ [0-9]*:[0-9]*:/ X:/')" >> /tmp/$m.st
+    dmsetup remove snapm 2>/dev/null || true
+  fi
+  dmsetup remove snapn; dmsetup remove cown
   dmsetup remove base; dmsetup remove snap2; dmsetup remove snap3 2>/dev/null || true
   dmsetup remove cow; dmsetup remove base-real
   unload_modules

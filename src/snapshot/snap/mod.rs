@@ -359,6 +359,12 @@ impl SnapCore {
         let _ = dmsync::queue().enqueue::<Arc<Self>, 0>(self.clone());
     }
 
+    /// The store type the table line of a table that asked for `asked`
+    /// shows ([`StoreKind::shown_over`]).
+    pub(crate) fn shown_kind(&self, asked: StoreKind) -> StoreKind {
+        asked.shown_over(self.state.lock().cursor.can_merge())
+    }
+
     /// Status line (`snapshot_status()` for `STATUSTYPE_INFO`) as target
     /// `me` sees it: a target that handed its store over is invalid.
     pub(crate) fn info_status(&self, me: TargetId) -> InfoStatus {

@@ -89,6 +89,18 @@ impl StoreKind {
         }
     }
 
+    /// The type a table line shows when a table that asked for `self`
+    /// serves a store that is `persistent` or not: the store's own type
+    /// (upstream swaps the live store into the new table on a handover),
+    /// with the table's overflow flag for a persistent one.
+    pub(crate) fn shown_over(self, persistent: bool) -> Self {
+        match (self, persistent) {
+            (_, false) => Self::Transient,
+            (Self::Transient, true) => Self::Persistent { overflow: false },
+            (asked, true) => asked,
+        }
+    }
+
     /// The table-line spelling.
     pub(crate) fn name(self) -> &'static str {
         match self {
