@@ -4,6 +4,10 @@
 # the origin busy; nothing is lost, the old table returns EIO, status lines
 # match upstream's at every step.
 . /tests/lib.sh
+# The last table or snapshot error the kernel logged (device numbers out).
+dm_error() {
+  dmesg | grep -E 'device-mapper: (table|snapshots)' | tail -1 | sed 's/^\[[^]]*\] //; s/ [0-9]*:[0-9]*:/ X:/'
+}
 run_case() {
   m=$1
   load_module "$m"
@@ -49,6 +53,16 @@ run_case() {
   dmsetup status snap >> /tmp/$m.st
   dmsetup status snap2 >> /tmp/$m.st
   dmsetup resume snap
+  # The old table is alive after the handover: a third table on the COW
+  # is refused (upstream counts both).
+  dmesg -c > /dev/null
+  if dmsetup create snap4 --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow P 16" 2>/dev/null; then
+    echo "table while the old one is alive after a handover: accepted" >> /tmp/$m.st
+    dmsetup remove snap4
+  else
+    echo "table while the old one is alive after a handover: refused: $(dm_error)" >> /tmp/$m.st
+    dmsetup remove snap4 2>/dev/null || true
+  fi
   if $DD if=/dev/mapper/snap of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null; then
     fail "$m: old table still serves I/O after the handover"
   fi
@@ -81,10 +95,27 @@ run_case() {
     echo "merge table over the transient store: accepted" >> /tmp/$m.st
     dmsetup remove snapm
   else
-    echo "merge table over the transient store: refused: $(dmesg | grep -E 'device-mapper: (table|snapshots)' | tail -1 | sed 's/^\[[^]]*\] //; s/ [0-9]*:[0-9]*:/ X:/')" >> /tmp/$m.st
+    echo "merge table over the transient store: refused: $(dm_error)" >> /tmp/$m.st
     dmsetup remove snapm 2>/dev/null || true
   fi
   dmsetup remove snapn; dmsetup remove cown
+
+  # A table loaded and never resumed: a second load on its COW (a reload
+  # of the inactive slot) is refused, the first stays and resumes.
+  dmsetup create cow3 --table "0 32768 linear /dev/vdc 98304"
+  wipe_cow /dev/mapper/cow3
+  dmsetup create snapx --notable
+  dmsetup load snapx --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow3 P 8"
+  dmesg -c > /dev/null
+  if dmsetup load snapx --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow3 P 16" 2>/dev/null; then
+    echo "second load on a never resumed table's COW: accepted" >> /tmp/$m.st
+  else
+    echo "second load on a never resumed table's COW: refused: $(dm_error)" >> /tmp/$m.st
+  fi
+  dmsetup resume snapx
+  echo "after the second load: $(dmsetup table snapx); $(dmsetup status snapx)" >> /tmp/$m.st
+  expect_eq "$m: the never resumed snapshot reads the origin" "$(sum_at /dev/mapper/snapx 0 65536)" "$(sum_at /dev/mapper/base 0 65536)"
+  dmsetup remove snapx; dmsetup remove cow3
   dmsetup remove base; dmsetup remove snap2; dmsetup remove snap3 2>/dev/null || true
   dmsetup remove cow; dmsetup remove base-real
   unload_modules

@@ -116,15 +116,19 @@ pub(crate) struct Resume {
 impl SnapCore {
     /// Registers `me` as the table entry to take this core over when it
     /// resumes (`__validate_exception_handover()`, in upstream's order).
-    /// Fails if another one already waits or the owner is gone; a
-    /// `snapshot-merge` target (`merge`) also if any `snapshot-merge`
-    /// table of the origin exists (`merge_tables`), or if the store is
-    /// transient.
+    /// Fails if another table already waits, an old owner that handed the
+    /// core over is not destroyed yet, the owner never resumed (upstream's
+    /// inactive `snap_dest`) or is gone; a `snapshot-merge` target
+    /// (`merge`) also if any `snapshot-merge` table of the origin exists
+    /// (`merge_tables`), or if the store is transient.
     pub(crate) fn add_waiting(&self, me: TargetId, merge: bool, merge_tables: bool) -> Result<(), HandoverRefusal> {
         let mut st = self.state.lock();
         let Ownership::Owned(owner) = st.ownership else {
             return Err(HandoverRefusal::Pairing);
         };
+        if st.tables >= 2 || !st.active {
+            return Err(HandoverRefusal::Pairing);
+        }
         if merge {
             if merge_tables {
                 return Err(HandoverRefusal::AlreadyMerging);
@@ -136,6 +140,7 @@ impl SnapCore {
             }
         }
         st.ownership = Ownership::HandingOver { owner, waiting: me };
+        st.tables = st.tables.saturating_add(1);
         Ok(())
     }
 
@@ -201,6 +206,7 @@ impl SnapCore {
     /// withdraws `me` from waiting.
     pub(crate) fn release(&self, me: TargetId) -> bool {
         let mut st = self.state.lock();
+        st.tables = st.tables.saturating_sub(1);
         match st.ownership {
             Ownership::Owned(owner) | Ownership::HandingOver { owner, .. } if owner.id == me => {
                 if matches!(st.ownership, Ownership::HandingOver { .. }) {

@@ -79,6 +79,10 @@ pub(crate) struct SnapState {
     invalidity: Invalidity,
     /// Resumed by its owner: origin writes copy into it from now on.
     active: bool,
+    /// Table entries holding this core, constructed and not yet destroyed:
+    /// the owner, a waiting table, an old owner that handed it over
+    /// (upstream's snapshots on the origin's list that share the COW).
+    tables: u32,
     /// Full, with `PO` (overflow) semantics: writes to the snapshot fail,
     /// reads still work.
     overflowed: bool,
@@ -249,6 +253,7 @@ impl SnapCore {
             valid: parts.valid,
             invalidity,
             active: false,
+            tables: 1,
             overflowed: false,
             invalidation: Invalidation { header_pending: false, waiters: BioList::new() },
             table: parts.table,
