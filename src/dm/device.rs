@@ -136,13 +136,6 @@ unsafe impl Send for BdevHandle {}
 // SAFETY: As above.
 unsafe impl Sync for BdevHandle {}
 
-impl BdevHandle {
-}
-
-impl BdevHandle {
-
-}
-
 impl DmDev {
     /// A handle to this device; see [`BdevHandle`].
     pub(crate) fn handle(&self) -> BdevHandle {

@@ -304,6 +304,10 @@ impl Drop for MergeTable {
 pub(crate) struct Registry {
     #[pin]
     entries: Mutex<KVec<(Arc<OriginEntry>, usize)>>,
+    /// COW devices whose snapshot constructor is between its checks and its
+    /// registration ([`CowReservation`]).
+    #[pin]
+    constructing: Mutex<KVec<crate::dm::BdevHandle>>,
 }
 
 static REGISTRY: ModuleGlobal<Registry> = ModuleGlobal::new();
@@ -316,7 +320,10 @@ pub(crate) struct RegistryHandle {
 impl RegistryHandle {
     /// Creates and publishes the registry (module init).
     pub(crate) fn create() -> Result<Self> {
-        let registry = KBox::pin_init(pin_init!(Registry { entries <- new_mutex!(KVec::new()) }), GFP_KERNEL)?;
+        let registry = KBox::pin_init(pin_init!(Registry {
+                entries <- new_mutex!(KVec::new()),
+                constructing <- new_mutex!(KVec::new()),
+            }), GFP_KERNEL)?;
         Ok(Self { _published: REGISTRY.publish(registry) })
     }
 }
@@ -325,6 +332,41 @@ impl RegistryHandle {
 /// lifetime, which target callbacks never are.
 fn registry() -> Result<&'static Registry> {
     REGISTRY.get().ok_or(ENODEV)
+}
+
+/// A COW device held by one snapshot constructor from its checks (a live
+/// store to take over, a COW of another origin) to its registration.
+/// Upstream checks and registers under one lock (`register_snapshot()`) and
+/// reads the metadata after; here the metadata is read in between, so a
+/// second constructor on the same COW is refused meanwhile, as upstream
+/// refuses it once the first is registered. Released on drop.
+pub(crate) struct CowReservation {
+    cow: crate::dm::BdevHandle,
+}
+
+impl CowReservation {
+    /// Reserves `cow`: `EBUSY` if another constructor holds it.
+    pub(crate) fn new(cow: crate::dm::BdevHandle) -> Result<Self> {
+        let registry = registry()?;
+        let mut constructing = registry.constructing.lock();
+        if constructing.iter().any(|c| c.same(cow)) {
+            return Err(EBUSY);
+        }
+        constructing.push(cow, GFP_KERNEL)?;
+        Ok(Self { cow })
+    }
+}
+
+impl Drop for CowReservation {
+    fn drop(&mut self) {
+        let Ok(registry) = registry() else {
+            return;
+        };
+        let mut constructing = registry.constructing.lock();
+        if let Some(i) = constructing.iter().position(|c| c.same(self.cow)) {
+            let _ = kvec::remove(&mut constructing, i);
+        }
+    }
 }
 
 /// Whether a registered snapshot already uses `cow` as its COW device.

@@ -17,7 +17,7 @@ use crate::dm::log::{dm_err, dm_warn};
 use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, HeldDev, MapResult, OpenMode, QueueLimits, Setup, StatusType, StatusWriter, Target, TargetOps};
 use crate::pure::chunk::ChunkSize;
 
-use super::registry::{Claimed, EntryRef, MergeTable};
+use super::registry::{Claimed, CowReservation, EntryRef, MergeTable};
 use super::snap::{CoreParts, HandoverRefusal, Resume, SnapCore, StateFlags, StatsBase, TargetId};
 use super::store::{self, StoreKind};
 
@@ -188,11 +188,21 @@ impl Snapshot {
                 CtrError::inval(c"Couldn't create exception store")
             })?;
 
+        store::check_table_chunk(table_chunk, &cow, &origin)?;
+
         let entry = EntryRef::get(origin.devt())
             .map_err(|e| CtrError::new(e, c"Snapshot origin struct allocation failed"))?;
         let id = TargetId::new_unique();
         let pairing = c"Snapshot cow pairing for exception table handover failed";
         let already_merging = c"A snapshot is already merging.";
+        // Held until this constructor returns, after its registration.
+        let _reservation = CowReservation::new(cow.handle()).map_err(|e| {
+            if e == EBUSY {
+                CtrError::inval(pairing)
+            } else {
+                CtrError::new(e, c"Snapshot origin struct allocation failed")
+            }
+        })?;
         let claimed = entry.entry().claim_cow(cow.handle(), id, merge).map_err(|r| {
             CtrError::inval(match r {
                 HandoverRefusal::Pairing => pairing,
@@ -218,14 +228,10 @@ impl Snapshot {
                 origin,
                 cow,
             };
-            let this = KBox::pin(this, GFP_KERNEL);
-            let this = match this {
-                Ok(this) => this,
-                Err(_) => {
-                    live.release(id);
-                    return Err(CtrError::new(ENOMEM, c"Cannot allocate private snapshot structure"));
-                }
-            };
+            // On failure the value is dropped, and its destructor releases
+            // the core.
+            let this = KBox::pin(this, GFP_KERNEL)
+                .map_err(|_| CtrError::new(ENOMEM, c"Cannot allocate private snapshot structure"))?;
             // On failure, dropping `this` withdraws it from waiting.
             configure(setup, features, num_flush_bios, chunk)
                 .map_err(|e| CtrError::new(e, c"Cannot allocate private snapshot structure"))?;

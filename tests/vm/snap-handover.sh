@@ -80,6 +80,13 @@ run_case() {
     dmsetup suspend snap2; dmsetup resume snap2
     echo "reloaded with $t: $(dmsetup table snap2)" >> /tmp/$m.st
   done
+  # A chunk size the store constructor refuses is refused on a reload too.
+  dmesg -c > /dev/null
+  if dmsetup reload snap2 --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow P 3" 2>/dev/null; then
+    echo "reload with chunk size 3: accepted" >> /tmp/$m.st; dmsetup clear snap2
+  else
+    echo "reload with chunk size 3: refused: $(dm_error)" >> /tmp/$m.st
+  fi
   expect_eq "$m: snapshot own write after the type reloads" "$(sum_at /dev/mapper/snap2 1048576 8192)" "$(sum_file /tmp/s)"
   dmsetup create cown --table "0 32768 linear /dev/vdc 65536"
   dmsetup create snapn --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cown N 8"
@@ -116,6 +123,22 @@ run_case() {
   echo "after the second load: $(dmsetup table snapx); $(dmsetup status snapx)" >> /tmp/$m.st
   expect_eq "$m: the never resumed snapshot reads the origin" "$(sum_at /dev/mapper/snapx 0 65536)" "$(sum_at /dev/mapper/base 0 65536)"
   dmsetup remove snapx; dmsetup remove cow3
+  # Two snapshots created at once on one COW whose reads take 1 s
+  # (dm-delay): the first constructor reads the metadata while the second
+  # checks; exactly one may succeed.
+  grep -q '^dm_delay ' /proc/modules || insmod /modules/dm-delay.ko
+  dmsetup create cow5 --table "0 32768 linear /dev/vdc 131072"
+  wipe_cow /dev/mapper/cow5
+  dmsetup create dcow --table "0 32768 delay /dev/mapper/cow5 0 1000 /dev/mapper/cow5 0 0"
+  rm -f /tmp/cc.*
+  for n in a b; do
+    ( dmsetup create snap$n --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/dcow P 8" > /dev/null 2>&1 &&
+      echo ok > /tmp/cc.$n || echo refused > /tmp/cc.$n ) &
+  done
+  wait
+  echo "two concurrent creates on one COW: $(cat /tmp/cc.a /tmp/cc.b | grep -c ok) succeeded" >> /tmp/$m.st
+  for n in a b; do dmsetup remove snap$n 2>/dev/null || true; done
+  dmsetup remove dcow; dmsetup remove cow5
   dmsetup remove base; dmsetup remove snap2; dmsetup remove snap3 2>/dev/null || true
   dmsetup remove cow; dmsetup remove base-real
   unload_modules

@@ -228,6 +228,15 @@ pub(crate) struct Loaded {
 }
 
 /// The constructor's error for a chunk size the devices refuse.
+/// Checks a table's chunk size against both devices as upstream's store
+/// constructor does, before any handover check (0: taken from the store).
+pub(crate) fn check_table_chunk(table_chunk: u32, cow: &DmDev, origin: &DmDev) -> Result<(), CtrError> {
+    if table_chunk != 0 {
+        ChunkSize::new(table_chunk, cow.logical_block_size(), origin.logical_block_size()).map_err(chunk_error)?;
+    }
+    Ok(())
+}
+
 fn chunk_error(e: crate::pure::chunk::ChunkSizeError) -> CtrError {
     dm_err!("{}", e.message());
     CtrError::inval(c"Couldn't create exception store")
