@@ -320,10 +320,13 @@ pub(crate) struct RegistryHandle {
 impl RegistryHandle {
     /// Creates and publishes the registry (module init).
     pub(crate) fn create() -> Result<Self> {
-        let registry = KBox::pin_init(pin_init!(Registry {
+        let registry = KBox::pin_init(
+            pin_init!(Registry {
                 entries <- new_mutex!(KVec::new()),
                 constructing <- new_mutex!(KVec::new()),
-            }), GFP_KERNEL)?;
+            }),
+            GFP_KERNEL,
+        )?;
         Ok(Self { _published: REGISTRY.publish(registry) })
     }
 }

@@ -227,7 +227,6 @@ pub(crate) struct Loaded {
     pub(crate) meta: Option<MetadataIo>,
 }
 
-/// The constructor's error for a chunk size the devices refuse.
 /// Checks a table's chunk size against both devices as upstream's store
 /// constructor does, before any handover check (0: taken from the store).
 pub(crate) fn check_table_chunk(table_chunk: u32, cow: &DmDev, origin: &DmDev) -> Result<(), CtrError> {
@@ -237,6 +236,7 @@ pub(crate) fn check_table_chunk(table_chunk: u32, cow: &DmDev, origin: &DmDev) -
     Ok(())
 }
 
+/// The constructor's error for a chunk size the devices refuse.
 fn chunk_error(e: crate::pure::chunk::ChunkSizeError) -> CtrError {
     dm_err!("{}", e.message());
     CtrError::inval(c"Couldn't create exception store")
