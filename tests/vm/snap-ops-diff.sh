@@ -9,7 +9,11 @@
 # read is also checked against a model (/tmp/mo: the origin; /tmp/ms.S: a
 # snapshot, the origin when it was created plus its own writes; a merge
 # makes the origin its snapshot's model), so a difference names the module
-# that is wrong.
+# that is wrong: where only upstream's reads differ from the model, the
+# run reports upstream's bug and passes (found so: without the origin
+# suspended around a snapshot's creation, upstream's origin writes are not
+# split at the new chunk size and a later merge loses another snapshot's
+# data, seed 1 with dmsnap.ops=60).
 #
 # Snapshots are made as lvcreate makes them: a free COW's header zeroed,
 # the origin suspended around the snapshot's creation (upstream computes
@@ -35,7 +39,7 @@ for SEED in $SEEDS; do
   case $SEED in ''|*[!0-9]*) fail "seed must be a number: '$SEED'" ;; esac
 done
 NOPS=$(carg ops); NOPS=${NOPS:-50}
-echo "snap-ops-diff: seeds $SEEDS, $NOPS operations each (rerun with VM_APPEND=\"dmsnap.seed=$(echo $SEEDS | tr ' ' ,)\")"
+echo "snap-ops-diff: seeds $SEEDS, $NOPS operations each (rerun with VM_APPEND=\"dmsnap.seed=$(echo $SEEDS | tr ' ' ,) dmsnap.ops=$NOPS\")"
 
 OS=16384                  # origin sectors (8 MiB)
 C1=8192; C2=512           # COW sectors: 4 MiB, 256 KiB
@@ -288,13 +292,19 @@ for SEED in $SEEDS; do
   done
   [ ! -s /tmp/rs.bad ] || fail "snap-ops-diff: seed $SEED: this module read data that differs from the model"
   echo "snap-ops-diff: $(grep -c '^#' /tmp/rs.ops) operations; refusals: $(grep -c refused /tmp/rs.ops); skips: $(grep -c ': skip' /tmp/rs.ops); reads: $(grep -c '^read ' /tmp/rs.ops), $(grep -c '= model' /tmp/rs.ops) checked against the model; status lines with Invalid: $(grep -c 'snapshot Invalid' /tmp/rs.ops), Overflow: $(grep -c 'snapshot Overflow' /tmp/rs.ops); merges done: $(grep -c '^merge s[0-9]: 0 ' /tmp/rs.ops)"
-  if ! cmp -s /tmp/upstream.ops /tmp/rs.ops; then
+  first=$(cmp /tmp/upstream.ops /tmp/rs.ops | sed -n 's/.* line \([0-9]*\).*/\1/p')
+  if [ -z "$first" ]; then
+    echo "snap-ops-diff: seed $SEED: transcripts identical"
+  elif [ -s /tmp/upstream.bad ]; then
+    # Upstream read data that is not the model while every read of this
+    # module matched it: upstream's bug (reported above); what the
+    # transcripts show after it is not comparable.
+    echo "snap-ops-diff: seed $SEED: upstream read wrong data (above), this module matched the model; transcripts differ from line $first"
+  else
     echo "--- upstream's transcript up to the first difference:"
-    n=$(cmp /tmp/upstream.ops /tmp/rs.ops | sed -n 's/.* line \([0-9]*\).*/\1/p')
-    head -n "${n:-1}" /tmp/upstream.ops
+    head -n "$first" /tmp/upstream.ops
     diff /tmp/upstream.ops /tmp/rs.ops | head -40
     fail "snap-ops-diff: seed $SEED: the transcripts differ (upstream <, rs >)"
   fi
   grep -E 'refused|^merge .*: 0' /tmp/rs.ops | sort | uniq -c | head -20
-  echo "snap-ops-diff: seed $SEED: transcripts identical"
 done
