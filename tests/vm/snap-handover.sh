@@ -8,6 +8,15 @@
 dm_error() {
   dmesg | grep -E 'device-mapper: (table|snapshots)' | tail -1 | sed 's/^\[[^]]*\] //; s/ [0-9]*:[0-9]*:/ X:/'
 }
+# attempt LABEL CMD...: runs CMD, records "LABEL: accepted" or "LABEL:
+# refused: " and the kernel's message; the exit status is CMD's.
+attempt() {
+  local label=$1; shift
+  dmesg -c > /dev/null
+  if "$@" 2>/dev/null; then echo "$label: accepted" >> /tmp/$m.st; return 0; fi
+  echo "$label: refused: $(dm_error)" >> /tmp/$m.st
+  return 1
+}
 run_case() {
   m=$1
   load_module "$m"
@@ -55,14 +64,9 @@ run_case() {
   dmsetup resume snap
   # The old table is alive after the handover: a third table on the COW
   # is refused (upstream counts both).
-  dmesg -c > /dev/null
-  if dmsetup create snap4 --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow P 16" 2>/dev/null; then
-    echo "table while the old one is alive after a handover: accepted" >> /tmp/$m.st
-    dmsetup remove snap4
-  else
-    echo "table while the old one is alive after a handover: refused: $(dm_error)" >> /tmp/$m.st
-    dmsetup remove snap4 2>/dev/null || true
-  fi
+  attempt "table while the old one is alive after a handover" \
+    dmsetup create snap4 --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow P 16" || true
+  dmsetup remove snap4 2>/dev/null || true
   if $DD if=/dev/mapper/snap of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null; then
     fail "$m: old table still serves I/O after the handover"
   fi
@@ -81,11 +85,9 @@ run_case() {
     echo "reloaded with $t: $(dmsetup table snap2)" >> /tmp/$m.st
   done
   # A chunk size the store constructor refuses is refused on a reload too.
-  dmesg -c > /dev/null
-  if dmsetup reload snap2 --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow P 3" 2>/dev/null; then
-    echo "reload with chunk size 3: accepted" >> /tmp/$m.st; dmsetup clear snap2
-  else
-    echo "reload with chunk size 3: refused: $(dm_error)" >> /tmp/$m.st
+  if attempt "reload with chunk size 3" \
+    dmsetup reload snap2 --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow P 3"; then
+    dmsetup clear snap2
   fi
   expect_eq "$m: snapshot own write after the type reloads" "$(sum_at /dev/mapper/snap2 1048576 8192)" "$(sum_file /tmp/s)"
   dmsetup create cown --table "0 32768 linear /dev/vdc 65536"
@@ -97,14 +99,9 @@ run_case() {
     echo "transient reloaded with $t: $(dmsetup table snapn); $(dmsetup status snapn)" >> /tmp/$m.st
   done
   expect_eq "$m: transient snapshot's own write after the type reloads" "$(sum_at /dev/mapper/snapn 0 8192)" "$(sum_file /tmp/n)"
-  dmesg -c > /dev/null
-  if dmsetup create snapm --table "0 65536 snapshot-merge /dev/mapper/base-real /dev/mapper/cown P 8" 2>/dev/null; then
-    echo "merge table over the transient store: accepted" >> /tmp/$m.st
-    dmsetup remove snapm
-  else
-    echo "merge table over the transient store: refused: $(dm_error)" >> /tmp/$m.st
-    dmsetup remove snapm 2>/dev/null || true
-  fi
+  attempt "merge table over the transient store" \
+    dmsetup create snapm --table "0 65536 snapshot-merge /dev/mapper/base-real /dev/mapper/cown P 8" || true
+  dmsetup remove snapm 2>/dev/null || true
   dmsetup remove snapn; dmsetup remove cown
 
   # A table loaded and never resumed: a second load on its COW (a reload
@@ -113,12 +110,8 @@ run_case() {
   wipe_cow /dev/mapper/cow3
   dmsetup create snapx --notable
   dmsetup load snapx --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow3 P 8"
-  dmesg -c > /dev/null
-  if dmsetup load snapx --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow3 P 16" 2>/dev/null; then
-    echo "second load on a never resumed table's COW: accepted" >> /tmp/$m.st
-  else
-    echo "second load on a never resumed table's COW: refused: $(dm_error)" >> /tmp/$m.st
-  fi
+  attempt "second load on a never resumed table's COW" \
+    dmsetup load snapx --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow3 P 16" || true
   dmsetup resume snapx
   echo "after the second load: $(dmsetup table snapx); $(dmsetup status snapx)" >> /tmp/$m.st
   expect_eq "$m: the never resumed snapshot reads the origin" "$(sum_at /dev/mapper/snapx 0 65536)" "$(sum_at /dev/mapper/base 0 65536)"
