@@ -28,6 +28,13 @@ impl Usage {
         self.sectors_allocated == self.metadata_sectors
     }
 
+    /// A store constructed and never read: upstream's table waiting for a
+    /// handover, whose chunk size is 0 until then, so either store type
+    /// counts nothing.
+    pub const fn unread(total_sectors: Sector) -> Self {
+        Self { sectors_allocated: 0, total_sectors, metadata_sectors: 0 }
+    }
+
     /// Whether the COW is completely used (LVM reports 100%).
     pub const fn full(&self) -> bool {
         self.sectors_allocated == self.total_sectors

@@ -338,14 +338,8 @@ impl Snapshot {
                 let _ = write!(out, "{}", self.core.info_status(self.id));
             }
             StatusType::Table => {
-                let _ = write!(
-                    out,
-                    "{} {} {} {}",
-                    self.origin.name(),
-                    self.cow.name(),
-                    self.core.shown_kind(self.kind).name(),
-                    self.core.chunk_size().sectors()
-                );
+                let (store_kind, chunk) = self.core.shown_store(self.id, self.kind);
+                let _ = write!(out, "{} {} {} {}", self.origin.name(), self.cow.name(), store_kind.name(), chunk);
                 let n = self.features.count();
                 if n > 0 {
                     let _ = write!(out, " {}", n);

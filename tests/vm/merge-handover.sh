@@ -119,6 +119,7 @@ case_cancel() {
   record $M.st "cancel" "$(klog 'Cancelling snapshot handover.')"
   dmsetup resume origin
   record $M.st "cancel: resumed" "$(st origin)"
+  record $M.st "cancel: table" "$(dmsetup table origin)"
   expect_eq "$M: cancel: origin reads" "$(sum_at /dev/mapper/origin 0 $(( SZ * 512 )))" "$(sum_file /tmp/cancel.origin)"
   pattern c1 196608 > /tmp/c1
   write_at /dev/mapper/origin 1048576 /tmp/c1

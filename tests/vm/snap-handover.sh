@@ -50,8 +50,11 @@ run_case() {
 
   # A second snapshot table on the same COW, then a third: the third is
   # refused while the second waits.
+  # (PO 0: the handover takes the chunk size from the live store.)
   dmsetup create snap2 --notable
-  dmsetup load snap2 --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow P 16"
+  dmsetup load snap2 --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow PO 0"
+  # A waiting table's lines show its own store, not read yet (upstream's).
+  echo "waiting: $(dmsetup table --inactive snap2); $(dmsetup status --inactive snap2)" >> /tmp/$m.st
   if dmsetup create snap3 --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow P 16" 2>/dev/null; then
     fail "$m: third table on one COW accepted"
   fi
@@ -61,6 +64,9 @@ run_case() {
   dmsetup resume snap2
   dmsetup status snap >> /tmp/$m.st
   dmsetup status snap2 >> /tmp/$m.st
+  # The old table shows the store swapped into it: the new table's own.
+  echo "old table after the handover: $(dmsetup table snap)" >> /tmp/$m.st
+  echo "new table after the handover: $(dmsetup table snap2)" >> /tmp/$m.st
   dmsetup resume snap
   # The old table is alive after the handover: a third table on the COW
   # is refused (upstream counts both).
@@ -81,6 +87,7 @@ run_case() {
   # N and PO over the persistent store, then P over a transient one.
   for t in N PO P; do
     dmsetup reload snap2 --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow $t 16"
+    echo "waiting $t: $(dmsetup table --inactive snap2); $(dmsetup status --inactive snap2)" >> /tmp/$m.st
     dmsetup suspend snap2; dmsetup resume snap2
     echo "reloaded with $t: $(dmsetup table snap2)" >> /tmp/$m.st
   done
@@ -95,6 +102,7 @@ run_case() {
   pattern n1 8192 > /tmp/n; write_at /dev/mapper/snapn 0 /tmp/n
   for t in P PO N; do
     dmsetup reload snapn --table "0 65536 snapshot /dev/mapper/base-real /dev/mapper/cown $t 8"
+    echo "transient waiting $t: $(dmsetup table --inactive snapn); $(dmsetup status --inactive snapn)" >> /tmp/$m.st
     dmsetup suspend snapn; dmsetup resume snapn
     echo "transient reloaded with $t: $(dmsetup table snapn); $(dmsetup status snapn)" >> /tmp/$m.st
   done

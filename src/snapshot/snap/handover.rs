@@ -26,7 +26,7 @@ use crate::dm::TargetHandle;
 use crate::dm::log::dm_err;
 use crate::snapshot::store::StoreKind;
 
-use super::SnapCore;
+use super::{SnapCore, SnapState};
 
 /// Identifies one table entry (target instance) of the `snapshot` and
 /// `snapshot-merge` targets, unique for the module's lifetime.
@@ -104,6 +104,30 @@ pub(crate) enum HandoverRefusal {
     NoMergeSupport,
 }
 
+/// The last completed handover: the table entry that gave the core up,
+/// and the store type of the one that took it. Upstream swaps the new
+/// table's own store, never read (chunk size 0), into the old table, whose
+/// table line then names it.
+#[derive(Clone, Copy)]
+pub(super) struct HandedOver {
+    pub(super) old: TargetId,
+    pub(super) fresh: StoreKind,
+}
+
+/// Which store a table entry's status and table lines describe.
+pub(super) enum Role {
+    /// It owns the core: the live store.
+    Owner,
+    /// It handed the core over: invalid, showing the store swapped in.
+    Old(StoreKind),
+    /// It waits to take the core over: upstream's table holds a store of
+    /// its own type, never read, with chunk size 0, and is valid.
+    Waiting,
+    /// Any other entry: a table whose handover was cancelled (its source
+    /// was destroyed), which upstream marks invalid; its store as above.
+    Cancelled,
+}
+
 /// What a table entry's `resume` brings to the core ([`SnapCore::resume_as`]).
 pub(crate) struct Resume {
     pub(crate) id: TargetId,
@@ -178,7 +202,7 @@ impl SnapCore {
     /// [`SnapCore::release`] in its destructor (type invariant).
     pub(crate) unsafe fn resume_as(&self, r: Resume) {
         let mut st = self.state.lock();
-        if let Ownership::HandingOver { waiting, .. } = st.ownership {
+        if let Ownership::HandingOver { owner, waiting } = st.ownership {
             if waiting == r.id {
                 // `__handover_exceptions()`: the table, the store and the
                 // valid/overflow flags stay; only the owning target
@@ -188,6 +212,7 @@ impl SnapCore {
                 // origin writes again, and no earlier merge failure. (The
                 // old owner is suspended, so its merge was stopped.)
                 st.ownership = Ownership::Owned(Owner { id: r.id, ti: Some(r.ti), len: r.len, kind: r.kind });
+                st.handed_over = Some(HandedOver { old: owner.id, fresh: r.kind });
                 st.merge.merging = r.merging;
                 st.merge.failed = false;
                 st.merge.failed_before = false;
@@ -201,12 +226,27 @@ impl SnapCore {
         }
     }
 
+    /// Which store the lines of table entry `me` describe.
+    pub(super) fn role(st: &SnapState, me: TargetId) -> Role {
+        if st.ownership.is(me) {
+            return Role::Owner;
+        }
+        match (st.handed_over, &st.ownership) {
+            (Some(h), _) if h.old == me => Role::Old(h.fresh),
+            (_, Ownership::HandingOver { waiting, .. }) if *waiting == me => Role::Waiting,
+            _ => Role::Cancelled,
+        }
+    }
+
     /// The destructor of `me`. Returns whether it owned the core and must
     /// therefore shut it down; cancels a handover waiting for it, or
     /// withdraws `me` from waiting.
     pub(crate) fn release(&self, me: TargetId) -> bool {
         let mut st = self.state.lock();
         st.tables = st.tables.saturating_sub(1);
+        if st.handed_over.is_some_and(|h| h.old == me) {
+            st.handed_over = None;
+        }
         match st.ownership {
             Ownership::Owned(owner) | Ownership::HandingOver { owner, .. } if owner.id == me => {
                 if matches!(st.ownership, Ownership::HandingOver { .. }) {

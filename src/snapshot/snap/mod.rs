@@ -64,7 +64,7 @@ use crate::snapshot::registry::OriginEntry;
 use crate::snapshot::store::{Cursor, MetadataIo, StoreKind};
 use crate::snapshot::table::ExceptionTable;
 
-use handover::{Owner, Ownership};
+use handover::{HandedOver, Owner, Ownership, Role};
 use merge::MergeState;
 use pending::PendingSet;
 use track::TRACK_BUCKETS;
@@ -73,6 +73,8 @@ use track::TRACK_BUCKETS;
 pub(crate) struct SnapState {
     /// Which table entry is served ([`handover`]).
     ownership: Ownership,
+    /// The last handover, while its old table lives.
+    handed_over: Option<HandedOver>,
     /// Not invalidated (overflow, I/O error, metadata error).
     valid: bool,
     /// Why and when `valid` went false (the `stats` message).
@@ -114,7 +116,7 @@ struct Invalidation {
 /// A snapshot's state flags as one of its targets sees them.
 #[derive(Clone, Copy)]
 pub(crate) struct StateFlags {
-    /// Valid, and this target owns the store.
+    /// Valid as this target sees it (an old owner never is).
     pub(crate) valid: bool,
     /// A merge failed.
     pub(crate) merge_failed: bool,
@@ -250,6 +252,7 @@ impl SnapCore {
         };
         let state = SnapState {
             ownership: Ownership::Owned(owner),
+            handed_over: None,
             valid: parts.valid,
             invalidity,
             active: false,
@@ -364,19 +367,35 @@ impl SnapCore {
         let _ = dmsync::queue().enqueue::<Arc<Self>, 0>(self.clone());
     }
 
-    /// The store type the table line of a table that asked for `asked`
-    /// shows ([`StoreKind::shown_over`]).
-    pub(crate) fn shown_kind(&self, asked: StoreKind) -> StoreKind {
-        asked.shown_over(self.state.lock().cursor.can_merge())
+    /// The store type and chunk size the table line of table entry `me`,
+    /// which asked for `asked`, shows. The owner shows the live store,
+    /// which upstream swaps into the new table on a handover: its type
+    /// ([`StoreKind::shown_over`]) and chunk size. Other entries show the
+    /// never read store upstream gives them ([`Role`]), chunk size 0.
+    pub(crate) fn shown_store(&self, me: TargetId, asked: StoreKind) -> (StoreKind, u32) {
+        let st = self.state.lock();
+        match Self::role(&st, me) {
+            Role::Owner => (asked.shown_over(st.cursor.can_merge()), self.chunk.sectors()),
+            Role::Old(fresh) => (fresh, 0),
+            Role::Waiting | Role::Cancelled => (asked, 0),
+        }
     }
 
-    /// Status line (`snapshot_status()` for `STATUSTYPE_INFO`) as target
-    /// `me` sees it: a target that handed its store over is invalid.
+    /// Status line (`snapshot_status()` for `STATUSTYPE_INFO`) of table
+    /// entry `me`: a target that handed its store over, or whose handover
+    /// was cancelled, is invalid; a waiting one reports its own store, not
+    /// read.
     pub(crate) fn info_status(&self, me: TargetId) -> InfoStatus {
         let st = self.state.lock();
-        let usage: Usage = st.cursor.usage(self.cow_sectors());
-        let merge_failed = st.merge.failed || st.merge.failed_before;
-        InfoStatus::select(st.valid && st.ownership.is(me), merge_failed, st.overflowed, usage)
+        match Self::role(&st, me) {
+            Role::Owner => {
+                let usage: Usage = st.cursor.usage(self.cow_sectors());
+                let merge_failed = st.merge.failed || st.merge.failed_before;
+                InfoStatus::select(st.valid, merge_failed, st.overflowed, usage)
+            }
+            Role::Old(_) | Role::Cancelled => InfoStatus::Invalid,
+            Role::Waiting => InfoStatus::Usage(Usage::unread(self.cow_sectors())),
+        }
     }
 
     /// The totals a new table's `stats` count from.
@@ -425,13 +444,16 @@ impl SnapCore {
         self.state.lock().merge.merging
     }
 
-    /// The state flags as target `me` sees them (for the IMA line).
+    /// The state flags as target `me` sees them (for the IMA line): a
+    /// waiting table's are its own, fresh ones.
     pub(crate) fn state_flags(&self, me: TargetId) -> StateFlags {
         let st = self.state.lock();
-        StateFlags {
-            valid: st.valid && st.ownership.is(me),
-            merge_failed: st.merge.failed || st.merge.failed_before,
-            overflowed: st.overflowed,
+        let merge_failed = st.merge.failed || st.merge.failed_before;
+        match Self::role(&st, me) {
+            Role::Owner => StateFlags { valid: st.valid, merge_failed, overflowed: st.overflowed },
+            Role::Old(_) => StateFlags { valid: false, merge_failed, overflowed: st.overflowed },
+            Role::Waiting => StateFlags { valid: true, merge_failed: false, overflowed: false },
+            Role::Cancelled => StateFlags { valid: false, merge_failed: false, overflowed: false },
         }
     }
 
