@@ -308,6 +308,12 @@ pub(crate) struct Registry {
     /// registration ([`CowReservation`]).
     #[pin]
     constructing: Mutex<KVec<crate::dm::BdevHandle>>,
+    /// The COW devices of tables whose handover was cancelled (their
+    /// source was destroyed first), until they are destroyed: upstream
+    /// keeps such a table on the origin's list, so no other table may use
+    /// the COW.
+    #[pin]
+    cancelled: Mutex<KVec<(crate::dm::BdevHandle, TargetId)>>,
 }
 
 static REGISTRY: ModuleGlobal<Registry> = ModuleGlobal::new();
@@ -324,6 +330,7 @@ impl RegistryHandle {
             pin_init!(Registry {
                 entries <- new_mutex!(KVec::new()),
                 constructing <- new_mutex!(KVec::new()),
+                cancelled <- new_mutex!(KVec::new()),
             }),
             GFP_KERNEL,
         )?;
@@ -372,15 +379,39 @@ impl Drop for CowReservation {
     }
 }
 
-/// Whether a registered snapshot already uses `cow` as its COW device.
+/// Whether a registered snapshot, or a table whose handover was
+/// cancelled, already uses `cow` as its COW device.
 pub(crate) fn cow_in_use(cow: crate::dm::BdevHandle) -> bool {
     let Ok(registry) = registry() else {
         return false;
     };
+    if registry.cancelled.lock().iter().any(|(c, _)| c.same(cow)) {
+        return true;
+    }
     let entries = registry.entries.lock();
     entries
         .iter()
         .any(|(entry, _)| entry.snapshots.lock().iter().any(|s| s.cow().handle().same(cow)))
+}
+
+/// Records that table `id`, on `cow`, had its handover cancelled. Without
+/// memory the record is skipped: that table serves nothing either way,
+/// and only a later table on the COW is then accepted.
+pub(crate) fn add_cancelled(cow: crate::dm::BdevHandle, id: TargetId) {
+    if let Ok(registry) = registry() {
+        let _ = registry.cancelled.lock().push((cow, id), GFP_KERNEL);
+    }
+}
+
+/// Drops the record of table `id` (its destructor), if there is one.
+pub(crate) fn remove_cancelled(id: TargetId) {
+    let Ok(registry) = registry() else {
+        return;
+    };
+    let mut cancelled = registry.cancelled.lock();
+    if let Some(i) = cancelled.iter().position(|(_, t)| *t == id) {
+        let _ = kvec::remove(&mut cancelled, i);
+    }
 }
 
 /// A reference to the entry of one origin device; released on drop.

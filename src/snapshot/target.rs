@@ -17,7 +17,7 @@ use crate::dm::log::{dm_err, dm_warn};
 use crate::dm::{Args, Bio, CtrError, DeviceVisitor, DmDev, HeldDev, MapResult, OpenMode, QueueLimits, Setup, StatusType, StatusWriter, Target, TargetOps};
 use crate::pure::chunk::ChunkSize;
 
-use super::registry::{Claimed, CowReservation, EntryRef, MergeTable};
+use super::registry::{self, Claimed, CowReservation, EntryRef, MergeTable};
 use super::snap::{CoreParts, HandoverRefusal, Resume, SnapCore, StateFlags, StatsBase, TargetId};
 use super::store::{self, StoreKind};
 
@@ -94,13 +94,20 @@ impl Drop for Snapshot {
             // the new one took the store over and started its merge.
             self.core.stop_merge(self.id);
         }
-        if self.core.release(self.id) {
+        let released = self.core.release(self.id);
+        if let Some(waiting) = released.cancelled {
+            // Before the core leaves the origin: a constructor on this COW
+            // always finds one or the other.
+            registry::add_cancelled(self.cow.handle(), waiting);
+        }
+        if released.owned {
             // No new copies from origin writes, then wait for the ones in
             // flight; only then may `origin` and `cow` be released (after
             // this function, in field order).
             self.entry.entry().remove(&self.core);
             self.core.shutdown();
         }
+        registry::remove_cancelled(self.id);
         // Otherwise the store lives on in the target that took it over,
         // which holds the same devices; no worker refers to this target
         // any more (events go to `state.ti`, the new owner). In particular
@@ -242,8 +249,9 @@ impl Snapshot {
         if merge && entry.entry().merging_other_than(cow.handle()) {
             return Err(CtrError::inval(already_merging));
         }
-        if super::registry::cow_in_use(cow.handle()) {
-            // The COW belongs to a snapshot of another origin.
+        if registry::cow_in_use(cow.handle()) {
+            // The COW belongs to a snapshot of another origin, or to a
+            // table whose handover was cancelled.
             return Err(CtrError::inval(pairing));
         }
 

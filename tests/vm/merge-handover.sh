@@ -117,6 +117,15 @@ case_cancel() {
   dmesg -c >/dev/null
   dmsetup remove s
   record $M.st "cancel" "$(klog 'Cancelling snapshot handover.')"
+  # The cancelled table still holds the COW: a new table on it is refused
+  # (upstream keeps the cancelled one on the origin's list).
+  dmesg -c >/dev/null
+  if dmsetup create s3 --table "0 $SZ snapshot /dev/mapper/real /dev/mapper/cow P 8" 2>/dev/null; then
+    record $M.st "cancel: a new table on the COW" "accepted"
+    dmsetup remove s3
+  else
+    record $M.st "cancel: a new table on the COW" "refused: $(klog 'Snapshot cow pairing[a-z ]*failed')"
+  fi
   dmsetup resume origin
   record $M.st "cancel: resumed" "$(st origin)"
   record $M.st "cancel: table" "$(dmsetup table origin)"

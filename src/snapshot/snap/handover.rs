@@ -238,10 +238,10 @@ impl SnapCore {
         }
     }
 
-    /// The destructor of `me`. Returns whether it owned the core and must
-    /// therefore shut it down; cancels a handover waiting for it, or
-    /// withdraws `me` from waiting.
-    pub(crate) fn release(&self, me: TargetId) -> bool {
+    /// The destructor of `me`: whether it owned the core and must therefore
+    /// shut it down, and the table whose handover that cancels, if one
+    /// waited; or `me` is withdrawn from waiting.
+    pub(crate) fn release(&self, me: TargetId) -> Released {
         let mut st = self.state.lock();
         st.tables = st.tables.saturating_sub(1);
         if st.handed_over.is_some_and(|h| h.old == me) {
@@ -249,17 +249,29 @@ impl SnapCore {
         }
         match st.ownership {
             Ownership::Owned(owner) | Ownership::HandingOver { owner, .. } if owner.id == me => {
-                if matches!(st.ownership, Ownership::HandingOver { .. }) {
-                    dm_err!("Cancelling snapshot handover.");
-                }
+                let cancelled = match st.ownership {
+                    Ownership::HandingOver { waiting, .. } => {
+                        dm_err!("Cancelling snapshot handover.");
+                        Some(waiting)
+                    }
+                    _ => None,
+                };
                 st.ownership = Ownership::Released;
-                true
+                Released { owned: true, cancelled }
             }
             Ownership::HandingOver { owner, waiting } if waiting == me => {
                 st.ownership = Ownership::Owned(owner);
-                false
+                Released { owned: false, cancelled: None }
             }
-            _ => false,
+            _ => Released { owned: false, cancelled: None },
         }
     }
+}
+
+/// What [`SnapCore::release`] found.
+pub(crate) struct Released {
+    /// The releasing table owned the core: it shuts the core down.
+    pub(crate) owned: bool,
+    /// The table whose handover this cancelled.
+    pub(crate) cancelled: Option<TargetId>,
 }
