@@ -308,12 +308,12 @@ pub(crate) struct Registry {
     /// registration ([`CowReservation`]).
     #[pin]
     constructing: Mutex<KVec<crate::dm::BdevHandle>>,
-    /// The COW devices of tables whose handover was cancelled (their
-    /// source was destroyed first), until they are destroyed: upstream
-    /// keeps such a table on the origin's list, so no other table may use
-    /// the COW.
+    /// Cores whose handover was cancelled (the source table was destroyed
+    /// first): while the waiting table lives ([`SnapCore::holds_cancelled_table`]),
+    /// upstream keeps it on the origin's list, so no other table may use
+    /// the COW. Records whose table is gone are dropped as found.
     #[pin]
-    cancelled: Mutex<KVec<(crate::dm::BdevHandle, TargetId)>>,
+    cancelled: Mutex<KVec<Arc<SnapCore>>>,
 }
 
 static REGISTRY: ModuleGlobal<Registry> = ModuleGlobal::new();
@@ -385,7 +385,7 @@ pub(crate) fn cow_in_use(cow: crate::dm::BdevHandle) -> bool {
     let Ok(registry) = registry() else {
         return false;
     };
-    if registry.cancelled.lock().iter().any(|(c, _)| c.same(cow)) {
+    if cancelled_holds(registry, Some(cow)) {
         return true;
     }
     let entries = registry.entries.lock();
@@ -394,23 +394,28 @@ pub(crate) fn cow_in_use(cow: crate::dm::BdevHandle) -> bool {
         .any(|(entry, _)| entry.snapshots.lock().iter().any(|s| s.cow().handle().same(cow)))
 }
 
-/// Records that table `id`, on `cow`, had its handover cancelled. Without
-/// memory the record is skipped: that table serves nothing either way,
-/// and only a later table on the COW is then accepted.
-pub(crate) fn add_cancelled(cow: crate::dm::BdevHandle, id: TargetId) {
-    if let Ok(registry) = registry() {
-        let _ = registry.cancelled.lock().push((cow, id), GFP_KERNEL);
+/// Drops the records whose waiting table is gone, then tells whether one
+/// left is on `cow`.
+fn cancelled_holds(registry: &Registry, cow: Option<crate::dm::BdevHandle>) -> bool {
+    let mut cancelled = registry.cancelled.lock();
+    let mut i = 0;
+    while let Some(core) = cancelled.get(i) {
+        if core.holds_cancelled_table() {
+            i = i.saturating_add(1);
+        } else {
+            let _ = kvec::remove(&mut cancelled, i);
+        }
     }
+    cow.is_some_and(|cow| cancelled.iter().any(|core| core.cow().handle().same(cow)))
 }
 
-/// Drops the record of table `id` (its destructor), if there is one.
-pub(crate) fn remove_cancelled(id: TargetId) {
-    let Ok(registry) = registry() else {
-        return;
-    };
-    let mut cancelled = registry.cancelled.lock();
-    if let Some(i) = cancelled.iter().position(|(_, t)| *t == id) {
-        let _ = kvec::remove(&mut cancelled, i);
+/// Records `core`, whose handover was just cancelled. Without memory the
+/// record is skipped: the waiting table serves nothing either way, and
+/// only a later table on the COW is then accepted.
+pub(crate) fn add_cancelled(core: &Arc<SnapCore>) {
+    if let Ok(registry) = registry() {
+        cancelled_holds(registry, None);
+        let _ = registry.cancelled.lock().push(core.clone(), GFP_KERNEL);
     }
 }
 

@@ -95,10 +95,10 @@ impl Drop for Snapshot {
             self.core.stop_merge(self.id);
         }
         let released = self.core.release(self.id);
-        if let Some(waiting) = released.cancelled {
+        if released.cancelled {
             // Before the core leaves the origin: a constructor on this COW
             // always finds one or the other.
-            registry::add_cancelled(self.cow.handle(), waiting);
+            registry::add_cancelled(&self.core);
         }
         if released.owned {
             // No new copies from origin writes, then wait for the ones in
@@ -107,7 +107,6 @@ impl Drop for Snapshot {
             self.entry.entry().remove(&self.core);
             self.core.shutdown();
         }
-        registry::remove_cancelled(self.id);
         // Otherwise the store lives on in the target that took it over,
         // which holds the same devices; no worker refers to this target
         // any more (events go to `state.ti`, the new owner). In particular
@@ -244,15 +243,15 @@ impl Snapshot {
                 .map_err(|e| CtrError::new(e, c"Cannot allocate private snapshot structure"))?;
             return Ok(this);
         }
-        // Stricter than upstream, which refuses a second merging snapshot
-        // only when it takes a live store over (above).
-        if merge && entry.entry().merging_other_than(cow.handle()) {
-            return Err(CtrError::inval(already_merging));
-        }
         if registry::cow_in_use(cow.handle()) {
             // The COW belongs to a snapshot of another origin, or to a
             // table whose handover was cancelled.
             return Err(CtrError::inval(pairing));
+        }
+        // Stricter than upstream, which refuses a second merging snapshot
+        // only when it takes a live store over (above).
+        if merge && entry.entry().merging_other_than(cow.handle()) {
+            return Err(CtrError::inval(already_merging));
         }
 
         // While a snapshot of this origin merges, existing snapshots may be

@@ -140,6 +140,29 @@ run_case() {
   echo "two concurrent creates on one COW: $(cat /tmp/cc.a /tmp/cc.b | grep -c ok) succeeded" >> /tmp/$m.st
   for n in a b; do dmsetup remove snap$n 2>/dev/null || true; done
   dmsetup remove dcow; dmsetup remove cow5
+  # A cancelled handover (the source removed while a table waits): the
+  # waiting table holds the COW until it is destroyed, also when both go
+  # at once.
+  dmsetup create cow6 --table "0 32768 linear /dev/vdc 163840"
+  wipe_cow /dev/mapper/cow6
+  t6="0 65536 snapshot /dev/mapper/base-real /dev/mapper/cow6 P 8"
+  for how in "one after the other" "at once"; do
+    dmsetup create snapc --table "$t6"
+    dmsetup create snapd --notable
+    dmsetup load snapd --table "$t6"
+    if [ "$how" = "at once" ]; then
+      dmsetup remove snapc & dmsetup remove snapd & wait
+    else
+      dmsetup remove snapc
+      attempt "a table on the COW of a cancelled handover" dmsetup create snape --table "$t6" &&
+        dmsetup remove snape
+      echo "the cancelled table: $(dmsetup table --inactive snapd); $(dmsetup status --inactive snapd)" >> /tmp/$m.st
+      dmsetup remove snapd
+    fi
+    attempt "a table on that COW once both are removed ($how)" dmsetup create snape --table "$t6" &&
+      dmsetup remove snape
+  done
+  dmsetup remove cow6
   dmsetup remove base; dmsetup remove snap2; dmsetup remove snap3 2>/dev/null || true
   dmsetup remove cow; dmsetup remove base-real
   unload_modules

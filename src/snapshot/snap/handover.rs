@@ -9,12 +9,13 @@
 //! ```text
 //!   Owned(o) --add_waiting(n)--> HandingOver(o, n) --resume_as(n)--> Owned(n)
 //!      |                            |   \--release(n)-------------> Owned(o)
-//!      |                            \--release(o): cancelled -----> Released
+//!      |                            \--release(o)--> Cancelled(n) --release(n)--> Released
 //!      \--release(o)---------------------------------------------> Released
 //! ```
 //!
-//! Only the owner's I/O is served; a `Released` core serves nobody and
-//! accepts no new waiter. The old owner must be suspended for the
+//! Only the owner's I/O is served; a `Cancelled` or `Released` core
+//! serves nobody and accepts no new waiter. While `Cancelled`, the COW
+//! stays taken (the registry's record of cancelled handovers). The old owner must be suspended for the
 //! handover (checked in [`SnapCore::preresume_check`]).
 
 use core::num::NonZeroUsize;
@@ -69,7 +70,11 @@ pub(super) enum Ownership {
     Owned(Owner),
     /// `Owner` is served; `waiting` takes the core over on its resume.
     HandingOver { owner: Owner, waiting: TargetId },
-    /// The owner's destructor ran: nobody is served (a cancelled handover).
+    /// The owner's destructor ran while `waiting` waited: nobody is
+    /// served, and the waiting table (upstream keeps it on the origin's
+    /// list) still holds the COW.
+    Cancelled { waiting: TargetId },
+    /// The owner's destructor ran, and no table waits: nobody is served.
     Released,
 }
 
@@ -78,7 +83,7 @@ impl Ownership {
     pub(super) fn owner(&self) -> Option<&Owner> {
         match self {
             Self::Owned(owner) | Self::HandingOver { owner, .. } => Some(owner),
-            Self::Released => None,
+            Self::Cancelled { .. } | Self::Released => None,
         }
     }
 
@@ -239,8 +244,9 @@ impl SnapCore {
     }
 
     /// The destructor of `me`: whether it owned the core and must therefore
-    /// shut it down, and the table whose handover that cancels, if one
-    /// waited; or `me` is withdrawn from waiting.
+    /// shut it down, and whether that cancelled a handover (the core then
+    /// stays [`Ownership::Cancelled`] until the waiting table is
+    /// destroyed too); or `me` is withdrawn from waiting.
     pub(crate) fn release(&self, me: TargetId) -> Released {
         let mut st = self.state.lock();
         st.tables = st.tables.saturating_sub(1);
@@ -248,23 +254,30 @@ impl SnapCore {
             st.handed_over = None;
         }
         match st.ownership {
-            Ownership::Owned(owner) | Ownership::HandingOver { owner, .. } if owner.id == me => {
-                let cancelled = match st.ownership {
-                    Ownership::HandingOver { waiting, .. } => {
-                        dm_err!("Cancelling snapshot handover.");
-                        Some(waiting)
-                    }
-                    _ => None,
-                };
+            Ownership::Owned(owner) if owner.id == me => {
                 st.ownership = Ownership::Released;
-                Released { owned: true, cancelled }
+                Released { owned: true, cancelled: false }
+            }
+            Ownership::HandingOver { owner, waiting } if owner.id == me => {
+                dm_err!("Cancelling snapshot handover.");
+                st.ownership = Ownership::Cancelled { waiting };
+                Released { owned: true, cancelled: true }
             }
             Ownership::HandingOver { owner, waiting } if waiting == me => {
                 st.ownership = Ownership::Owned(owner);
-                Released { owned: false, cancelled: None }
+                Released { owned: false, cancelled: false }
             }
-            _ => Released { owned: false, cancelled: None },
+            Ownership::Cancelled { waiting } if waiting == me => {
+                st.ownership = Ownership::Released;
+                Released { owned: false, cancelled: false }
+            }
+            _ => Released { owned: false, cancelled: false },
         }
+    }
+
+    /// Whether a table whose handover was cancelled still holds the COW.
+    pub(crate) fn holds_cancelled_table(&self) -> bool {
+        matches!(self.state.lock().ownership, Ownership::Cancelled { .. })
     }
 }
 
@@ -272,6 +285,6 @@ impl SnapCore {
 pub(crate) struct Released {
     /// The releasing table owned the core: it shuts the core down.
     pub(crate) owned: bool,
-    /// The table whose handover this cancelled.
-    pub(crate) cancelled: Option<TargetId>,
+    /// That cancelled a handover: the waiting table still holds the COW.
+    pub(crate) cancelled: bool,
 }
