@@ -146,6 +146,7 @@ op_reload() {  # S T CH: lvchange --refresh with another type/chunk
 op_cancel() {  # S: a reload loaded, then cleared
   if ! live $1 || ! is_snapshot $1; then out "cancel $*: skip"; return; fi
   try "cancel $1: load" dmsetup load $1 --table "$(dmsetup table $1)"
+  out "cancel $1: waiting: $(dmsetup table --inactive $1 2>&1 | tr '\n' ';') $(dmsetup status --inactive $1 2>&1 | tr '\n' ';')"
   try "cancel $1: clear" dmsetup clear $1
 }
 op_twice() {  # S C T CH: a new device loaded twice before its first resume
@@ -153,6 +154,7 @@ op_twice() {  # S C T CH: a new device loaded twice before its first resume
   if cow_free $2; then wipe_cow /dev/mapper/$2; fi
   dmsetup create $1 --notable
   try "twice $*: load" dmsetup load $1 --table "$(snap_table $2 $3 $4)"
+  out "twice $1: inactive: $(dmsetup table --inactive $1 2>&1 | tr '\n' ';') $(dmsetup status --inactive $1 2>&1 | tr '\n' ';')"
   try "twice $*: load again" dmsetup load $1 --table "$(snap_table $2 $3 $4)"
   live origin && dmsetup suspend origin
   try "twice $*: resume" dmsetup resume $1
