@@ -385,8 +385,12 @@ pub(crate) fn cow_in_use(cow: crate::dm::BdevHandle) -> bool {
     let Ok(registry) = registry() else {
         return false;
     };
-    if cancelled_holds(registry, Some(cow)) {
-        return true;
+    {
+        let mut cancelled = registry.cancelled.lock();
+        prune_cancelled(&mut cancelled);
+        if cancelled.iter().any(|core| core.cow().handle().same(cow)) {
+            return true;
+        }
     }
     let entries = registry.entries.lock();
     entries
@@ -394,19 +398,16 @@ pub(crate) fn cow_in_use(cow: crate::dm::BdevHandle) -> bool {
         .any(|(entry, _)| entry.snapshots.lock().iter().any(|s| s.cow().handle().same(cow)))
 }
 
-/// Drops the records whose waiting table is gone, then tells whether one
-/// left is on `cow`.
-fn cancelled_holds(registry: &Registry, cow: Option<crate::dm::BdevHandle>) -> bool {
-    let mut cancelled = registry.cancelled.lock();
+/// Drops the records of cancelled handovers whose waiting table is gone.
+fn prune_cancelled(cancelled: &mut KVec<Arc<SnapCore>>) {
     let mut i = 0;
     while let Some(core) = cancelled.get(i) {
         if core.holds_cancelled_table() {
             i = i.saturating_add(1);
         } else {
-            let _ = kvec::remove(&mut cancelled, i);
+            let _ = kvec::remove(cancelled, i);
         }
     }
-    cow.is_some_and(|cow| cancelled.iter().any(|core| core.cow().handle().same(cow)))
 }
 
 /// Records `core`, whose handover was just cancelled. Without memory the
@@ -414,8 +415,9 @@ fn cancelled_holds(registry: &Registry, cow: Option<crate::dm::BdevHandle>) -> b
 /// only a later table on the COW is then accepted.
 pub(crate) fn add_cancelled(core: &Arc<SnapCore>) {
     if let Ok(registry) = registry() {
-        cancelled_holds(registry, None);
-        let _ = registry.cancelled.lock().push(core.clone(), GFP_KERNEL);
+        let mut cancelled = registry.cancelled.lock();
+        prune_cancelled(&mut cancelled);
+        let _ = cancelled.push(core.clone(), GFP_KERNEL);
     }
 }
 

@@ -15,8 +15,9 @@
 //!
 //! Only the owner's I/O is served; a `Cancelled` or `Released` core
 //! serves nobody and accepts no new waiter. While `Cancelled`, the COW
-//! stays taken (the registry's record of cancelled handovers). The old owner must be suspended for the
-//! handover (checked in [`SnapCore::preresume_check`]).
+//! stays taken (the registry's record of cancelled handovers). The old
+//! owner must be suspended for the handover (checked in
+//! [`SnapCore::preresume_check`]).
 
 use core::num::NonZeroUsize;
 use core::sync::atomic::{AtomicUsize, Ordering};
